@@ -1,0 +1,369 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/credbroker/credbroker/attest"
+	"github.com/credbroker/credbroker/audit"
+	"github.com/credbroker/credbroker/policies"
+	"github.com/credbroker/credbroker/providers"
+)
+
+// PeerAttestor attests the process on the other end of a Unix socket from
+// kernel peer credentials.
+type PeerAttestor interface {
+	Attest(ctx context.Context, conn *net.UnixConn) (attest.Identity, error)
+}
+
+// Provider issues one configured credential.
+type Provider interface {
+	Credential(ctx context.Context, req providers.Request) (providers.Credential, error)
+}
+
+// Recorder is the audit log: Append returns only once the record is
+// committed.
+type Recorder interface {
+	Append(ctx context.Context, r *audit.Record) error
+	Fingerprint(secret []byte) string
+}
+
+// Channels name the way a request came in, as recorded in the audit log.
+const (
+	ChannelSocket = "socket"
+)
+
+// Config wires a Broker.
+type Config struct {
+	// Peer attests callers on the Unix socket. Required.
+	Peer PeerAttestor
+	// Credentials maps each configured credential name to its provider.
+	Credentials map[string]Provider
+	// Kinds maps each credential name to its provider kind for the audit
+	// log ("static", …).
+	Kinds map[string]string
+	// Policies is the initial policy set. Required; replace it with
+	// SetPolicies.
+	Policies *policies.Set
+	// Audit records every decision. Required.
+	Audit Recorder
+	// Registerer receives the broker's metrics; nil means none are exported.
+	Registerer prometheus.Registerer
+	// Logger receives one line per decision at debug level and failures at
+	// warn; default slog.Default().
+	Logger *slog.Logger
+	// Now returns the current time; default time.Now.
+	Now func() time.Time
+}
+
+// Broker runs decisions.
+type Broker struct {
+	peer     PeerAttestor
+	creds    map[string]Provider
+	kinds    map[string]string
+	audit    Recorder
+	log      *slog.Logger
+	now      func() time.Time
+	metrics  *metrics
+	policies atomic.Pointer[policies.Set]
+}
+
+// New validates cfg and returns a Broker.
+func New(cfg Config) (*Broker, error) {
+	var errs []error
+	if cfg.Peer == nil {
+		errs = append(errs, errors.New("broker: a peer attestor is required"))
+	}
+	if cfg.Audit == nil {
+		errs = append(errs, errors.New("broker: an audit recorder is required"))
+	}
+	if cfg.Policies == nil {
+		errs = append(errs, errors.New("broker: a policy set is required"))
+	}
+	for name, p := range cfg.Credentials {
+		if p == nil {
+			errs = append(errs, fmt.Errorf("broker: credential %q has no provider", name))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	b := &Broker{
+		peer:    cfg.Peer,
+		creds:   cfg.Credentials,
+		kinds:   cfg.Kinds,
+		audit:   cfg.Audit,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		metrics: newMetrics(cfg.Registerer),
+	}
+	b.policies.Store(cfg.Policies)
+	return b, nil
+}
+
+// SetPolicies atomically replaces the policy set; decisions in flight finish
+// on the set they started with.
+func (b *Broker) SetPolicies(s *policies.Set) { b.policies.Store(s) }
+
+// Policies returns the policy set in force.
+func (b *Broker) Policies() *policies.Set { return b.policies.Load() }
+
+// Request is one caller asking for one credential, as a listener saw it.
+type Request struct {
+	// Credential is the configured name asked for.
+	Credential string
+	// Channel is how the request came in (ChannelSocket, …).
+	Channel string
+	// Method, Path and Host describe the request where the channel has them;
+	// policies see them as request.method, request.path, request.host.
+	Method, Path, Host string
+	// Conn is the caller's Unix socket connection, attested from kernel peer
+	// credentials.
+	Conn *net.UnixConn
+	// Invalid is set by a listener that could not decode the request. The
+	// caller is still attested and the refusal recorded.
+	Invalid error
+}
+
+// Grant is a credential handed out, with the decision that allowed it.
+type Grant struct {
+	DecisionID string
+	Name       string
+	Credential providers.Credential
+}
+
+// Kind classifies a refusal; listeners map it to their protocol's codes.
+type Kind int
+
+// Kinds of refusal.
+const (
+	KindBadRequest      Kind = iota + 1 // the request could not be understood
+	KindUnauthenticated                 // attestation failed
+	KindDenied                          // the policy denies it
+	KindNotFound                        // no such credential
+	KindUnavailable                     // provider or audit store unavailable
+)
+
+// Error is a refusal. Message is safe to show the caller: it says what to
+// fix and never carries a secret or a token. Err is the internal cause, for
+// logs.
+type Error struct {
+	Kind       Kind
+	Message    string
+	DecisionID string
+	Err        error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return "broker: " + e.Message + ": " + e.Err.Error()
+	}
+	return "broker: " + e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Decision results as recorded in the audit log and counted in metrics.
+const (
+	resultAllow = "allow"
+	resultDeny  = "deny"
+	resultError = "error"
+)
+
+// Decide runs one decision: attest, evaluate, obtain, record, then return
+// the grant. Every call — allowed, denied or failed — writes exactly one
+// audit record, and a Grant is returned only after that record is committed.
+// A refusal is an *Error.
+func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
+	start := b.now()
+	rec := &audit.Record{
+		Time:       start.UTC(),
+		DecisionID: newDecisionID(start),
+		Credential: req.Credential,
+		Provider:   b.kinds[req.Credential],
+		Channel:    req.Channel,
+		TargetHost: req.Host,
+		Method:     req.Method,
+		Path:       req.Path,
+		PeerUID:    -1,
+	}
+	set := b.policies.Load()
+	in := policies.Input{
+		Request: policies.Request{Channel: req.Channel, Credential: req.Credential, Method: req.Method, Path: req.Path, Host: req.Host},
+		Now:     start,
+	}
+
+	id, err := b.attest(ctx, req)
+	if err != nil {
+		reason := "attestation failed"
+		var ae *attest.Error
+		if errors.As(err, &ae) {
+			reason = ae.Reason
+		}
+		return nil, b.refuse(ctx, rec, start, &Error{Kind: KindUnauthenticated, Message: reason, Err: err})
+	}
+	in.Identity = id
+	describeIdentity(rec, id)
+	rec.Input = encodeInput(in)
+
+	if req.Invalid != nil {
+		return nil, b.refuse(ctx, rec, start, &Error{Kind: KindBadRequest, Message: req.Invalid.Error()})
+	}
+	prov, ok := b.creds[req.Credential]
+	if !ok {
+		return nil, b.refuse(ctx, rec, start, &Error{Kind: KindNotFound, Message: fmt.Sprintf("no credential named %q is configured", req.Credential)})
+	}
+
+	d := set.Evaluate(in)
+	rec.Policy, rec.PolicyVersion, rec.Reason = d.Policy, d.Version, d.Reason
+	if d.Effect != policies.Allow {
+		rec.Decision = resultDeny
+		return nil, b.finish(ctx, rec, start, &Error{Kind: KindDenied, Message: d.Reason})
+	}
+
+	cred, err := prov.Credential(ctx, providers.Request{Name: req.Credential, TTL: d.TTL, Identity: id})
+	if err != nil {
+		return nil, b.refuse(ctx, rec, start, &Error{Kind: KindUnavailable, Message: fmt.Sprintf("credential %q is unavailable", req.Credential), Err: err})
+	}
+	rec.Decision = resultAllow
+	rec.LeaseID = cred.LeaseID
+	rec.ExpiresAt = cred.ExpiresAt.UTC()
+	rec.Fingerprint = b.audit.Fingerprint(canonicalSecret(cred.Data))
+	if err := b.finish(ctx, rec, start, nil); err != nil {
+		return nil, err
+	}
+	return &Grant{DecisionID: rec.DecisionID, Name: req.Credential, Credential: cred}, nil
+}
+
+// attest turns the request's evidence into an identity.
+func (b *Broker) attest(ctx context.Context, req *Request) (attest.Identity, error) {
+	if req.Conn == nil {
+		return attest.Identity{}, attest.Failf(attest.MethodUnix, "no peer credentials on this channel")
+	}
+	return b.peer.Attest(ctx, req.Conn)
+}
+
+// refuse records a decision that ended in error and returns the refusal.
+func (b *Broker) refuse(ctx context.Context, rec *audit.Record, start time.Time, refusal *Error) error {
+	rec.Decision = resultError
+	rec.Reason = refusal.Message
+	return b.finish(ctx, rec, start, refusal)
+}
+
+// finish commits rec and returns outcome (nil for an allow). When the record
+// cannot be committed the request fails as unavailable whatever the decision
+// was: a decision that cannot be audited is not made.
+func (b *Broker) finish(ctx context.Context, rec *audit.Record, start time.Time, outcome *Error) error {
+	rec.Latency = b.now().Sub(start)
+	if err := b.audit.Append(ctx, rec); err != nil {
+		b.metrics.auditFailures.Inc()
+		b.metrics.decisions.WithLabelValues(resultError).Inc()
+		b.log.Warn("audit record not committed; request refused", keyDecisionID, rec.DecisionID, keyError, err)
+		return &Error{Kind: KindUnavailable, Message: "the audit log is unavailable; no credential was issued", DecisionID: rec.DecisionID, Err: err}
+	}
+	b.metrics.decisions.WithLabelValues(rec.Decision).Inc()
+	b.metrics.latency.Observe(b.now().Sub(start).Seconds())
+	if outcome == nil {
+		b.log.Debug("decision", keyDecisionID, rec.DecisionID, keyDecision, rec.Decision, keySubject, rec.Subject, keyCredential, rec.Credential, keyPolicy, rec.Policy)
+		return nil
+	}
+	outcome.DecisionID = rec.DecisionID
+	b.log.Info("decision", keyDecisionID, rec.DecisionID, keyDecision, rec.Decision, keySubject, rec.Subject, keyCredential, rec.Credential, keyPolicy, rec.Policy, keyReason, rec.Reason)
+	return outcome
+}
+
+// describeIdentity copies the identity's audit fields into rec.
+func describeIdentity(rec *audit.Record, id attest.Identity) {
+	rec.Attestor, rec.Subject, rec.Claims = id.Method, id.Subject, id.Claims
+	peer := &id
+	if id.Peer != nil {
+		peer = id.Peer
+	}
+	if peer.Method == attest.MethodUnix {
+		if pid, ok := peer.Claims["pid"].(int64); ok {
+			rec.PeerPID = pid
+		}
+		if uid, ok := peer.Claims["uid"].(int64); ok {
+			rec.PeerUID = uid
+		}
+	}
+}
+
+// inputDoc is the policy input as recorded for later re-evaluation: the
+// identity and request attributes, never a token or a secret.
+type inputDoc struct {
+	Identity attest.Identity `json:"identity"`
+	Request  requestDoc      `json:"request"`
+	Now      time.Time       `json:"now"`
+}
+
+type requestDoc struct {
+	Channel    string `json:"channel"`
+	Credential string `json:"credential"`
+	Method     string `json:"method,omitempty"`
+	Path       string `json:"path,omitempty"`
+	Host       string `json:"host,omitempty"`
+}
+
+func encodeInput(in policies.Input) json.RawMessage {
+	r := in.Request
+	b, err := json.Marshal(inputDoc{
+		Identity: in.Identity,
+		Request:  requestDoc{Channel: r.Channel, Credential: r.Credential, Method: r.Method, Path: r.Path, Host: r.Host},
+		Now:      in.Now.UTC(),
+	})
+	if err != nil {
+		// Claims hold JSON-compatible values by contract; record the failure
+		// rather than dropping the field silently.
+		return json.RawMessage(`{"error":"policy input not encodable"}`)
+	}
+	return b
+}
+
+// canonicalSecret encodes a credential's fields unambiguously for the
+// fingerprint: sorted keys, each key and value length-prefixed.
+func canonicalSecret(data map[string]providers.Secret) []byte {
+	keys := make([]string, 0, len(data))
+	for k := range data {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var buf bytes.Buffer
+	for _, k := range keys {
+		v := data[k].Reveal()
+		fmt.Fprintf(&buf, "%d:%s%d:", len(k), k, len(v))
+		buf.Write(v)
+	}
+	return buf.Bytes()
+}
+
+// newDecisionID returns a time-ordered, unguessable id: 48 bits of
+// milliseconds then 80 random bits, hex encoded.
+func newDecisionID(t time.Time) string {
+	var b [16]byte
+	ms := uint64(t.UnixMilli())
+	for i := 5; i >= 0; i-- {
+		b[i] = byte(ms)
+		ms >>= 8
+	}
+	_, _ = rand.Read(b[6:])
+	return hex.EncodeToString(b[:])
+}

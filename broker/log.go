@@ -1,0 +1,15 @@
+package broker
+
+// Log attribute keys, in one place so log lines stay greppable.
+const (
+	keyDecisionID = "decision_id"
+	keyDecision   = "decision"
+	keySubject    = "subject"
+	keyCredential = "credential"
+	keyPolicy     = "policy"
+	keyReason     = "reason"
+	keyError      = "error"
+	keyAddr       = "addr"
+	keyPath       = "path"
+	keyVersion    = "version"
+)

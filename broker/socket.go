@@ -1,0 +1,275 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Limits of the socket API. A request over them is refused before it is
+// read whole.
+const (
+	// MaxBodyBytes bounds a request body.
+	MaxBodyBytes = 64 << 10
+	// MaxHeaderBytes bounds a request's header block.
+	MaxHeaderBytes = 16 << 10
+)
+
+// RequestHeader must be present, with value "1", on every socket API
+// request: a browser or an SSRF-able proxy cannot be made to add it.
+const RequestHeader = "Credbroker-Request"
+
+// ListenUnix creates the socket API's Unix socket at path with the given
+// mode. It refuses to replace a socket another process is listening on,
+// removes a stale one, refuses to remove anything that is not a socket, and
+// never exposes the socket with a wider mode than asked: it binds a
+// temporary name, sets the mode, then renames it into place.
+func ListenUnix(path string, mode os.FileMode) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("broker: socket directory: %w", err)
+	}
+	if err := removeStale(path); err != nil {
+		return nil, err
+	}
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	_ = os.Remove(tmp)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("broker: listen on %s: %w", path, err)
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, mode); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("broker: socket mode: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("broker: socket: %w", err)
+	}
+	return ln, nil
+}
+
+// removeStale removes a socket at path that nobody listens on.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("broker: socket path: %w", err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("broker: %s exists and is not a socket; refusing to replace it", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("broker: another process is listening on %s; refusing to replace it", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("broker: probing existing socket %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("broker: removing stale socket: %w", err)
+	}
+	return nil
+}
+
+type connKey struct{}
+
+// NewSocketServer returns the HTTP server of the socket API, ready for
+// Serve on a listener from ListenUnix. Each request's connection is kept in
+// its context so the handler can attest the peer.
+func (b *Broker) NewSocketServer(errLog *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           b.Handler(),
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(errLog.Handler(), slog.LevelWarn),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if uc, ok := c.(*net.UnixConn); ok {
+				return context.WithValue(ctx, connKey{}, uc)
+			}
+			return ctx
+		},
+	}
+}
+
+// Handler serves the socket API:
+//
+//	GET|POST /v1/credentials/{name}   with header Credbroker-Request: 1
+func (b *Broker) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/credentials/{name}", b.serveCredential)
+	mux.HandleFunc("POST /v1/credentials/{name}", b.serveCredential)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "unknown endpoint; use GET or POST /v1/credentials/{name}", "")
+	})
+	return mux
+}
+
+// credentialBody is the optional JSON body of a credential request. Unknown
+// fields are refused.
+type credentialBody struct {
+	AWSIAM json.RawMessage `json:"aws_iam,omitempty"`
+}
+
+// reply is the success body of the socket API.
+type reply struct {
+	Name       string            `json:"name"`
+	Kind       string            `json:"kind"`
+	Data       map[string]string `json:"data"`
+	ExpiresAt  time.Time         `json:"expires_at"`
+	LeaseID    string            `json:"lease_id"`
+	DecisionID string            `json:"decision_id"`
+}
+
+func (b *Broker) serveCredential(w http.ResponseWriter, r *http.Request) {
+	conn, _ := r.Context().Value(connKey{}).(*net.UnixConn)
+	req := &Request{
+		Credential: r.PathValue("name"),
+		Channel:    ChannelSocket,
+		Method:     r.Method,
+		Path:       r.URL.Path,
+		Conn:       conn,
+	}
+	req.Invalid = decodeCredentialRequest(w, r)
+	g, err := b.Decide(r.Context(), req)
+	if err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			e = &Error{Kind: KindUnavailable, Message: "internal error", Err: err}
+		}
+		status, code := statusOf(e.Kind)
+		writeError(w, status, code, e.Message, e.DecisionID)
+		return
+	}
+	data := make(map[string]string, len(g.Credential.Data))
+	for k, v := range g.Credential.Data {
+		data[k] = string(v.Reveal())
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, reply{
+		Name:       g.Name,
+		Kind:       g.Credential.Kind,
+		Data:       data,
+		ExpiresAt:  g.Credential.ExpiresAt.UTC(),
+		LeaseID:    g.Credential.LeaseID,
+		DecisionID: g.DecisionID,
+	})
+}
+
+// decodeCredentialRequest checks the request header and body; a non-nil
+// result is a caller-safe description of what is wrong.
+func decodeCredentialRequest(w http.ResponseWriter, r *http.Request) error {
+	if r.Header.Get(RequestHeader) != "1" {
+		return fmt.Errorf("missing header %s: 1", RequestHeader)
+	}
+	if r.ContentLength > MaxBodyBytes {
+		return fmt.Errorf("request body over %d bytes", MaxBodyBytes)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("request body over %d bytes", MaxBodyBytes)
+		}
+		return errors.New("request body could not be read")
+	}
+	return parseCredentialBody(body)
+}
+
+// parseCredentialBody decodes the optional JSON body strictly.
+func parseCredentialBody(body []byte) error {
+	if len(body) == 0 {
+		return nil
+	}
+	var cb credentialBody
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cb); err != nil {
+		return fmt.Errorf("malformed JSON body: %s", describeJSONError(err))
+	}
+	if dec.More() {
+		return errors.New("malformed JSON body: more than one JSON value")
+	}
+	if len(cb.AWSIAM) > 0 {
+		return errors.New("aws_iam evidence is not accepted: the aws attestor is not configured")
+	}
+	return nil
+}
+
+// describeJSONError gives a caller-safe summary of a decoding error: its
+// position and kind, never the offending bytes themselves.
+func describeJSONError(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return "syntax error at byte " + strconv.FormatInt(se.Offset, 10)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q has the wrong type", te.Field)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "unexpected end of input"
+	default:
+		// json's unknown-field error quotes the field name, which the caller
+		// chose; keep only that it was unknown.
+		return "unknown field or invalid value (accepted: aws_iam)"
+	}
+}
+
+func statusOf(k Kind) (int, string) {
+	switch k {
+	case KindBadRequest:
+		return http.StatusBadRequest, "bad_request"
+	case KindUnauthenticated:
+		return http.StatusUnauthorized, "unauthenticated"
+	case KindDenied:
+		return http.StatusForbidden, "denied"
+	case KindNotFound:
+		return http.StatusNotFound, "not_found"
+	default:
+		return http.StatusServiceUnavailable, "unavailable"
+	}
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code       string `json:"code"`
+	Message    string `json:"message"`
+	DecisionID string `json:"decision_id,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg, decisionID string) {
+	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: msg, DecisionID: decisionID}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"reply not encodable"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

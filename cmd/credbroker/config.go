@@ -1,0 +1,468 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// Defaults of the configuration file.
+const (
+	defaultSocket     = "/run/credbroker/broker.sock"
+	defaultSocketMode = "0660"
+	defaultAdmin      = "127.0.0.1:9901"
+	defaultAuditPath  = "/var/lib/credbroker/audit.db"
+)
+
+// Config is credbroker's configuration file (or directory of files).
+// Unknown keys are errors. Relative paths are relative to the file that
+// names them.
+type Config struct {
+	// Socket is the socket API's path; default /run/credbroker/broker.sock.
+	Socket string `yaml:"socket"`
+	// SocketMode is the socket's permission bits, octal; default "0660".
+	SocketMode string `yaml:"socket_mode"`
+	// Admin is the loopback address of /healthz, /readyz and /metrics;
+	// default 127.0.0.1:9901, "" turns it off.
+	Admin *string `yaml:"admin"`
+	// Audit configures the decision log.
+	Audit AuditConfig `yaml:"audit"`
+	// Policies is a policy file or a directory of them.
+	Policies string `yaml:"policies"`
+	// Attestors configures token-based attestation; unix is always on.
+	Attestors AttestorsConfig `yaml:"attestors"`
+	// Credentials are the credentials the broker can issue.
+	Credentials []CredentialConfig `yaml:"credentials"`
+	// Listeners are injection listeners.
+	Listeners []yaml.Node `yaml:"listeners"`
+	// Log configures the broker's own log.
+	Log LogConfig `yaml:"log"`
+
+	// sources maps a key path ("credentials.0.ttl") to "file:line", for
+	// validation messages.
+	sources map[string]string
+	// Files lists the configuration files read, in order.
+	Files []string `yaml:"-"`
+}
+
+// AuditConfig configures the decision log.
+type AuditConfig struct {
+	// Path of the SQLite database; default /var/lib/credbroker/audit.db.
+	Path string `yaml:"path"`
+	// KeyFile holds the per-install HMAC and Ed25519 keys; default Path+".key".
+	KeyFile string `yaml:"key_file"`
+	// BusyTimeout is how long a decision waits for a locked store before it
+	// is refused; default 1s.
+	BusyTimeout Duration `yaml:"busy_timeout"`
+	// Checkpoint writes signed checkpoints of the chain head for shipping
+	// off the host.
+	Checkpoint CheckpointConfig `yaml:"checkpoint"`
+}
+
+// CheckpointConfig configures signed checkpoints.
+type CheckpointConfig struct {
+	// File receives the latest checkpoint; "" turns checkpoints off.
+	File string `yaml:"file"`
+	// Interval between checkpoints; default 5s.
+	Interval Duration `yaml:"interval"`
+}
+
+// AttestorsConfig holds the token attestors. They are reserved keys in this
+// version: configuring one is reported as unsupported rather than ignored.
+type AttestorsConfig struct {
+	Kubernetes *yaml.Node `yaml:"kubernetes"`
+	SPIFFE     *yaml.Node `yaml:"spiffe"`
+	GitHub     *yaml.Node `yaml:"github"`
+	AWS        *yaml.Node `yaml:"aws"`
+	Ambient    *yaml.Node `yaml:"ambient"`
+}
+
+// CredentialConfig is one credential.
+type CredentialConfig struct {
+	// Name is what callers ask for.
+	Name string `yaml:"name"`
+	// TTL of each issue; default 1h. A policy's ttl can shorten it.
+	TTL Duration `yaml:"ttl"`
+	// Static reads the value from a file or an environment variable.
+	Static *StaticConfig `yaml:"static"`
+	// Postgres, Vault, AWSSTS and OAuth2 are reserved provider keys.
+	Postgres *yaml.Node `yaml:"postgres"`
+	Vault    *yaml.Node `yaml:"vault"`
+	AWSSTS   *yaml.Node `yaml:"aws_sts"`
+	OAuth2   *yaml.Node `yaml:"oauth2"`
+}
+
+// StaticConfig is a static credential's source: exactly one of File and Env.
+type StaticConfig struct {
+	File string `yaml:"file"`
+	Env  string `yaml:"env"`
+}
+
+// LogConfig configures the broker's log.
+type LogConfig struct {
+	// Level is debug, info, warn or error; default info.
+	Level string `yaml:"level"`
+	// Format is json or text; default json.
+	Format string `yaml:"format"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("15m").
+type Duration time.Duration
+
+// UnmarshalYAML parses a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("invalid duration %q (use a positive Go duration such as 90s, 15m, 1h)", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ConfigError is one problem in the configuration, with its position.
+type ConfigError struct {
+	Pos     string // file:line, or file
+	Message string
+}
+
+func (e ConfigError) Error() string { return e.Pos + ": " + e.Message }
+
+// LoadConfig reads a configuration file, or every *.yaml and *.yml file of a
+// directory in name order. Scalar keys may be set in one file only;
+// credentials and listeners accumulate. All problems are reported at once.
+func LoadConfig(path string) (*Config, error) {
+	files, err := configFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &Config{sources: map[string]string{}}
+	var errs []error
+	for _, f := range files {
+		errs = append(errs, cfg.merge(f)...)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	cfg.Files = files
+	return cfg, nil
+}
+
+// configFiles lists the files of a config path. A directory's files that do
+// not look like broker configuration (no top-level broker key) are skipped,
+// so that the policies may sit in the same directory.
+func configFiles(path string) ([]string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if !fi.IsDir() {
+		return []string{path}, nil
+	}
+	var files []string
+	for _, pat := range []string{"*.yaml", "*.yml"} {
+		m, _ := filepath.Glob(filepath.Join(path, pat))
+		files = append(files, m...)
+	}
+	sort.Strings(files)
+	var cfgs []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if !isPolicyDocument(b) {
+			cfgs = append(cfgs, f)
+		}
+	}
+	if len(cfgs) == 0 {
+		return nil, fmt.Errorf("config: no configuration files (*.yaml, *.yml) in %s", path)
+	}
+	return cfgs, nil
+}
+
+// isPolicyDocument reports whether a YAML document's only top-level key is
+// "policies" holding a list — a policy file, not broker configuration.
+func isPolicyDocument(b []byte) bool {
+	var doc yaml.Node
+	if yaml.Unmarshal(b, &doc) != nil || len(doc.Content) == 0 {
+		return false
+	}
+	m := doc.Content[0]
+	return m.Kind == yaml.MappingNode && len(m.Content) == 2 &&
+		m.Content[0].Value == "policies" && m.Content[1].Kind == yaml.SequenceNode
+}
+
+var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// merge decodes one file strictly into cfg.
+func (cfg *Config) merge(file string) []error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return []error{fmt.Errorf("config: %w", err)}
+	}
+	var one Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&one); err != nil && !errors.Is(err, io.EOF) {
+		return yamlErrors(file, err)
+	}
+	var root yaml.Node
+	_ = yaml.Unmarshal(b, &root)
+	src := map[string]string{}
+	if len(root.Content) > 0 {
+		indexPositions(file, "", root.Content[0], src)
+	}
+	dir := filepath.Dir(file)
+	one.resolvePaths(dir)
+
+	var errs []error
+	set := func(key string, dst *string, v string) {
+		if v == "" {
+			return
+		}
+		if *dst != "" {
+			errs = append(errs, ConfigError{src[key], fmt.Sprintf("%s is already set in %s", key, cfg.sources[key])})
+			return
+		}
+		*dst = v
+		cfg.sources[key] = src[key]
+	}
+	set("socket", &cfg.Socket, one.Socket)
+	set("socket_mode", &cfg.SocketMode, one.SocketMode)
+	set("policies", &cfg.Policies, one.Policies)
+	set("audit.path", &cfg.Audit.Path, one.Audit.Path)
+	set("audit.key_file", &cfg.Audit.KeyFile, one.Audit.KeyFile)
+	set("audit.checkpoint.file", &cfg.Audit.Checkpoint.File, one.Audit.Checkpoint.File)
+	set("log.level", &cfg.Log.Level, one.Log.Level)
+	set("log.format", &cfg.Log.Format, one.Log.Format)
+	if one.Admin != nil {
+		if cfg.Admin != nil {
+			errs = append(errs, ConfigError{src["admin"], "admin is already set in " + cfg.sources["admin"]})
+		}
+		cfg.Admin, cfg.sources["admin"] = one.Admin, src["admin"]
+	}
+	if one.Audit.BusyTimeout != 0 {
+		cfg.Audit.BusyTimeout = one.Audit.BusyTimeout
+	}
+	if one.Audit.Checkpoint.Interval != 0 {
+		cfg.Audit.Checkpoint.Interval = one.Audit.Checkpoint.Interval
+	}
+	reserved := map[string]*yaml.Node{
+		"kubernetes": one.Attestors.Kubernetes, "spiffe": one.Attestors.SPIFFE, "github": one.Attestors.GitHub,
+		"aws": one.Attestors.AWS, "ambient": one.Attestors.Ambient,
+	}
+	for _, name := range sortedKeys(reserved) {
+		if n := reserved[name]; n != nil {
+			errs = append(errs, ConfigError{fmt.Sprintf("%s:%d", file, n.Line), fmt.Sprintf("attestor %q is not supported by this version of credbroker (unix attestation is always on)", name)})
+		}
+	}
+	base := len(cfg.Credentials)
+	for i, c := range one.Credentials {
+		for k, v := range src {
+			if rest, ok := strings.CutPrefix(k, fmt.Sprintf("credentials.%d", i)); ok {
+				cfg.sources[fmt.Sprintf("credentials.%d%s", base+i, rest)] = v
+			}
+		}
+		cfg.Credentials = append(cfg.Credentials, c)
+	}
+	for _, n := range one.Listeners {
+		errs = append(errs, ConfigError{fmt.Sprintf("%s:%d", file, n.Line), "injection listeners are not supported by this version of credbroker"})
+	}
+	return errs
+}
+
+// resolvePaths makes the file's relative paths relative to its directory.
+func (cfg *Config) resolvePaths(dir string) {
+	for _, p := range []*string{&cfg.Socket, &cfg.Policies, &cfg.Audit.Path, &cfg.Audit.KeyFile, &cfg.Audit.Checkpoint.File} {
+		*p = resolve(dir, *p)
+	}
+	for i := range cfg.Credentials {
+		if s := cfg.Credentials[i].Static; s != nil {
+			s.File = resolve(dir, s.File)
+		}
+	}
+}
+
+func resolve(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// yamlErrors turns yaml.v3's decoding errors into file:line messages.
+func yamlErrors(file string, err error) []error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		if m := yamlLine.FindStringSubmatch(msg); m != nil {
+			return []error{ConfigError{file + ":" + m[1], m[2]}}
+		}
+		return []error{ConfigError{file, msg}}
+	}
+	var errs []error
+	for _, e := range te.Errors {
+		if m := yamlLine.FindStringSubmatch(e); m != nil {
+			errs = append(errs, ConfigError{file + ":" + m[1], friendlyYAML(m[2])})
+		} else {
+			errs = append(errs, ConfigError{file, e})
+		}
+	}
+	return errs
+}
+
+var unknownField = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
+
+// friendlyYAML rewrites yaml.v3's type-centred messages in the config's terms.
+func friendlyYAML(msg string) string {
+	if m := unknownField.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("unknown key %q", m[1])
+	}
+	return strings.ReplaceAll(msg, "main.", "")
+}
+
+// indexPositions records "file:line" for every key path under n.
+func indexPositions(file, prefix string, n *yaml.Node, out map[string]string) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			p := k.Value
+			if prefix != "" {
+				p = prefix + "." + k.Value
+			}
+			out[p] = fmt.Sprintf("%s:%d", file, k.Line)
+			indexPositions(file, p, n.Content[i+1], out)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := prefix + "." + strconv.Itoa(i)
+			out[p] = fmt.Sprintf("%s:%d", file, c.Line)
+			indexPositions(file, p, c, out)
+		}
+	}
+}
+
+// pos returns the position of a key path, falling back to its parents and
+// then to the first file.
+func (cfg *Config) pos(key string) string {
+	for k := key; k != ""; {
+		if p, ok := cfg.sources[k]; ok {
+			return p
+		}
+		i := strings.LastIndex(k, ".")
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+	}
+	if len(cfg.Files) > 0 {
+		return cfg.Files[0]
+	}
+	return "config"
+}
+
+// applyDefaults fills unset fields.
+func (cfg *Config) applyDefaults() {
+	if cfg.Socket == "" {
+		cfg.Socket = defaultSocket
+	}
+	if cfg.SocketMode == "" {
+		cfg.SocketMode = defaultSocketMode
+	}
+	if cfg.Admin == nil {
+		a := defaultAdmin
+		cfg.Admin = &a
+	}
+	if cfg.Audit.Path == "" {
+		cfg.Audit.Path = defaultAuditPath
+	}
+	if cfg.Log.Level == "" {
+		cfg.Log.Level = "info"
+	}
+	if cfg.Log.Format == "" {
+		cfg.Log.Format = "json"
+	}
+}
+
+// Validate reports every problem of the configuration at once.
+func (cfg *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, ConfigError{cfg.pos(key), fmt.Sprintf(format, args...)})
+	}
+	if _, err := cfg.socketMode(); err != nil {
+		bad("socket_mode", "%v", err)
+	}
+	if cfg.Policies == "" {
+		bad("policies", "policies is required: a policy file or directory")
+	}
+	switch cfg.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "log level %q: use debug, info, warn or error", cfg.Log.Level)
+	}
+	switch cfg.Log.Format {
+	case "", "json", "text":
+	default:
+		bad("log.format", "log format %q: use json or text", cfg.Log.Format)
+	}
+	seen := map[string]int{}
+	for i, c := range cfg.Credentials {
+		key := fmt.Sprintf("credentials.%d", i)
+		switch {
+		case c.Name == "":
+			bad(key, "credential without a name")
+		case !validName(c.Name):
+			bad(key+".name", "credential name %q: use letters, digits, '.', '_' and '-'", c.Name)
+		}
+		if j, dup := seen[c.Name]; dup && c.Name != "" {
+			bad(key+".name", "credential %q is defined twice (first at %s)", c.Name, cfg.pos(fmt.Sprintf("credentials.%d", j)))
+		}
+		seen[c.Name] = i
+		reserved := map[string]*yaml.Node{"postgres": c.Postgres, "vault": c.Vault, "aws_sts": c.AWSSTS, "oauth2": c.OAuth2}
+		for _, kind := range sortedKeys(reserved) {
+			if reserved[kind] != nil {
+				bad(key+"."+kind, "credential %q: provider %q is not supported by this version of credbroker", c.Name, kind)
+			}
+		}
+		switch s := c.Static; {
+		case s == nil && c.Postgres == nil && c.Vault == nil && c.AWSSTS == nil && c.OAuth2 == nil:
+			bad(key, "credential %q has no provider (static: {file: …} or static: {env: …})", c.Name)
+		case s != nil && (s.File == "") == (s.Env == ""):
+			bad(key+".static", "credential %q: static needs exactly one of file and env", c.Name)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (cfg *Config) socketMode() (os.FileMode, error) {
+	m, err := strconv.ParseUint(cfg.SocketMode, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("socket_mode %q: use octal permission bits such as \"0660\"", cfg.SocketMode)
+	}
+	return os.FileMode(m), nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+func validName(s string) bool { return len(s) <= 128 && nameRE.MatchString(s) }
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	_ "modernc.org/sqlite"
+)
+
+// mountTmpfs mounts a small tmpfs at a fresh directory, standing in for the
+// volume the audit database lives on, so the test can fill it up for real.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs (the test needs root): %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// fillDisk writes junk into dir until the file system is full.
+func fillDisk(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "junk")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("filling disk: %v", err)
+			}
+			return p
+		}
+	}
+}
+
+// expectUnavailable asserts a 503 that hands out nothing.
+func expectUnavailable(t *testing.T, r apiReply) {
+	t.Helper()
+	if r.Status != http.StatusServiceUnavailable || r.Err.Error.Code != "unavailable" {
+		t.Fatalf("status %d body %s, want 503 unavailable", r.Status, r.Body)
+	}
+	if strings.Contains(string(r.Body), "s3cr3t") {
+		t.Fatalf("503 body carries the secret: %s", r.Body)
+	}
+}
+
+func TestFailClosedDiskFull(t *testing.T) {
+	disk := mountTmpfs(t, "4m")
+	e := newEnv(t, e2ePolicies, e2eCredentials())
+	e.db = filepath.Join(disk, "audit.db")
+	e.write("secrets/demo", "s3cr3t")
+	b := e.start("--audit-db", e.db)
+	c := socketClient(e.socket)
+	if r := call(t, c, "GET", "/v1/credentials/demo", nil, nil); r.Status != 200 {
+		t.Fatalf("before: status %d %s", r.Status, r.Body)
+	}
+
+	junk := fillDisk(t, disk)
+	// SQLite may still fit a few rows into pages the WAL already holds;
+	// every request is either committed and answered, or refused.
+	var granted []string
+	refused := false
+	for i := 0; i < 5000 && !refused; i++ {
+		r := call(t, c, "GET", "/v1/credentials/demo", nil, nil)
+		switch r.Status {
+		case 200:
+			granted = append(granted, r.OK.DecisionID)
+		default:
+			expectUnavailable(t, r)
+			refused = true
+		}
+	}
+	if !refused {
+		t.Fatal("a full disk never refused a request")
+	}
+
+	os.Remove(junk)
+	r := call(t, c, "GET", "/v1/credentials/demo", nil, nil)
+	if r.Status != 200 {
+		t.Fatalf("after freeing the disk: status %d %s\n%s", r.Status, r.Body, b.logs)
+	}
+	granted = append(granted, r.OK.DecisionID)
+	b.stop(syscall.SIGTERM)
+	rows := auditRows(t, e.db)
+	for _, id := range granted {
+		if rows[id].Decision != "allow" {
+			t.Errorf("granted decision %s has no allow row", id)
+		}
+	}
+	if !strings.Contains(b.logs.String(), "audit record not committed") {
+		t.Errorf("the refusal was not logged:\n%s", b.logs)
+	}
+	if out, errOut, code := credbroker(t, "audit", "verify", "--db", e.db); code != 0 {
+		t.Fatalf("audit verify: %s %s", out, errOut)
+	}
+}
+
+func TestFailClosedLockHeld(t *testing.T) {
+	e := newEnv(t, e2ePolicies, e2eCredentials())
+	e.write("secrets/demo", "s3cr3t")
+	// A short busy timeout keeps the test quick.
+	cfg, _ := os.ReadFile(e.config)
+	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "audit: {", "audit: {busy_timeout: 200ms, ", 1)), 0o600)
+	b := e.start()
+	c := socketClient(e.socket)
+	if r := call(t, c, "GET", "/v1/credentials/demo", nil, nil); r.Status != 200 {
+		t.Fatalf("before: status %d %s", r.Status, r.Body)
+	}
+
+	// Another process's write transaction holds the lock.
+	db, err := sql.Open("sqlite", e.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	expectUnavailable(t, call(t, c, "GET", "/v1/credentials/demo", nil, nil))
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+
+	if r := call(t, c, "GET", "/v1/credentials/demo", nil, nil); r.Status != 200 {
+		t.Fatalf("after the lock was released: status %d %s\n%s", r.Status, r.Body, b.logs)
+	}
+	b.stop(syscall.SIGTERM)
+	if out, errOut, code := credbroker(t, "audit", "verify", "--db", e.db); code != 0 {
+		t.Fatalf("audit verify: %s %s", out, errOut)
+	}
+}

@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	unixattest "github.com/credbroker/credbroker/attest/unix"
+	"github.com/credbroker/credbroker/audit"
+	"github.com/credbroker/credbroker/broker"
+	"github.com/credbroker/credbroker/policies"
+	"github.com/credbroker/credbroker/providers/static"
+)
+
+// shutdownTimeout bounds how long in-flight requests may take to finish
+// after SIGINT or SIGTERM.
+const shutdownTimeout = 30 * time.Second
+
+// loadedConfig is a validated configuration with its policies compiled.
+type loadedConfig struct {
+	cfg      *Config
+	policies *policies.Set
+}
+
+// loadAll loads and validates the configuration at path and its policies,
+// reporting every problem it can find.
+func loadAll(path string, override func(*Config)) (*loadedConfig, error) {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if override != nil {
+		override(cfg)
+	}
+	cfg.applyDefaults()
+	var errs []error
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	var set *policies.Set
+	if cfg.Policies != "" {
+		set, err = loadPolicies(cfg.Policies, cfg.Files)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &loadedConfig{cfg: cfg, policies: set}, nil
+}
+
+func (c *cli) run(args []string) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	configPath := fs.String("config", "", "configuration file or directory (required)")
+	socket := fs.String("socket", "", "socket API path (overrides the file)")
+	auditDB := fs.String("audit-db", "", "audit database path (overrides the file)")
+	admin := fs.String("admin", "", `admin listener address (overrides the file; "off" turns it off)`)
+	if _, err := c.parse(fs, args); err != nil {
+		return exitUsage
+	}
+	if *configPath == "" {
+		fmt.Fprintln(c.stderr, "credbroker run: --config is required")
+		return exitUsage
+	}
+	lc, err := loadAll(*configPath, func(cfg *Config) {
+		if *socket != "" {
+			cfg.Socket = *socket
+		}
+		if *auditDB != "" {
+			cfg.Audit.Path = *auditDB
+		}
+		if *admin == "off" {
+			off := ""
+			cfg.Admin = &off
+		} else if *admin != "" {
+			cfg.Admin = admin
+		}
+	})
+	if err != nil {
+		return c.fail(err)
+	}
+	log := newLogger(c.stderr, lc.cfg.Log)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, lc, log); err != nil {
+		log.Error("credbroker stopped", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w interface{ Write([]byte) (int, error) }, lc LogConfig) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(lc.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if lc.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// serve runs the broker until ctx is done, then drains in-flight requests,
+// flushes the audit log and returns.
+func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
+	cfg := lc.cfg
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// The audit log outlives the socket server: requests drained at
+	// shutdown still commit their records.
+	auditCtx, stopAudit := context.WithCancel(context.Background())
+	defer stopAudit()
+	alog, err := audit.Open(ctx, audit.Config{
+		Path:        cfg.Audit.Path,
+		KeyFile:     cfg.Audit.KeyFile,
+		BusyTimeout: time.Duration(cfg.Audit.BusyTimeout),
+		Checkpoint:  audit.CheckpointConfig{File: cfg.Audit.Checkpoint.File, Interval: time.Duration(cfg.Audit.Checkpoint.Interval)},
+		Logger:      log.With("component", "audit"),
+	})
+	if err != nil {
+		return err
+	}
+	defer alog.Close()
+	var wg sync.WaitGroup
+	auditDone := make(chan error, 1)
+	wg.Add(1)
+	go func() { defer wg.Done(); auditDone <- alog.Run(auditCtx) }()
+
+	peer, err := unixattest.New(unixattest.Config{Logger: log.With("component", "attest")})
+	if err != nil {
+		return err
+	}
+	creds, kinds, err := buildProviders(cfg)
+	if err != nil {
+		return err
+	}
+	b, err := broker.New(broker.Config{
+		Peer:        peer,
+		Credentials: creds,
+		Kinds:       kinds,
+		Policies:    lc.policies,
+		Audit:       alog,
+		Registerer:  reg,
+		Logger:      log,
+	})
+	if err != nil {
+		return err
+	}
+
+	mode, _ := cfg.socketMode()
+	ln, err := broker.ListenUnix(cfg.Socket, mode)
+	if err != nil {
+		return err
+	}
+	defer removeSocket(cfg.Socket, ln)
+	srv := b.NewSocketServer(log)
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- srv.Serve(ln) }()
+
+	var adminSrv *http.Server
+	if *cfg.Admin != "" {
+		aln, err := net.Listen("tcp", *cfg.Admin)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		adminSrv = &http.Server{
+			Handler: broker.AdminHandler(reg, map[string]broker.Health{
+				"audit":    alog.Healthy,
+				"policies": func() error { return nil }, // loaded before we listen; reloads keep a set in force
+			}),
+			ReadHeaderTimeout: 5 * time.Second,
+		}
+		go func() { _ = adminSrv.Serve(aln) }()
+		log.Info("admin listening", "addr", aln.Addr().String())
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	trigger := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case trigger <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	defer stopReload()
+	go (&broker.Reloader{
+		Broker:  b,
+		Load:    func() (*policies.Set, error) { return loadPolicies(cfg.Policies, cfg.Files) },
+		Stamp:   func() string { return policyStamp(cfg.Policies) },
+		Trigger: trigger,
+		Logger:  log,
+	}).Run(reloadCtx)
+
+	log.Info("credbroker serving", "socket", cfg.Socket, "audit", cfg.Audit.Path,
+		"policies", lc.policies.Len(), "credentials", strings.Join(sortedKeys(creds), ","), "version", version)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: draining in-flight requests")
+	case err := <-srvErr:
+		stopAudit()
+		wg.Wait()
+		return fmt.Errorf("socket server: %w", err)
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	shutErr := srv.Shutdown(shutCtx)
+	if adminSrv != nil {
+		_ = adminSrv.Shutdown(shutCtx)
+	}
+	stopAudit()
+	wg.Wait()
+	if err := <-auditDone; err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	if shutErr != nil {
+		return fmt.Errorf("draining requests: %w", shutErr)
+	}
+	log.Info("credbroker stopped")
+	return nil
+}
+
+// buildProviders creates one provider per configured credential.
+func buildProviders(cfg *Config) (map[string]broker.Provider, map[string]string, error) {
+	creds := map[string]broker.Provider{}
+	kinds := map[string]string{}
+	var errs []error
+	for i, c := range cfg.Credentials {
+		if c.Static == nil {
+			continue // Validate has reported it
+		}
+		p, err := static.New(static.Config{Name: c.Name, File: c.Static.File, Env: c.Static.Env, TTL: time.Duration(c.TTL)})
+		if err != nil {
+			errs = append(errs, ConfigError{cfg.pos(fmt.Sprintf("credentials.%d.static", i)), err.Error()})
+			continue
+		}
+		creds[c.Name], kinds[c.Name] = p, static.Kind
+	}
+	return creds, kinds, errors.Join(errs...)
+}
+
+// removeSocket closes ln and removes the socket file if it is still ours.
+func removeSocket(path string, ln *net.UnixListener) {
+	ln.Close()
+	_ = os.Remove(path)
+}
