@@ -1,0 +1,32 @@
+//go:build !linux
+
+package unix
+
+import (
+	"context"
+	"errors"
+	"net"
+
+	"github.com/credbroker/credbroker/attest"
+)
+
+// errUnsupported is returned on platforms other than Linux.
+var errUnsupported = errors.New("unix: peer attestation is supported on linux only")
+
+// Attestor attests the peers of Unix-domain socket connections. On this
+// platform it cannot be created.
+type Attestor struct{}
+
+// New validates cfg and fails: attestation from kernel peer credentials,
+// pidfds and /proc is implemented for Linux only.
+func New(cfg Config) (*Attestor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return nil, errUnsupported
+}
+
+// Attest always fails on this platform.
+func (a *Attestor) Attest(ctx context.Context, conn *net.UnixConn) (attest.Identity, error) {
+	return attest.Identity{}, &attest.Error{Method: attest.MethodUnix, Reason: "unix attestation is not supported on this platform", Err: errUnsupported}
+}

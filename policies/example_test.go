@@ -1,0 +1,96 @@
+package policies_test
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/credbroker/credbroker/attest"
+	"github.com/credbroker/credbroker/policies"
+)
+
+func ExampleCompile() {
+	_, err := policies.Compile([]policies.File{{Name: "policies/payments.yaml", Data: []byte(`
+policies:
+  - name: payments-can-charge
+    effect: allow
+    workload: [{kubernetes: {namespace: payments}}]
+    credentials: [stripe-live]
+    ttl: 15 minutes
+`)}})
+	var problems policies.Problems
+	if errors.As(err, &problems) {
+		for _, p := range problems {
+			fmt.Println(p)
+		}
+	}
+	// Output:
+	// policies/payments.yaml:3: missing required key "workloads" in policy
+	// policies/payments.yaml:5: unknown key "workload" in policy
+	// policies/payments.yaml:7: ttl "15 minutes" is not a duration such as 15m or 1h
+}
+
+func ExampleSet_Evaluate() {
+	set, err := policies.Compile([]policies.File{{Name: "payments.yaml", Data: []byte(`
+policies:
+  - name: payments-can-charge
+    effect: allow
+    workloads:
+      - kubernetes: {namespace: payments, service_account: payment-processor}
+    credentials: [stripe-live]
+    when: 'request.method == "POST" && request.path.startsWith("/v1/charges")'
+    ttl: 15m
+  - name: nobody-on-weekends
+    effect: deny
+    workloads: [{kubernetes: {namespace: payments}}]
+    credentials: ["*"]
+    when: now.getDayOfWeek() == 0 || now.getDayOfWeek() == 6
+`)}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	in := policies.Input{
+		Identity: attest.Identity{
+			Method:  attest.MethodKubernetes,
+			Subject: "system:serviceaccount:payments:payment-processor",
+			Claims:  map[string]any{"namespace": "payments", "service_account": "payment-processor"},
+		},
+		Request: policies.Request{Channel: "http", Credential: "stripe-live", Method: "POST", Path: "/v1/charges", Host: "api.stripe.com"},
+		Now:     time.Date(2026, 3, 11, 10, 0, 0, 0, time.UTC), // a Wednesday
+	}
+	d := set.Evaluate(in)
+	fmt.Println(d.Effect, d.Reason, d.TTL)
+
+	in.Request.Method = "GET"
+	fmt.Println(set.Evaluate(in).Reason)
+
+	in.Now = time.Date(2026, 3, 14, 10, 0, 0, 0, time.UTC) // a Saturday
+	in.Request.Method = "POST"
+	fmt.Println(set.Evaluate(in).Reason)
+	// Output:
+	// allow allowed by policy payments-can-charge 15m0s
+	// no policy allows system:serviceaccount:payments:payment-processor to read stripe-live
+	// denied by policy nobody-on-weekends
+}
+
+func ExampleSet_Explain() {
+	set, _ := policies.Compile([]policies.File{{Name: "demo.yaml", Data: []byte(`
+policies:
+  - name: ops-can-read-demo
+    effect: allow
+    workloads: [{unix: {uid: 1001}}, {unix: {gid: 10}}]
+    credentials: [demo]
+`)}})
+	ex := set.Explain(policies.Input{
+		Identity: attest.Identity{Method: attest.MethodUnix, Subject: "unix:uid:1000", Claims: map[string]any{"uid": int64(1000), "gid": int64(1000)}},
+		Request:  policies.Request{Channel: "socket", Credential: "demo"},
+	})
+	fmt.Println(ex.Reason)
+	for _, step := range ex.Trace {
+		fmt.Printf("%s:%d %s matched=%v: %s\n", step.File, step.Line, step.Policy, step.Matched, step.Why)
+	}
+	// Output:
+	// no policy allows unix:uid:1000 to read demo
+	// demo.yaml:3 ops-can-read-demo matched=false: workload: no entry matches (line 5: unix: uid is 1000, want 1001; line 5: unix: gid is 1000, want 10); credential: "demo" matches "demo"; condition: none
+}
