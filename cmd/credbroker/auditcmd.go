@@ -166,7 +166,11 @@ func (c *cli) auditPublicKey(args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	fmt.Fprintln(c.stdout, audit.FormatPublicKey(k))
+	b, err := audit.EncodePublicKey(k)
+	if err != nil {
+		return c.fail(err)
+	}
+	_, _ = c.stdout.Write(b)
 	return 0
 }
 

@@ -13,7 +13,7 @@ import (
 )
 
 // adminAddr finds the admin listener's address in the broker's log.
-func adminAddr(t *testing.T, b *broker) string {
+func adminAddr(t *testing.T, b *brokerProc) string {
 	t.Helper()
 	re := regexp.MustCompile(`admin listening.*addr=?"?:?"?([0-9.]+:[0-9]+)`)
 	deadline := time.Now().Add(10 * time.Second)

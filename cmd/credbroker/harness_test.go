@@ -85,8 +85,8 @@ func (e *env) write(name, content string) string {
 	return p
 }
 
-// broker is a running credbroker child process.
-type broker struct {
+// brokerProc is a running credbroker child process.
+type brokerProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	logs   *syncBuffer
@@ -113,11 +113,11 @@ func (s *syncBuffer) String() string {
 
 // start runs `credbroker run` with extra arguments and waits until the
 // socket answers.
-func (e *env) start(extra ...string) *broker {
+func (e *env) start(extra ...string) *brokerProc {
 	e.t.Helper()
 	args := append([]string{"run", "--config", e.config}, extra...)
 	cmd := exec.Command(binPath, args...)
-	b := &broker{t: e.t, cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{}), socket: e.socket}
+	b := &brokerProc{t: e.t, cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{}), socket: e.socket}
 	cmd.Stdout, cmd.Stderr = b.logs, b.logs
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
@@ -144,7 +144,7 @@ func (e *env) start(extra ...string) *broker {
 	return nil
 }
 
-func (b *broker) running() bool {
+func (b *brokerProc) running() bool {
 	select {
 	case <-b.done:
 		return false
@@ -154,7 +154,7 @@ func (b *broker) running() bool {
 }
 
 // stop sends sig and waits for exit, returning the exit code.
-func (b *broker) stop(sig syscall.Signal) int {
+func (b *brokerProc) stop(sig syscall.Signal) int {
 	b.t.Helper()
 	_ = b.cmd.Process.Signal(sig)
 	select {
