@@ -1,0 +1,77 @@
+package audit
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+)
+
+// recordJSON is the JSON form of a Record, one object per line in
+// `audit query --format json` and `audit export`.
+type recordJSON struct {
+	Seq           int64           `json:"seq"`
+	Time          time.Time       `json:"time"`
+	DecisionID    string          `json:"decision_id,omitempty"`
+	Decision      string          `json:"decision,omitempty"`
+	Reason        string          `json:"reason,omitempty"`
+	Policy        string          `json:"policy,omitempty"`
+	PolicyVersion string          `json:"policy_version,omitempty"`
+	Attestor      string          `json:"attestor,omitempty"`
+	Subject       string          `json:"subject,omitempty"`
+	Claims        map[string]any  `json:"claims,omitempty"`
+	PeerPID       int64           `json:"peer_pid"`
+	PeerUID       int64           `json:"peer_uid"`
+	Credential    string          `json:"credential,omitempty"`
+	Provider      string          `json:"provider,omitempty"`
+	Channel       string          `json:"channel,omitempty"`
+	TargetHost    string          `json:"target_host,omitempty"`
+	Method        string          `json:"method,omitempty"`
+	Path          string          `json:"path,omitempty"`
+	LeaseID       string          `json:"lease_id,omitempty"`
+	ExpiresAt     time.Time       `json:"expires_at,omitzero"`
+	Fingerprint   string          `json:"fingerprint,omitempty"`
+	LatencyMS     float64         `json:"latency_ms"`
+	Input         json.RawMessage `json:"input,omitempty"`
+	PrevHash      string          `json:"prev_hash,omitempty"`
+	Hash          string          `json:"hash,omitempty"`
+}
+
+// MarshalJSON encodes r with snake_case field names, times in RFC 3339 with
+// nanoseconds, and the latency as fractional milliseconds (latency_ms).
+// Empty strings, empty claims, no input and a zero expiry are omitted.
+func (r Record) MarshalJSON() ([]byte, error) {
+	w := recordJSON{
+		Seq: r.Seq, Time: r.Time, DecisionID: r.DecisionID, Decision: r.Decision,
+		Reason: r.Reason, Policy: r.Policy, PolicyVersion: r.PolicyVersion, Attestor: r.Attestor,
+		Subject: r.Subject, Claims: r.Claims, PeerPID: r.PeerPID, PeerUID: r.PeerUID,
+		Credential: r.Credential, Provider: r.Provider, Channel: r.Channel, TargetHost: r.TargetHost,
+		Method: r.Method, Path: r.Path, LeaseID: r.LeaseID, ExpiresAt: r.ExpiresAt,
+		Fingerprint: r.Fingerprint, LatencyMS: float64(r.Latency) / float64(time.Millisecond),
+		Input: r.Input, PrevHash: r.PrevHash, Hash: r.Hash,
+	}
+	return json.Marshal(w)
+}
+
+// UnmarshalJSON decodes the form MarshalJSON writes. Claim numbers decode as
+// json.Number; an absent peer_uid means unknown (-1).
+func (r *Record) UnmarshalJSON(data []byte) error {
+	w := recordJSON{PeerUID: -1}
+	if err := decodeJSON(data, &w); err != nil {
+		return fmt.Errorf("audit: record: %w", err)
+	}
+	ns := math.Round(w.LatencyMS * float64(time.Millisecond))
+	if ns < math.MinInt64 || ns >= math.MaxInt64 {
+		return fmt.Errorf("audit: record: latency_ms %g out of range", w.LatencyMS)
+	}
+	*r = Record{
+		Seq: w.Seq, Time: w.Time, DecisionID: w.DecisionID, Decision: w.Decision,
+		Reason: w.Reason, Policy: w.Policy, PolicyVersion: w.PolicyVersion, Attestor: w.Attestor,
+		Subject: w.Subject, Claims: w.Claims, PeerPID: w.PeerPID, PeerUID: w.PeerUID,
+		Credential: w.Credential, Provider: w.Provider, Channel: w.Channel, TargetHost: w.TargetHost,
+		Method: w.Method, Path: w.Path, LeaseID: w.LeaseID, ExpiresAt: w.ExpiresAt,
+		Fingerprint: w.Fingerprint, Latency: time.Duration(ns), Input: w.Input,
+		PrevHash: w.PrevHash, Hash: w.Hash,
+	}
+	return nil
+}

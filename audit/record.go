@@ -1,0 +1,255 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Decision values of Record.Decision.
+const (
+	DecisionAllow = "allow"
+	DecisionDeny  = "deny"
+	DecisionError = "error"
+)
+
+// Record is one decision: what was asked, by whom, what was decided and why,
+// and what was issued. Append fills Seq, PrevHash and Hash, and Time when it
+// is zero; everything else is the caller's. A Record never holds a secret:
+// Fingerprint is an HMAC of the issued secret (see Log.Fingerprint).
+type Record struct {
+	Seq           int64           // chain position (1, 2, 3, …), assigned by Append
+	Time          time.Time       // decision time (stored as UTC with ns precision)
+	DecisionID    string          // unique id of the decision, required
+	Decision      string          // DecisionAllow, DecisionDeny or DecisionError
+	Reason        string          // why, in words
+	Policy        string          // deciding policy name, "" for default deny / errors
+	PolicyVersion string          // hash of that policy (or of the policy set)
+	Attestor      string          // identity method: unix, kubernetes, …
+	Subject       string          // workload subject, e.g. "unix:uid:1000"
+	Claims        map[string]any  // selected identity claims (JSON-compatible values)
+	PeerPID       int64           // 0 when unknown
+	PeerUID       int64           // -1 when unknown
+	Credential    string          // credential name
+	Provider      string          // provider kind, e.g. "static"
+	Channel       string          // socket | http | postgres | mysql | aws
+	TargetHost    string          // upstream host where known
+	Method        string          // request method where known
+	Path          string          // request path where known
+	LeaseID       string          // lease of the issued credential
+	ExpiresAt     time.Time       // zero when nothing was issued
+	Fingerprint   string          // HMAC-SHA256 of the issued secret, never the secret
+	Latency       time.Duration   // time taken to decide and issue
+	Input         json.RawMessage // the policy input the decision was made on (a JSON object)
+	PrevHash      string          // hex SHA-256 of the previous row (64 zeros for the first)
+	Hash          string          // hex SHA-256 of this row
+}
+
+// row is a Record in its stored form: the columns of one decisions row. The
+// hash of a row is computed from these values, so that Verify recomputes it
+// from exactly what is stored.
+type row struct {
+	seq           int64
+	time          int64 // Unix ns
+	decisionID    string
+	decision      string
+	reason        string
+	policy        string
+	policyVersion string
+	attestor      string
+	subject       string
+	claims        string // canonical JSON object, "" when there are none
+	peerPID       int64
+	peerUID       int64
+	credential    string
+	provider      string
+	channel       string
+	targetHost    string
+	method        string
+	path          string
+	leaseID       string
+	expiresAt     int64 // Unix ns, valid when hasExpiry
+	hasExpiry     bool
+	fingerprint   string
+	latency       int64  // ns
+	input         string // canonical JSON object, "" when there is none
+	prevHash      string
+	hash          string
+}
+
+// columns lists the decisions columns in row order.
+const columns = "seq, time, decision_id, decision, reason, policy, policy_version, attestor, subject, claims, " +
+	"peer_pid, peer_uid, credential, provider, channel, target_host, method, path, lease_id, expires_at, " +
+	"fingerprint, latency_ns, input, prev_hash, hash"
+
+// numColumns is the number of entries in columns.
+const numColumns = 25
+
+// Times outside what int64 nanoseconds since 1970 can hold.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+// newRow validates r and converts it to its stored form, without seq and
+// hashes, which the writer assigns.
+func newRow(r *Record) (*row, error) {
+	switch r.Decision {
+	case DecisionAllow, DecisionDeny, DecisionError:
+	default:
+		return nil, fmt.Errorf("%w: decision %q is not allow, deny or error", ErrInvalidRecord, r.Decision)
+	}
+	if r.DecisionID == "" {
+		return nil, fmt.Errorf("%w: decision id is empty", ErrInvalidRecord)
+	}
+	t, err := unixNano("time", r.Time)
+	if err != nil {
+		return nil, err
+	}
+	claims, err := canonicalClaims(r.Claims)
+	if err != nil {
+		return nil, err
+	}
+	input, err := canonicalObject(r.Input)
+	if err != nil {
+		return nil, fmt.Errorf("%w: input: %w", ErrInvalidRecord, err)
+	}
+	rw := &row{
+		time: t, decisionID: r.DecisionID, decision: r.Decision, reason: r.Reason,
+		policy: r.Policy, policyVersion: r.PolicyVersion, attestor: r.Attestor, subject: r.Subject,
+		claims: claims, peerPID: r.PeerPID, peerUID: r.PeerUID, credential: r.Credential,
+		provider: r.Provider, channel: r.Channel, targetHost: r.TargetHost, method: r.Method,
+		path: r.Path, leaseID: r.LeaseID, fingerprint: r.Fingerprint, latency: int64(r.Latency),
+		input: input,
+	}
+	if !r.ExpiresAt.IsZero() {
+		if rw.expiresAt, err = unixNano("expires_at", r.ExpiresAt); err != nil {
+			return nil, err
+		}
+		rw.hasExpiry = true
+	}
+	return rw, nil
+}
+
+// unixNano converts a non-zero time to Unix nanoseconds, refusing times int64
+// cannot hold.
+func unixNano(field string, t time.Time) (int64, error) {
+	if t.IsZero() || t.Before(minTime) || t.After(maxTime) {
+		return 0, fmt.Errorf("%w: %s %s is outside 1678–2262", ErrInvalidRecord, field, t)
+	}
+	return t.UnixNano(), nil
+}
+
+// canonicalClaims encodes claims as a canonical JSON object, "" when empty.
+func canonicalClaims(claims map[string]any) (string, error) {
+	if len(claims) == 0 {
+		return "", nil
+	}
+	if s, ok := encodeFlat(claims); ok {
+		return s, nil
+	}
+	raw, err := json.Marshal(claims)
+	if err != nil {
+		return "", fmt.Errorf("%w: claims: %w", ErrInvalidRecord, err)
+	}
+	s, err := canonicalObject(raw)
+	if err != nil {
+		return "", fmt.Errorf("%w: claims: %w", ErrInvalidRecord, err)
+	}
+	return s, nil
+}
+
+// record converts a stored row back to a Record.
+func (rw *row) record() (*Record, error) {
+	r := &Record{
+		Seq: rw.seq, Time: time.Unix(0, rw.time).UTC(), DecisionID: rw.decisionID,
+		Decision: rw.decision, Reason: rw.reason, Policy: rw.policy, PolicyVersion: rw.policyVersion,
+		Attestor: rw.attestor, Subject: rw.subject, PeerPID: rw.peerPID, PeerUID: rw.peerUID,
+		Credential: rw.credential, Provider: rw.provider, Channel: rw.channel,
+		TargetHost: rw.targetHost, Method: rw.method, Path: rw.path, LeaseID: rw.leaseID,
+		Fingerprint: rw.fingerprint, Latency: time.Duration(rw.latency), PrevHash: rw.prevHash,
+		Hash: rw.hash,
+	}
+	if rw.hasExpiry {
+		r.ExpiresAt = time.Unix(0, rw.expiresAt).UTC()
+	}
+	if rw.claims != "" {
+		var err error
+		if r.Claims, err = decodeObject(rw.claims); err != nil {
+			return nil, fmt.Errorf("audit: seq %d: claims: %w", rw.seq, err)
+		}
+	}
+	if rw.input != "" {
+		r.Input = json.RawMessage(rw.input)
+	}
+	return r, nil
+}
+
+// decodeJSON decodes data into v keeping numbers as json.Number, so that
+// large integers such as GitHub ids survive a round trip.
+func decodeJSON(data []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	return d.Decode(v)
+}
+
+// rowDomain separates row hashes from every other use of SHA-256.
+const rowDomain = "credbroker audit row v1\x00"
+
+// hasher computes row hashes, reusing one buffer.
+type hasher struct {
+	buf []byte
+}
+
+// sum returns the hash of rw at seq after prev: SHA-256 over the domain, seq,
+// prev and every field, strings length-prefixed, so that no two different
+// rows share an encoding.
+func (h *hasher) sum(seq int64, prev *[sha256.Size]byte, rw *row) [sha256.Size]byte {
+	b := append(h.buf[:0], rowDomain...)
+	b = binary.BigEndian.AppendUint64(b, uint64(seq))
+	b = append(b, prev[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(rw.time))
+	for _, s := range [...]string{rw.decisionID, rw.decision, rw.reason, rw.policy, rw.policyVersion,
+		rw.attestor, rw.subject, rw.claims} {
+		b = appendString(b, s)
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(rw.peerPID))
+	b = binary.BigEndian.AppendUint64(b, uint64(rw.peerUID))
+	for _, s := range [...]string{rw.credential, rw.provider, rw.channel, rw.targetHost, rw.method,
+		rw.path, rw.leaseID} {
+		b = appendString(b, s)
+	}
+	if rw.hasExpiry {
+		b = append(b, 1)
+		b = binary.BigEndian.AppendUint64(b, uint64(rw.expiresAt))
+	} else {
+		b = append(b, 0)
+	}
+	b = appendString(b, rw.fingerprint)
+	b = binary.BigEndian.AppendUint64(b, uint64(rw.latency))
+	b = appendString(b, rw.input)
+	h.buf = b
+	return sha256.Sum256(b)
+}
+
+// appendString appends s with its length in front.
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// clampUnixNano converts t to Unix ns, saturating outside what int64 holds;
+// the zero time is the minimum.
+func clampUnixNano(t time.Time) int64 {
+	switch {
+	case t.IsZero() || t.Before(minTime):
+		return minTime.UnixNano()
+	case t.After(maxTime):
+		return maxTime.UnixNano()
+	}
+	return t.UnixNano()
+}

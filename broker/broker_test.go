@@ -1,0 +1,194 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	unixattest "github.com/credbroker/credbroker/attest/unix"
+	"github.com/credbroker/credbroker/audit"
+	"github.com/credbroker/credbroker/broker"
+	"github.com/credbroker/credbroker/policies"
+	"github.com/credbroker/credbroker/providers/static"
+)
+
+const testPolicies = `policies:
+  - name: self-reads-demo
+    effect: allow
+    workloads: [{unix: {uid: self}}]
+    credentials: [demo]
+    when: 'request.channel == "socket"'
+    ttl: 10m
+  - name: never-prod
+    effect: deny
+    workloads: [{unix: {uid: self}}]
+    credentials: ["prod-*"]
+`
+
+// harness is a broker wired with the real unix attestor, real policies, a
+// real static provider and a real audit log, serving a real Unix socket.
+type harness struct {
+	broker *broker.Broker
+	log    *audit.Log
+	db     string
+	socket string
+	client *http.Client
+}
+
+func newHarness(tb testing.TB) *harness {
+	tb.Helper()
+	dir := tb.TempDir()
+	secret := filepath.Join(dir, "demo")
+	if err := os.WriteFile(secret, []byte("s3cr3t\n"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	set, err := policies.Compile([]policies.File{{Name: "p.yaml", Data: []byte(testPolicies)}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{db: filepath.Join(dir, "audit.db")}
+	h.log, err = audit.Open(ctx, audit.Config{Path: h.db})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.log.Run(ctx) }()
+	peer, err := unixattest.New(unixattest.Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	demo, err := static.New(static.Config{Name: "demo", File: secret, TTL: time.Hour})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h.broker, err = broker.New(broker.Config{
+		Peer:        peer,
+		Credentials: map[string]broker.Provider{"demo": demo, "prod-db": demo},
+		Kinds:       map[string]string{"demo": static.Kind, "prod-db": static.Kind},
+		Policies:    set,
+		Audit:       h.log,
+		Registerer:  prometheus.NewRegistry(),
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sockDir, err := os.MkdirTemp("", "cbt-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h.socket = filepath.Join(sockDir, "s")
+	ln, err := broker.ListenUnix(h.socket, 0o600)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := h.broker.NewSocketServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	go func() { _ = srv.Serve(ln) }()
+	h.client = &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", h.socket)
+		},
+		MaxIdleConnsPerHost: 256,
+	}}
+	tb.Cleanup(func() {
+		srv.Close()
+		ln.Close()
+		cancel()
+		<-done
+		h.log.Close()
+		os.RemoveAll(sockDir)
+	})
+	return h
+}
+
+func (h *harness) get(tb testing.TB, name string) (int, string) {
+	req, _ := http.NewRequest("GET", "http://credbroker/v1/credentials/"+name, nil)
+	req.Header.Set(broker.RequestHeader, "1")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestPipeline(t *testing.T) {
+	h := newHarness(t)
+	for _, tt := range []struct {
+		name   string
+		status int
+		want   string
+	}{
+		{"demo", 200, `"value":"s3cr3t"`},
+		{"prod-db", 403, `denied by policy never-prod`},
+		{"missing", 404, `no credential named \"missing\"`},
+	} {
+		status, body := h.get(t, tt.name)
+		if status != tt.status || !strings.Contains(body, tt.want) {
+			t.Errorf("%s: %d %s, want %d %s", tt.name, status, body, tt.status, tt.want)
+		}
+	}
+	res, err := audit.Verify(context.Background(), h.db, audit.VerifyOptions{})
+	if err != nil || res.Rows != 3 {
+		t.Fatalf("verify: %v %+v", err, res)
+	}
+}
+
+// TestNoGrantWithoutRecord: once the audit log is closed nothing can be
+// committed, and Decide hands out nothing.
+func TestNoGrantWithoutRecord(t *testing.T) {
+	h := newHarness(t)
+	if status, _ := h.get(t, "demo"); status != 200 {
+		t.Fatalf("status %d", status)
+	}
+	h.log.Close()
+	status, body := h.get(t, "demo")
+	if status != 503 || strings.Contains(body, "s3cr3t") {
+		t.Fatalf("after the log closed: %d %s", status, body)
+	}
+	var e *broker.Error
+	_, err := h.broker.Decide(context.Background(), &broker.Request{Credential: "demo", Channel: broker.ChannelSocket})
+	if !errors.As(err, &e) || e.Kind != broker.KindUnavailable {
+		t.Fatalf("Decide: %v", err)
+	}
+}
+
+// BenchmarkSocketAPI measures whole decisions — HTTP over the Unix socket,
+// unix attestation, policy with a CEL condition, static provider, committed
+// audit record — from parallel clients.
+func BenchmarkSocketAPI(b *testing.B) {
+	h := newHarness(b)
+	b.SetParallelism(16) // 16 × GOMAXPROCS clients
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req, _ := http.NewRequest("GET", "http://credbroker/v1/credentials/demo", nil)
+		req.Header.Set(broker.RequestHeader, "1")
+		for pb.Next() {
+			resp, err := h.client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+}
