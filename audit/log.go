@@ -16,6 +16,7 @@ import (
 const (
 	DefaultBusyTimeout        = time.Second
 	DefaultMaxBatch           = 256
+	DefaultGroupWait          = 500 * time.Microsecond
 	DefaultCheckpointInterval = 5 * time.Second
 )
 
@@ -43,6 +44,11 @@ type Config struct {
 	BusyTimeout time.Duration
 	// MaxBatch is the most records committed in one transaction. Default 256.
 	MaxBatch int
+	// GroupWait is the longest the writer holds a commit open for records
+	// announced with Expect but not yet appended, so that concurrent
+	// decisions share one transaction and one fsync. A lone caller never
+	// waits. Default 500µs; negative turns waiting off.
+	GroupWait time.Duration
 	// Checkpoint configures signed checkpoints of the chain head.
 	Checkpoint CheckpointConfig
 	// Now is the clock for records without a time and for checkpoints.
@@ -81,6 +87,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.BusyTimeout == 0 {
 		c.BusyTimeout = DefaultBusyTimeout
 	}
+	if c.GroupWait == 0 {
+		c.GroupWait = DefaultGroupWait
+	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = DefaultMaxBatch
 	}
@@ -106,6 +115,10 @@ type Log struct {
 	w      *writer // Open's until Run starts, then Run's alone
 	queue  chan *request
 	health atomic.Pointer[error] // result of the last commit; nil when it succeeded
+
+	// expected counts announced records (Expect) not yet withdrawn: the
+	// writer holds a commit up to GroupWait while more are on their way.
+	expected atomic.Int64
 
 	mu       sync.Mutex
 	running  bool          // Run was called
@@ -254,10 +267,12 @@ func (l *Log) Run(ctx context.Context) error {
 		tick = t.C
 	}
 	batch := make([]*request, 0, l.cfg.MaxBatch)
+	wait := time.NewTimer(time.Hour)
+	wait.Stop()
 	for {
 		select {
 		case req := <-l.queue:
-			l.commit(l.fill(append(batch[:0], req)))
+			l.commit(l.gather(append(batch[:0], req), wait))
 		case <-tick:
 			l.checkpoint(false)
 		case <-ctx.Done():
@@ -291,6 +306,39 @@ func (l *Log) fill(batch []*request) []*request {
 		case req := <-l.queue:
 			batch = append(batch, req)
 		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// Expect announces a record the caller is about to Append, such as a
+// decision that has started. While announced records are still on their
+// way, the writer holds its next commit open for up to GroupWait so that
+// they share it. Call the returned function once the Append has returned
+// or will not happen; calling it more than once is harmless.
+func (l *Log) Expect() (done func()) {
+	l.expected.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { l.expected.Add(-1) }) }
+}
+
+// gather fills batch with queued requests and, while records announced
+// with Expect are still on their way, waits up to GroupWait for them.
+func (l *Log) gather(batch []*request, wait *time.Timer) []*request {
+	batch = l.fill(batch)
+	if l.cfg.GroupWait < 0 || l.expected.Load() <= int64(len(batch)) || len(batch) == cap(batch) {
+		return batch
+	}
+	wait.Reset(l.cfg.GroupWait)
+	defer wait.Stop()
+	for l.expected.Load() > int64(len(batch)) && len(batch) < cap(batch) {
+		select {
+		case req := <-l.queue:
+			batch = append(batch, req)
+		case <-wait.C:
+			return l.fill(batch)
+		case <-l.quit:
 			return batch
 		}
 	}

@@ -40,6 +40,12 @@ type Recorder interface {
 	Fingerprint(secret []byte) string
 }
 
+// expecter is the optional capability of a Recorder to be told that a
+// record is on its way, so that concurrent decisions can share a commit.
+type expecter interface {
+	Expect() (done func())
+}
+
 // Channels name the way a request came in, as recorded in the audit log.
 const (
 	ChannelSocket = "socket"
@@ -193,6 +199,9 @@ const (
 // audit record, and a Grant is returned only after that record is committed.
 // A refusal is an *Error.
 func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
+	if e, ok := b.audit.(expecter); ok {
+		defer e.Expect()()
+	}
 	start := b.now()
 	rec := &audit.Record{
 		Time:       start.UTC(),

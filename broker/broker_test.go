@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -171,7 +172,7 @@ func TestNoGrantWithoutRecord(t *testing.T) {
 // audit record — from parallel clients.
 func BenchmarkSocketAPI(b *testing.B) {
 	h := newHarness(b)
-	b.SetParallelism(16) // 16 × GOMAXPROCS clients
+	b.SetParallelism(max(1, 32/runtime.GOMAXPROCS(0))) // 32 clients
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		req, _ := http.NewRequest("GET", "http://credbroker/v1/credentials/demo", nil)
