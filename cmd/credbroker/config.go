@@ -80,11 +80,11 @@ type CheckpointConfig struct {
 // AttestorsConfig holds the token attestors. They are reserved keys in this
 // version: configuring one is reported as unsupported rather than ignored.
 type AttestorsConfig struct {
-	Kubernetes *yaml.Node `yaml:"kubernetes"`
-	SPIFFE     *yaml.Node `yaml:"spiffe"`
-	GitHub     *yaml.Node `yaml:"github"`
-	AWS        *yaml.Node `yaml:"aws"`
-	Ambient    *yaml.Node `yaml:"ambient"`
+	Kubernetes yaml.Node `yaml:"kubernetes"`
+	SPIFFE     yaml.Node `yaml:"spiffe"`
+	GitHub     yaml.Node `yaml:"github"`
+	AWS        yaml.Node `yaml:"aws"`
+	Ambient    yaml.Node `yaml:"ambient"`
 }
 
 // CredentialConfig is one credential.
@@ -96,10 +96,10 @@ type CredentialConfig struct {
 	// Static reads the value from a file or an environment variable.
 	Static *StaticConfig `yaml:"static"`
 	// Postgres, Vault, AWSSTS and OAuth2 are reserved provider keys.
-	Postgres *yaml.Node `yaml:"postgres"`
-	Vault    *yaml.Node `yaml:"vault"`
-	AWSSTS   *yaml.Node `yaml:"aws_sts"`
-	OAuth2   *yaml.Node `yaml:"oauth2"`
+	Postgres yaml.Node `yaml:"postgres"`
+	Vault    yaml.Node `yaml:"vault"`
+	AWSSTS   yaml.Node `yaml:"aws_sts"`
+	OAuth2   yaml.Node `yaml:"oauth2"`
 }
 
 // StaticConfig is a static credential's source: exactly one of File and Env.
@@ -139,22 +139,20 @@ func (e ConfigError) Error() string { return e.Pos + ": " + e.Message }
 
 // LoadConfig reads a configuration file, or every *.yaml and *.yml file of a
 // directory in name order. Scalar keys may be set in one file only;
-// credentials and listeners accumulate. All problems are reported at once.
+// credentials and listeners accumulate. All problems are reported at once;
+// with problems, the Config returned (nil only when no file could be found)
+// holds what could be decoded, so that validation can report more.
 func LoadConfig(path string) (*Config, error) {
 	files, err := configFiles(path)
 	if err != nil {
 		return nil, err
 	}
-	cfg := &Config{sources: map[string]string{}}
+	cfg := &Config{sources: map[string]string{}, Files: files}
 	var errs []error
 	for _, f := range files {
 		errs = append(errs, cfg.merge(f)...)
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	cfg.Files = files
-	return cfg, nil
+	return cfg, errors.Join(errs...)
 }
 
 // configFiles lists the files of a config path. A directory's files that do
@@ -258,12 +256,12 @@ func (cfg *Config) merge(file string) []error {
 		cfg.Audit.Checkpoint.Interval = one.Audit.Checkpoint.Interval
 	}
 	reserved := map[string]*yaml.Node{
-		"kubernetes": one.Attestors.Kubernetes, "spiffe": one.Attestors.SPIFFE, "github": one.Attestors.GitHub,
-		"aws": one.Attestors.AWS, "ambient": one.Attestors.Ambient,
+		"kubernetes": &one.Attestors.Kubernetes, "spiffe": &one.Attestors.SPIFFE, "github": &one.Attestors.GitHub,
+		"aws": &one.Attestors.AWS, "ambient": &one.Attestors.Ambient,
 	}
 	for _, name := range sortedKeys(reserved) {
-		if n := reserved[name]; n != nil {
-			errs = append(errs, ConfigError{fmt.Sprintf("%s:%d", file, n.Line), fmt.Sprintf("attestor %q is not supported by this version of credbroker (unix attestation is always on)", name)})
+		if n := reserved[name]; n.Kind != 0 {
+			errs = append(errs, ConfigError{src["attestors."+name], fmt.Sprintf("attestor %q is not supported by this version of credbroker (unix attestation is always on)", name)})
 		}
 	}
 	base := len(cfg.Credentials)
@@ -430,14 +428,14 @@ func (cfg *Config) Validate() error {
 			bad(key+".name", "credential %q is defined twice (first at %s)", c.Name, cfg.pos(fmt.Sprintf("credentials.%d", j)))
 		}
 		seen[c.Name] = i
-		reserved := map[string]*yaml.Node{"postgres": c.Postgres, "vault": c.Vault, "aws_sts": c.AWSSTS, "oauth2": c.OAuth2}
+		reserved := map[string]yaml.Node{"postgres": c.Postgres, "vault": c.Vault, "aws_sts": c.AWSSTS, "oauth2": c.OAuth2}
 		for _, kind := range sortedKeys(reserved) {
-			if reserved[kind] != nil {
+			if reserved[kind].Kind != 0 {
 				bad(key+"."+kind, "credential %q: provider %q is not supported by this version of credbroker", c.Name, kind)
 			}
 		}
 		switch s := c.Static; {
-		case s == nil && c.Postgres == nil && c.Vault == nil && c.AWSSTS == nil && c.OAuth2 == nil:
+		case s == nil && c.Postgres.Kind == 0 && c.Vault.Kind == 0 && c.AWSSTS.Kind == 0 && c.OAuth2.Kind == 0:
 			bad(key, "credential %q has no provider (static: {file: …} or static: {env: …})", c.Name)
 		case s != nil && (s.File == "") == (s.Env == ""):
 			bad(key+".static", "credential %q: static needs exactly one of file and env", c.Name)

@@ -62,28 +62,36 @@ func expectUnavailable(t *testing.T, r apiReply) {
 	}
 }
 
-func TestFailClosedDiskFull(t *testing.T) {
+// TestFailClosedDiskFullAndReadOnly puts the audit database on a small
+// tmpfs, then fills it and makes it read-only under a running broker: every
+// request is refused with 503 and no credential, /readyz says why, and
+// service resumes by itself once the volume recovers.
+func TestFailClosedDiskFullAndReadOnly(t *testing.T) {
 	disk := mountTmpfs(t, "4m")
 	e := newEnv(t, e2ePolicies, e2eCredentials())
 	e.db = filepath.Join(disk, "audit.db")
 	e.write("secrets/demo", "s3cr3t")
-	b := e.start("--audit-db", e.db)
+	b := e.start("--audit-db", e.db, "--admin", "127.0.0.1:0")
+	admin := "http://" + adminAddr(t, b)
 	c := socketClient(e.socket)
-	if r := call(t, c, "GET", "/v1/credentials/demo", nil, nil); r.Status != 200 {
+	var granted []string
+	get := func() apiReply {
+		r := call(t, c, "GET", "/v1/credentials/demo", nil, nil)
+		if r.Status == 200 {
+			granted = append(granted, r.OK.DecisionID)
+		}
+		return r
+	}
+	if r := get(); r.Status != 200 {
 		t.Fatalf("before: status %d %s", r.Status, r.Body)
 	}
 
+	// Disk full. SQLite may still fit a few rows into pages the WAL already
+	// holds; every request is either committed and answered, or refused.
 	junk := fillDisk(t, disk)
-	// SQLite may still fit a few rows into pages the WAL already holds;
-	// every request is either committed and answered, or refused.
-	var granted []string
 	refused := false
 	for i := 0; i < 5000 && !refused; i++ {
-		r := call(t, c, "GET", "/v1/credentials/demo", nil, nil)
-		switch r.Status {
-		case 200:
-			granted = append(granted, r.OK.DecisionID)
-		default:
+		if r := get(); r.Status != 200 {
 			expectUnavailable(t, r)
 			refused = true
 		}
@@ -91,13 +99,28 @@ func TestFailClosedDiskFull(t *testing.T) {
 	if !refused {
 		t.Fatal("a full disk never refused a request")
 	}
-
-	os.Remove(junk)
-	r := call(t, c, "GET", "/v1/credentials/demo", nil, nil)
-	if r.Status != 200 {
-		t.Fatalf("after freeing the disk: status %d %s\n%s", r.Status, r.Body, b.logs)
+	if code, body := httpGet(t, admin+"/readyz"); code != 503 || !strings.Contains(body, "audit") {
+		t.Errorf("/readyz while the store fails: %d %s", code, body)
 	}
-	granted = append(granted, r.OK.DecisionID)
+
+	// Read-only. Linux refuses to remount a file system read-only while a
+	// file on it is open for writing; after the failed commit the writer
+	// has closed the database, so the remount goes through.
+	os.Remove(junk)
+	remount(t, disk, "ro")
+	expectUnavailable(t, get())
+	remount(t, disk, "rw")
+
+	if r := get(); r.Status != 200 {
+		t.Fatalf("after the volume recovered: status %d %s\n%s", r.Status, r.Body, b.logs)
+	}
+	if code, body := httpGet(t, admin+"/readyz"); code != 200 {
+		t.Errorf("/readyz after recovery: %d %s", code, body)
+	}
+	_, metrics := httpGet(t, admin+"/metrics")
+	if strings.Contains(metrics, "credbroker_audit_failures_total 0\n") || !strings.Contains(metrics, "credbroker_audit_failures_total") {
+		t.Errorf("audit failures not counted:\n%s", metrics)
+	}
 	b.stop(syscall.SIGTERM)
 	rows := auditRows(t, e.db)
 	for _, id := range granted {
@@ -110,6 +133,13 @@ func TestFailClosedDiskFull(t *testing.T) {
 	}
 	if out, errOut, code := credbroker(t, "audit", "verify", "--db", e.db); code != 0 {
 		t.Fatalf("audit verify: %s %s", out, errOut)
+	}
+}
+
+func remount(t *testing.T, dir, mode string) {
+	t.Helper()
+	if out, err := exec.Command("mount", "-o", "remount,"+mode, dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount %s %s: %v: %s", dir, mode, err, out)
 	}
 }
 

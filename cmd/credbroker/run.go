@@ -39,14 +39,14 @@ type loadedConfig struct {
 // reporting every problem it can find.
 func loadAll(path string, override func(*Config)) (*loadedConfig, error) {
 	cfg, err := LoadConfig(path)
-	if err != nil {
+	if cfg == nil {
 		return nil, err
 	}
+	errs := []error{err}
 	if override != nil {
 		override(cfg)
 	}
 	cfg.applyDefaults()
-	var errs []error
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
 	}
