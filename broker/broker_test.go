@@ -193,3 +193,52 @@ func BenchmarkSocketAPI(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
 }
+
+// TestReloaderStopsAndKeepsGoodSet: the reloader swaps in a new set on a
+// trigger, keeps the old one when loading fails, and its goroutine ends
+// with its context.
+func TestReloaderStopsAndKeepsGoodSet(t *testing.T) {
+	h := newHarness(t)
+	before := runtime.NumGoroutine()
+	good, err := policies.Compile([]policies.File{{Name: "q.yaml", Data: []byte(strings.Replace(testPolicies, "[demo]", "[demo, prod-db]", 1))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := make(chan *policies.Set, 1)
+	trigger := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- (&broker.Reloader{
+			Broker: h.broker,
+			Load: func() (*policies.Set, error) {
+				select {
+				case s := <-next:
+					return s, nil
+				default:
+					return nil, errors.New("bad file")
+				}
+			},
+			Stamp:   func() string { return "same" },
+			Trigger: trigger,
+			Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		}).Run(ctx)
+	}()
+	next <- good
+	trigger <- struct{}{}
+	trigger <- struct{}{} // nothing queued: this load fails
+	trigger <- struct{}{} // accepted once the failed reload is done
+	if h.broker.Policies() != good {
+		t.Fatal("a failed reload replaced the policy set")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; runtime.NumGoroutine() > before && i < 100; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines after the reloader stopped, %d before", n, before)
+	}
+}

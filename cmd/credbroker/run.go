@@ -166,7 +166,8 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer removeSocket(cfg.Socket, ln)
+	ours, _ := os.Lstat(cfg.Socket)
+	defer removeSocket(cfg.Socket, ln, ours)
 	srv := b.NewSocketServer(log)
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
@@ -259,8 +260,11 @@ func buildProviders(cfg *Config) (map[string]broker.Provider, map[string]string,
 	return creds, kinds, errors.Join(errs...)
 }
 
-// removeSocket closes ln and removes the socket file if it is still ours.
-func removeSocket(path string, ln *net.UnixListener) {
+// removeSocket closes ln and removes the socket file if it is still ours:
+// another broker may have replaced a path we no longer listen on.
+func removeSocket(path string, ln *net.UnixListener, ours os.FileInfo) {
 	ln.Close()
-	_ = os.Remove(path)
+	if fi, err := os.Lstat(path); err == nil && ours != nil && os.SameFile(fi, ours) {
+		_ = os.Remove(path)
+	}
 }
