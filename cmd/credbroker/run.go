@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -94,6 +95,7 @@ func (c *cli) run(args []string) int {
 		return c.fail(err)
 	}
 	log := newLogger(c.stderr, lc.cfg.Log)
+	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, lc, log); err != nil {
@@ -101,6 +103,20 @@ func (c *cli) run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// tuneGC trades a little memory for CPU: a decision allocates a few KiB
+// that die young, and the default GOGC=100 collects often enough to cost
+// about 8% of throughput under load. A soft memory limit keeps the sidecar's
+// heap bounded whatever the collector's pace. GOGC and GOMEMLIMIT in the
+// environment take precedence.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(40 << 20)
+	}
 }
 
 func newLogger(w interface{ Write([]byte) (int, error) }, lc LogConfig) *slog.Logger {
