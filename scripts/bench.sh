@@ -70,7 +70,7 @@ lg=$tmp/loadgen
 "${GO:-go}" build -o "$lg" ./bench/loadgen
 
 "$bin" run --config "$config" --socket "$tmp/broker.sock" \
-  --audit-db "$tmp/audit.db" --admin off >"$tmp/broker.log" 2>&1 &
+  --audit-db "$tmp/audit.db" --checkpoint "$tmp/checkpoint.json" --admin off >"$tmp/broker.log" 2>&1 &
 broker_pid=$!
 pids+=("$broker_pid")
 wait_socket "$tmp/broker.sock" "$broker_pid" "$tmp/broker.log" "credbroker"

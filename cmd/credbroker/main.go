@@ -2,7 +2,7 @@
 // workloads that call it, evaluates an access policy, hands out short-lived
 // credentials and records every decision in a tamper-evident audit log.
 //
-//	credbroker run --config FILE|DIR [--socket PATH] [--audit-db PATH]
+//	credbroker run --config FILE|DIR [--socket PATH] [--audit-db PATH] [--checkpoint FILE] [--admin ADDR|off]
 //	credbroker check --config FILE|DIR
 //	credbroker explain --config FILE|DIR --credential NAME --subject SUBJECT [--claim k=v …] [--method M] [--path P]
 //	credbroker get NAME [--socket PATH] [--token-file F] [--format json|env]
@@ -44,7 +44,7 @@ func main() {
 const usage = `credbroker — a credential broker sidecar
 
 Usage:
-  credbroker run     --config FILE|DIR [--socket PATH] [--audit-db PATH]
+  credbroker run     --config FILE|DIR [--socket PATH] [--audit-db PATH] [--checkpoint FILE] [--admin ADDR|off]
   credbroker check   --config FILE|DIR
   credbroker explain --config FILE|DIR --credential NAME --subject SUBJECT [--claim k=v …] [--method M] [--path P]
   credbroker get     NAME [--socket PATH] [--token-file FILE] [--format json|env]

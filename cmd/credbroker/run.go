@@ -69,6 +69,7 @@ func (c *cli) run(args []string) int {
 	configPath := fs.String("config", "", "configuration file or directory (required)")
 	socket := fs.String("socket", "", "socket API path (overrides the file)")
 	auditDB := fs.String("audit-db", "", "audit database path (overrides the file)")
+	checkpoint := fs.String("checkpoint", "", "signed checkpoint file (overrides the file)")
 	admin := fs.String("admin", "", `admin listener address (overrides the file; "off" turns it off)`)
 	if _, err := c.parse(fs, args); err != nil {
 		return exitUsage
@@ -83,6 +84,9 @@ func (c *cli) run(args []string) int {
 		}
 		if *auditDB != "" {
 			cfg.Audit.Path = *auditDB
+		}
+		if *checkpoint != "" {
+			cfg.Audit.Checkpoint.File = *checkpoint
 		}
 		if *admin == "off" {
 			off := ""
