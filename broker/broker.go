@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,29 @@ import (
 // kernel peer credentials.
 type PeerAttestor interface {
 	Attest(ctx context.Context, conn *net.UnixConn) (attest.Identity, error)
+}
+
+// TokenAttestor verifies a bearer token (a Kubernetes service-account
+// token, a JWT-SVID, a GitHub Actions OIDC token) and returns who it names.
+type TokenAttestor interface {
+	Attest(ctx context.Context, token string) (attest.Identity, error)
+}
+
+// TokenRoute sends the bearer tokens of one issuer to their attestor. The
+// route is chosen from the token's unverified iss (exact match) or, when
+// Issuer is empty, its unverified sub (prefix match, as for SPIFFE IDs);
+// the attestor then verifies everything.
+type TokenRoute struct {
+	Method        string
+	Issuer        string
+	SubjectPrefix string
+	Attestor      TokenAttestor
+}
+
+// AWSAttestor verifies the signed sts:GetCallerIdentity request a caller
+// sends as {"aws_iam": …}.
+type AWSAttestor interface {
+	AttestAWS(ctx context.Context, signed json.RawMessage) (attest.Identity, error)
 }
 
 // Provider issues one configured credential.
@@ -55,6 +79,15 @@ const (
 type Config struct {
 	// Peer attests callers on the Unix socket. Required.
 	Peer PeerAttestor
+	// Tokens verify bearer tokens, routed by issuer; none means a bearer
+	// token is refused.
+	Tokens []TokenRoute
+	// AWS verifies aws_iam evidence; nil means it is refused.
+	AWS AWSAttestor
+	// Ambient returns the token to attest callers that present no evidence
+	// of their own with (a per-pod sidecar's projected token); nil means
+	// such callers are attested by their peer credentials alone.
+	Ambient func() (string, error)
 	// Credentials maps each configured credential name to its provider.
 	Credentials map[string]Provider
 	// Kinds maps each credential name to its provider kind for the audit
@@ -77,6 +110,9 @@ type Config struct {
 // Broker runs decisions.
 type Broker struct {
 	peer     PeerAttestor
+	tokens   []TokenRoute
+	aws      AWSAttestor
+	ambient  func() (string, error)
 	creds    map[string]Provider
 	kinds    map[string]string
 	audit    Recorder
@@ -114,6 +150,9 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b := &Broker{
 		peer:    cfg.Peer,
+		tokens:  cfg.Tokens,
+		aws:     cfg.AWS,
+		ambient: cfg.Ambient,
 		creds:   cfg.Credentials,
 		kinds:   cfg.Kinds,
 		audit:   cfg.Audit,
@@ -144,6 +183,11 @@ type Request struct {
 	// Conn is the caller's Unix socket connection, attested from kernel peer
 	// credentials.
 	Conn *net.UnixConn
+	// Bearer is the token of an Authorization: Bearer header, if any.
+	Bearer string
+	// AWSIAM is the signed sts:GetCallerIdentity request of an aws_iam
+	// body, if any.
+	AWSIAM json.RawMessage
 	// Invalid is set by a listener that could not decode the request. The
 	// caller is still attested and the refusal recorded.
 	Invalid error
@@ -220,12 +264,12 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 		Now:     start,
 	}
 
-	id, err := b.attest(ctx, req)
+	id, err := b.attest(ctx, req, rec)
 	if err != nil {
 		reason := "attestation failed"
 		var ae *attest.Error
 		if errors.As(err, &ae) {
-			reason = ae.Reason
+			reason = ae.Method + ": " + ae.Reason
 		}
 		return nil, b.refuse(ctx, rec, start, &Error{Kind: KindUnauthenticated, Message: reason, Err: err})
 	}
@@ -262,12 +306,71 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 	return &Grant{DecisionID: rec.DecisionID, Name: req.Credential, Credential: cred}, nil
 }
 
-// attest turns the request's evidence into an identity.
-func (b *Broker) attest(ctx context.Context, req *Request) (attest.Identity, error) {
+// attest turns the request's evidence into an identity: the kernel's peer
+// credentials always, and a bearer token or signed AWS request on top when
+// the caller presents one (or the ambient token when it presents none). A
+// token's identity carries the peer's under Peer. rec learns the peer as
+// soon as it is known, so that a failed token is still recorded against
+// the process that presented it.
+func (b *Broker) attest(ctx context.Context, req *Request, rec *audit.Record) (attest.Identity, error) {
 	if req.Conn == nil {
 		return attest.Identity{}, attest.Failf(attest.MethodUnix, "no peer credentials on this channel")
 	}
-	return b.peer.Attest(ctx, req.Conn)
+	peer, err := b.peer.Attest(ctx, req.Conn)
+	if err != nil {
+		return attest.Identity{}, err
+	}
+	describeIdentity(rec, peer)
+	token := req.Bearer
+	if token == "" && len(req.AWSIAM) == 0 && b.ambient != nil {
+		if token, err = b.ambient(); err != nil {
+			return attest.Identity{}, &attest.Error{Method: "ambient", Reason: "the ambient token is unavailable", Err: err}
+		}
+	}
+	var id attest.Identity
+	switch {
+	case token != "" && len(req.AWSIAM) > 0:
+		return attest.Identity{}, attest.Failf("evidence", "present either a bearer token or aws_iam, not both")
+	case len(req.AWSIAM) > 0:
+		if b.aws == nil {
+			return attest.Identity{}, attest.Failf(attest.MethodAWS, "aws_iam evidence is not accepted: the aws attestor is not configured")
+		}
+		id, err = b.aws.AttestAWS(ctx, req.AWSIAM)
+	case token != "":
+		var a TokenAttestor
+		if a, err = b.route(token); err == nil {
+			id, err = a.Attest(ctx, token)
+		}
+	default:
+		return peer, nil
+	}
+	if err != nil {
+		return attest.Identity{}, err
+	}
+	id.Peer = &peer
+	return id, nil
+}
+
+// route picks the attestor of a bearer token from its unverified claims.
+func (b *Broker) route(token string) (TokenAttestor, error) {
+	if len(b.tokens) == 0 {
+		return nil, attest.Failf("bearer", "bearer tokens are not accepted: no token attestor is configured")
+	}
+	iss, sub, err := peekClaims(token)
+	if err != nil {
+		return nil, attest.Failf("bearer", "malformed token: %v", err)
+	}
+	for _, r := range b.tokens {
+		if r.Issuer != "" && r.Issuer == iss {
+			return r.Attestor, nil
+		}
+	}
+	for _, r := range b.tokens {
+		if r.Issuer == "" && r.SubjectPrefix != "" && strings.HasPrefix(sub, r.SubjectPrefix) {
+			return r.Attestor, nil
+		}
+	}
+	return nil, attest.Failf("bearer", "unknown issuer: no attestor is configured for this token's issuer")
 }
 
 // refuse records a decision that ended in error and returns the refusal.

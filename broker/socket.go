@@ -149,7 +149,12 @@ func (b *Broker) serveCredential(w http.ResponseWriter, r *http.Request) {
 		Path:       r.URL.Path,
 		Conn:       conn,
 	}
-	req.Invalid = decodeCredentialRequest(w, r)
+	body, err := decodeCredentialRequest(w, r)
+	if err == nil {
+		req.AWSIAM = body.AWSIAM
+		req.Bearer, err = bearerToken(r.Header.Get("Authorization"))
+	}
+	req.Invalid = err
 	g, err := b.Decide(r.Context(), req)
 	if err != nil {
 		var e *Error
@@ -175,44 +180,44 @@ func (b *Broker) serveCredential(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// decodeCredentialRequest checks the request header and body; a non-nil
-// result is a caller-safe description of what is wrong.
-func decodeCredentialRequest(w http.ResponseWriter, r *http.Request) error {
+// decodeCredentialRequest checks the request header and decodes the body;
+// an error is a caller-safe description of what is wrong.
+func decodeCredentialRequest(w http.ResponseWriter, r *http.Request) (credentialBody, error) {
 	if r.Header.Get(RequestHeader) != "1" {
-		return fmt.Errorf("missing header %s: 1", RequestHeader)
+		return credentialBody{}, fmt.Errorf("missing header %s: 1", RequestHeader)
 	}
 	if r.ContentLength > MaxBodyBytes {
-		return fmt.Errorf("request body over %d bytes", MaxBodyBytes)
+		return credentialBody{}, fmt.Errorf("request body over %d bytes", MaxBodyBytes)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return fmt.Errorf("request body over %d bytes", MaxBodyBytes)
+			return credentialBody{}, fmt.Errorf("request body over %d bytes", MaxBodyBytes)
 		}
-		return errors.New("request body could not be read")
+		return credentialBody{}, errors.New("request body could not be read")
 	}
 	return parseCredentialBody(body)
 }
 
 // parseCredentialBody decodes the optional JSON body strictly.
-func parseCredentialBody(body []byte) error {
-	if len(body) == 0 {
-		return nil
-	}
+func parseCredentialBody(body []byte) (credentialBody, error) {
 	var cb credentialBody
+	if len(bytes.TrimSpace(body)) == 0 {
+		return cb, nil
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&cb); err != nil {
-		return fmt.Errorf("malformed JSON body: %s", describeJSONError(err))
+		return credentialBody{}, fmt.Errorf("malformed JSON body: %s", describeJSONError(err))
 	}
 	if dec.More() {
-		return errors.New("malformed JSON body: more than one JSON value")
+		return credentialBody{}, errors.New("malformed JSON body: more than one JSON value")
 	}
-	if len(cb.AWSIAM) > 0 {
-		return errors.New("aws_iam evidence is not accepted: the aws attestor is not configured")
+	if string(cb.AWSIAM) == "null" {
+		cb.AWSIAM = nil
 	}
-	return nil
+	return cb, nil
 }
 
 // describeJSONError gives a caller-safe summary of a decoding error: its

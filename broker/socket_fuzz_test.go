@@ -26,7 +26,8 @@ var requestDecodingCases = []struct {
 	{"unknown field", "1", `{"password":"hunter2"}`, "unknown field"},
 	{"wrong type", "1", `[1,2]`, "wrong type"},
 	{"two values", "1", `{} {}`, "more than one JSON value"},
-	{"aws evidence without the aws attestor", "1", `{"aws_iam":{"method":"POST"}}`, "aws attestor is not configured"},
+	{"aws evidence", "1", `{"aws_iam":{"method":"POST"}}`, ""},
+	{"null aws evidence", "1", `{"aws_iam":null}`, ""},
 	{"oversized", "1", `{"aws_iam":"` + strings.Repeat("A", MaxBodyBytes) + `"}`, "over 65536 bytes"},
 }
 
@@ -52,7 +53,8 @@ func decodeRequest(header string, body []byte) error {
 	if header != "" {
 		r.Header.Set(RequestHeader, header)
 	}
-	return decodeCredentialRequest(httptest.NewRecorder(), r)
+	_, err := decodeCredentialRequest(httptest.NewRecorder(), r)
+	return err
 }
 
 // FuzzCredentialRequest feeds arbitrary headers and bodies to the socket
@@ -93,6 +95,51 @@ func FuzzRawRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		_ = decodeCredentialRequest(httptest.NewRecorder(), r)
+		_, _ = decodeCredentialRequest(httptest.NewRecorder(), r)
+		_, _ = bearerToken(r.Header.Get("Authorization"))
+	})
+}
+
+var peekCases = []struct {
+	name, token, iss, sub, err string
+}{
+	{"kubernetes", "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmMiLCJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bnM6c2EifQ.c2ln", "https://kubernetes.default.svc", "system:serviceaccount:ns:sa", ""},
+	{"no iss", "e30.eyJzdWIiOiJzcGlmZmU6Ly9leGFtcGxlLm9yZy9hIn0.c2ln", "", "spiffe://example.org/a", ""},
+	{"iss not a string", "e30.eyJpc3MiOjF9.c2ln", "", "", ""},
+	{"two parts", "a.b", "", "", "three dot-separated parts"},
+	{"bad base64", "a.!!!.c", "", "", "not base64url"},
+	{"not json", "a.bm90IGpzb24.c", "", "", "not a JSON object"},
+	{"oversized", "a." + strings.Repeat("A", maxTokenBytes) + ".c", "", "", "over 16 KiB"},
+}
+
+func TestPeekClaims(t *testing.T) {
+	for _, tt := range peekCases {
+		iss, sub, err := peekClaims(tt.token)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%s: error %v, want %q", tt.name, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || iss != tt.iss || sub != tt.sub {
+			t.Errorf("%s: %q %q %v", tt.name, iss, sub, err)
+		}
+	}
+}
+
+// FuzzPeekClaims: the unverified peek that routes bearer tokens never
+// panics and never quotes the token in its errors.
+func FuzzPeekClaims(f *testing.F) {
+	for _, tt := range peekCases {
+		f.Add(tt.token)
+	}
+	f.Fuzz(func(t *testing.T, token string) {
+		_, _, err := peekClaims(token)
+		if err != nil && len(token) >= 8 && strings.Contains(err.Error(), token) {
+			t.Fatalf("error %q quotes the token", err)
+		}
+		if tok, err := bearerToken("Bearer " + token); err == nil && tok != strings.TrimSpace(token) {
+			t.Fatalf("bearerToken changed the token: %q", tok)
+		}
 	})
 }

@@ -57,7 +57,7 @@ func TestCanaryNeverLeaks(t *testing.T) {
 	c := socketClient(e.socket)
 
 	withToken := http.Header{"Credbroker-Request": {"1"}, "Authorization": {"Bearer " + token}}
-	r := call(t, c, "GET", "/v1/credentials/demo", withToken, nil)
+	r := call(t, c, "GET", "/v1/credentials/demo", nil, nil)
 	if r.Status != 200 || r.OK.Data["value"] != secret {
 		t.Fatalf("success path: %d %s", r.Status, r.Body)
 	}
@@ -69,10 +69,13 @@ func TestCanaryNeverLeaks(t *testing.T) {
 		header       http.Header
 		body         string
 	}{
-		{"GET", "/v1/credentials/unlisted", withToken, ""},
-		{"GET", "/v1/credentials/forbidden", withToken, ""},
-		{"GET", "/v1/credentials/nope", withToken, ""},
-		{"GET", "/v1/credentials/gone", withToken, ""},
+		{"GET", "/v1/credentials/demo", withToken, ""},
+		{"GET", "/v1/credentials/demo", http.Header{"Credbroker-Request": {"1"}, "Authorization": {"Bearer a." + token + ".c"}}, ""},
+		{"GET", "/v1/credentials/demo", http.Header{"Credbroker-Request": {"1"}, "Authorization": {"Basic " + token}}, ""},
+		{"GET", "/v1/credentials/unlisted", nil, ""},
+		{"GET", "/v1/credentials/forbidden", nil, ""},
+		{"GET", "/v1/credentials/nope", nil, ""},
+		{"GET", "/v1/credentials/gone", nil, ""},
 		{"GET", "/v1/credentials/demo", http.Header{"Authorization": {"Bearer " + token}}, ""},
 		{"POST", "/v1/credentials/demo", withToken, `{"aws_iam": "` + secret + `"`},
 		{"POST", "/v1/credentials/demo", withToken, `{"` + secret + `": 1}`},
