@@ -18,7 +18,7 @@ import (
 func TestCrashSafety(t *testing.T) {
 	e := newEnv(t, e2ePolicies, e2eCredentials())
 	e.write("secrets/demo", "s3cr3t")
-	const rounds, clients = 12, 8
+	const rounds, clients = 20, 8
 
 	var mu sync.Mutex
 	received := map[string]bool{}
