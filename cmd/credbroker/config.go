@@ -77,14 +77,33 @@ type CheckpointConfig struct {
 	Interval Duration `yaml:"interval"`
 }
 
-// AttestorsConfig holds the token attestors. They are reserved keys in this
-// version: configuring one is reported as unsupported rather than ignored.
+// AttestorsConfig holds the attestors beyond unix, which is always on.
+// Kubernetes, SPIFFE and GitHub are reserved keys in this version:
+// configuring one is reported as unsupported rather than ignored.
 type AttestorsConfig struct {
-	Kubernetes yaml.Node `yaml:"kubernetes"`
-	SPIFFE     yaml.Node `yaml:"spiffe"`
-	GitHub     yaml.Node `yaml:"github"`
-	AWS        yaml.Node `yaml:"aws"`
-	Ambient    yaml.Node `yaml:"ambient"`
+	Kubernetes yaml.Node      `yaml:"kubernetes"`
+	SPIFFE     yaml.Node      `yaml:"spiffe"`
+	GitHub     yaml.Node      `yaml:"github"`
+	AWS        *AWSConfig     `yaml:"aws"`
+	Ambient    *AmbientConfig `yaml:"ambient"`
+}
+
+// AWSConfig configures AWS IAM attestation.
+type AWSConfig struct {
+	// ServerID is the value callers sign into their Credbroker-Server-Id
+	// header, binding their request to this broker. Required.
+	ServerID string `yaml:"server_id"`
+	// STSEndpoint is the STS root the broker sends requests to; default
+	// https://sts.amazonaws.com.
+	STSEndpoint string `yaml:"sts_endpoint"`
+	// Region is the signing region; default us-east-1.
+	Region string `yaml:"region"`
+}
+
+// AmbientConfig attests callers that present no evidence of their own with
+// a token file the broker reads (a per-pod sidecar's projected token).
+type AmbientConfig struct {
+	TokenFile string `yaml:"token_file"`
 }
 
 // CredentialConfig is one credential.
@@ -257,7 +276,6 @@ func (cfg *Config) merge(file string) []error {
 	}
 	reserved := map[string]*yaml.Node{
 		"kubernetes": &one.Attestors.Kubernetes, "spiffe": &one.Attestors.SPIFFE, "github": &one.Attestors.GitHub,
-		"aws": &one.Attestors.AWS, "ambient": &one.Attestors.Ambient,
 	}
 	for _, name := range sortedKeys(reserved) {
 		if n := reserved[name]; n.Kind != 0 {
@@ -273,6 +291,18 @@ func (cfg *Config) merge(file string) []error {
 		}
 		cfg.Credentials = append(cfg.Credentials, c)
 	}
+	if one.Attestors.AWS != nil {
+		if cfg.Attestors.AWS != nil {
+			errs = append(errs, ConfigError{src["attestors.aws"], "attestors.aws is already set in " + cfg.sources["attestors.aws"]})
+		}
+		cfg.Attestors.AWS, cfg.sources["attestors.aws"] = one.Attestors.AWS, src["attestors.aws"]
+	}
+	if one.Attestors.Ambient != nil {
+		if cfg.Attestors.Ambient != nil {
+			errs = append(errs, ConfigError{src["attestors.ambient"], "attestors.ambient is already set in " + cfg.sources["attestors.ambient"]})
+		}
+		cfg.Attestors.Ambient, cfg.sources["attestors.ambient"] = one.Attestors.Ambient, src["attestors.ambient"]
+	}
 	for _, n := range one.Listeners {
 		errs = append(errs, ConfigError{fmt.Sprintf("%s:%d", file, n.Line), "injection listeners are not supported by this version of credbroker"})
 	}
@@ -283,6 +313,9 @@ func (cfg *Config) merge(file string) []error {
 func (cfg *Config) resolvePaths(dir string) {
 	for _, p := range []*string{&cfg.Socket, &cfg.Policies, &cfg.Audit.Path, &cfg.Audit.KeyFile, &cfg.Audit.Checkpoint.File} {
 		*p = resolve(dir, *p)
+	}
+	if a := cfg.Attestors.Ambient; a != nil {
+		a.TokenFile = resolve(dir, a.TokenFile)
 	}
 	for i := range cfg.Credentials {
 		if s := cfg.Credentials[i].Static; s != nil {
@@ -414,6 +447,12 @@ func (cfg *Config) Validate() error {
 	case "", "json", "text":
 	default:
 		bad("log.format", "log format %q: use json or text", cfg.Log.Format)
+	}
+	if a := cfg.Attestors.AWS; a != nil && a.ServerID == "" {
+		bad("attestors.aws", "attestors.aws needs server_id: the value callers sign into Credbroker-Server-Id")
+	}
+	if a := cfg.Attestors.Ambient; a != nil && a.TokenFile == "" {
+		bad("attestors.ambient", "attestors.ambient needs token_file")
 	}
 	seen := map[string]int{}
 	for i, c := range cfg.Credentials {

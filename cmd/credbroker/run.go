@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/credbroker/credbroker/attest"
+	awsattest "github.com/credbroker/credbroker/attest/aws"
 	unixattest "github.com/credbroker/credbroker/attest/unix"
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/broker"
@@ -168,8 +171,14 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	evidence, err := buildAttestors(cfg, log)
+	if err != nil {
+		return err
+	}
 	b, err := broker.New(broker.Config{
 		Peer:        peer,
+		AWS:         evidence.aws,
+		Ambient:     evidence.ambient,
 		Credentials: creds,
 		Kinds:       kinds,
 		Policies:    lc.policies,
@@ -259,6 +268,42 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	}
 	log.Info("credbroker stopped")
 	return nil
+}
+
+// evidence holds the attestors beyond unix.
+type evidence struct {
+	aws     broker.AWSAttestor
+	ambient func() (string, error)
+}
+
+// buildAttestors creates the configured attestors beyond unix.
+func buildAttestors(cfg *Config, log *slog.Logger) (evidence, error) {
+	var ev evidence
+	if a := cfg.Attestors.AWS; a != nil {
+		att, err := awsattest.New(awsattest.Config{
+			ServerID: a.ServerID, STSEndpoint: a.STSEndpoint, Region: a.Region,
+			Logger: log.With("component", "attest", "method", "aws"),
+		})
+		if err != nil {
+			return ev, ConfigError{cfg.pos("attestors.aws"), err.Error()}
+		}
+		ev.aws = awsAdapter{att}
+	}
+	if a := cfg.Attestors.Ambient; a != nil {
+		ev.ambient = (&ambientToken{path: a.TokenFile}).Token
+	}
+	return ev, nil
+}
+
+// awsAdapter decodes the aws_iam body for the AWS attestor.
+type awsAdapter struct{ a *awsattest.Attestor }
+
+func (w awsAdapter) AttestAWS(ctx context.Context, signed json.RawMessage) (attest.Identity, error) {
+	r, err := awsattest.ParseRequest(signed)
+	if err != nil {
+		return attest.Identity{}, &attest.Error{Method: attest.MethodAWS, Reason: "malformed aws_iam evidence", Err: err}
+	}
+	return w.a.Attest(ctx, r)
 }
 
 // buildProviders creates one provider per configured credential.
