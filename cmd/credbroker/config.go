@@ -14,6 +14,11 @@ import (
 	"time"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	awsattest "github.com/credbroker/credbroker/attest/aws"
+	githubattest "github.com/credbroker/credbroker/attest/github"
+	k8sattest "github.com/credbroker/credbroker/attest/kubernetes"
+	spiffeattest "github.com/credbroker/credbroker/attest/spiffe"
 )
 
 // Defaults of the configuration file.
@@ -78,14 +83,56 @@ type CheckpointConfig struct {
 }
 
 // AttestorsConfig holds the attestors beyond unix, which is always on.
-// Kubernetes, SPIFFE and GitHub are reserved keys in this version:
-// configuring one is reported as unsupported rather than ignored.
 type AttestorsConfig struct {
-	Kubernetes yaml.Node      `yaml:"kubernetes"`
-	SPIFFE     yaml.Node      `yaml:"spiffe"`
-	GitHub     yaml.Node      `yaml:"github"`
-	AWS        *AWSConfig     `yaml:"aws"`
-	Ambient    *AmbientConfig `yaml:"ambient"`
+	Kubernetes *KubernetesConfig `yaml:"kubernetes"`
+	SPIFFE     *SPIFFEConfig     `yaml:"spiffe"`
+	GitHub     *GitHubConfig     `yaml:"github"`
+	AWS        *AWSConfig        `yaml:"aws"`
+	Ambient    *AmbientConfig    `yaml:"ambient"`
+}
+
+// KubernetesConfig verifies projected service-account tokens.
+type KubernetesConfig struct {
+	// Issuer is the cluster's service-account issuer, matched exactly.
+	// Default https://kubernetes.default.svc.
+	Issuer string `yaml:"issuer"`
+	// Audiences the token must carry one of (the broker's own). Required.
+	Audiences []string `yaml:"audiences"`
+	// JWKSURL or JWKSFile give the signing keys; neither means OIDC
+	// discovery of Issuer.
+	JWKSURL  string `yaml:"jwks_url"`
+	JWKSFile string `yaml:"jwks_file"`
+	// TokenReview also asks the API server (APIServer, with CAFile and
+	// BearerTokenFile) to confirm each token.
+	TokenReview     bool   `yaml:"token_review"`
+	APIServer       string `yaml:"api_server"`
+	CAFile          string `yaml:"ca_file"`
+	BearerTokenFile string `yaml:"bearer_token_file"`
+	// AllowedAlgs default RS256, ES256.
+	AllowedAlgs []string `yaml:"allowed_algs"`
+	// MaxLifetime caps exp - iat; default 24h.
+	MaxLifetime Duration `yaml:"max_lifetime"`
+}
+
+// SPIFFEConfig verifies JWT-SVIDs.
+type SPIFFEConfig struct {
+	TrustDomain string   `yaml:"trust_domain"`
+	Audiences   []string `yaml:"audiences"`
+	// BundleFile (a JWKS-format SPIFFE bundle) or WorkloadAPI
+	// ("unix:///run/spire/agent.sock") supplies the trust bundle.
+	BundleFile  string `yaml:"bundle_file"`
+	WorkloadAPI string `yaml:"workload_api"`
+}
+
+// GitHubConfig verifies GitHub Actions OIDC tokens.
+type GitHubConfig struct {
+	// Issuer defaults to https://token.actions.githubusercontent.com;
+	// override for GitHub Enterprise Server.
+	Issuer    string   `yaml:"issuer"`
+	Audiences []string `yaml:"audiences"`
+	JWKSURL   string   `yaml:"jwks_url"`
+	// MaxLifetime caps exp - iat; default 1h.
+	MaxLifetime Duration `yaml:"max_lifetime"`
 }
 
 // AWSConfig configures AWS IAM attestation.
@@ -274,14 +321,6 @@ func (cfg *Config) merge(file string) []error {
 	if one.Audit.Checkpoint.Interval != 0 {
 		cfg.Audit.Checkpoint.Interval = one.Audit.Checkpoint.Interval
 	}
-	reserved := map[string]*yaml.Node{
-		"kubernetes": &one.Attestors.Kubernetes, "spiffe": &one.Attestors.SPIFFE, "github": &one.Attestors.GitHub,
-	}
-	for _, name := range sortedKeys(reserved) {
-		if n := reserved[name]; n.Kind != 0 {
-			errs = append(errs, ConfigError{src["attestors."+name], fmt.Sprintf("attestor %q is not supported by this version of credbroker (unix attestation is always on)", name)})
-		}
-	}
 	base := len(cfg.Credentials)
 	for i, c := range one.Credentials {
 		for k, v := range src {
@@ -291,21 +330,27 @@ func (cfg *Config) merge(file string) []error {
 		}
 		cfg.Credentials = append(cfg.Credentials, c)
 	}
-	if one.Attestors.AWS != nil {
-		if cfg.Attestors.AWS != nil {
-			errs = append(errs, ConfigError{src["attestors.aws"], "attestors.aws is already set in " + cfg.sources["attestors.aws"]})
-		}
-		cfg.Attestors.AWS, cfg.sources["attestors.aws"] = one.Attestors.AWS, src["attestors.aws"]
-	}
-	if one.Attestors.Ambient != nil {
-		if cfg.Attestors.Ambient != nil {
-			errs = append(errs, ConfigError{src["attestors.ambient"], "attestors.ambient is already set in " + cfg.sources["attestors.ambient"]})
-		}
-		cfg.Attestors.Ambient, cfg.sources["attestors.ambient"] = one.Attestors.Ambient, src["attestors.ambient"]
-	}
+	errs = append(errs, setOnce(cfg, src, "attestors.kubernetes", &cfg.Attestors.Kubernetes, one.Attestors.Kubernetes)...)
+	errs = append(errs, setOnce(cfg, src, "attestors.spiffe", &cfg.Attestors.SPIFFE, one.Attestors.SPIFFE)...)
+	errs = append(errs, setOnce(cfg, src, "attestors.github", &cfg.Attestors.GitHub, one.Attestors.GitHub)...)
+	errs = append(errs, setOnce(cfg, src, "attestors.aws", &cfg.Attestors.AWS, one.Attestors.AWS)...)
+	errs = append(errs, setOnce(cfg, src, "attestors.ambient", &cfg.Attestors.Ambient, one.Attestors.Ambient)...)
 	for _, n := range one.Listeners {
 		errs = append(errs, ConfigError{fmt.Sprintf("%s:%d", file, n.Line), "injection listeners are not supported by this version of credbroker"})
 	}
+	return errs
+}
+
+// setOnce moves a section into cfg, refusing one set in two files.
+func setOnce[T any](cfg *Config, src map[string]string, key string, dst **T, v *T) []error {
+	if v == nil {
+		return nil
+	}
+	var errs []error
+	if *dst != nil {
+		errs = append(errs, ConfigError{src[key], key + " is already set in " + cfg.sources[key]})
+	}
+	*dst, cfg.sources[key] = v, src[key]
 	return errs
 }
 
@@ -316,6 +361,14 @@ func (cfg *Config) resolvePaths(dir string) {
 	}
 	if a := cfg.Attestors.Ambient; a != nil {
 		a.TokenFile = resolve(dir, a.TokenFile)
+	}
+	if k := cfg.Attestors.Kubernetes; k != nil {
+		for _, p := range []*string{&k.JWKSFile, &k.CAFile, &k.BearerTokenFile} {
+			*p = resolve(dir, *p)
+		}
+	}
+	if sp := cfg.Attestors.SPIFFE; sp != nil {
+		sp.BundleFile = resolve(dir, sp.BundleFile)
 	}
 	for i := range cfg.Credentials {
 		if s := cfg.Credentials[i].Static; s != nil {
@@ -448,8 +501,16 @@ func (cfg *Config) Validate() error {
 	default:
 		bad("log.format", "log format %q: use json or text", cfg.Log.Format)
 	}
-	if a := cfg.Attestors.AWS; a != nil && a.ServerID == "" {
-		bad("attestors.aws", "attestors.aws needs server_id: the value callers sign into Credbroker-Server-Id")
+	attestors := map[string]interface{ Validate() error }{
+		"attestors.kubernetes": cfg.Attestors.Kubernetes.config(), "attestors.github": cfg.Attestors.GitHub.config(),
+		"attestors.spiffe": cfg.Attestors.SPIFFE.config(), "attestors.aws": cfg.Attestors.AWS.config(),
+	}
+	for _, key := range sortedKeys(attestors) {
+		if _, set := cfg.sources[key]; set {
+			if err := attestors[key].Validate(); err != nil {
+				bad(key, "%s: %v", key, err)
+			}
+		}
 	}
 	if a := cfg.Attestors.Ambient; a != nil && a.TokenFile == "" {
 		bad("attestors.ambient", "attestors.ambient needs token_file")
@@ -502,4 +563,39 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// The attestor sections as their packages' configurations. Each is nil-safe
+// so that Validate can ask every section.
+
+func (k *KubernetesConfig) config() *k8sattest.Config {
+	if k == nil {
+		return &k8sattest.Config{}
+	}
+	return &k8sattest.Config{
+		Issuer: k.Issuer, Audiences: k.Audiences, JWKSURL: k.JWKSURL, JWKSFile: k.JWKSFile,
+		TokenReview: k.TokenReview, APIServer: k.APIServer, CAFile: k.CAFile, BearerTokenFile: k.BearerTokenFile,
+		AllowedAlgs: k.AllowedAlgs, MaxLifetime: time.Duration(k.MaxLifetime),
+	}
+}
+
+func (g *GitHubConfig) config() *githubattest.Config {
+	if g == nil {
+		return &githubattest.Config{}
+	}
+	return &githubattest.Config{Issuer: g.Issuer, Audiences: g.Audiences, JWKSURL: g.JWKSURL, MaxLifetime: time.Duration(g.MaxLifetime)}
+}
+
+func (sp *SPIFFEConfig) config() spiffeattest.Config {
+	if sp == nil {
+		return spiffeattest.Config{}
+	}
+	return spiffeattest.Config{TrustDomain: sp.TrustDomain, Audiences: sp.Audiences, BundleFile: sp.BundleFile, WorkloadAPI: sp.WorkloadAPI}
+}
+
+func (a *AWSConfig) config() awsattest.Config {
+	if a == nil {
+		return awsattest.Config{}
+	}
+	return awsattest.Config{ServerID: a.ServerID, STSEndpoint: a.STSEndpoint, Region: a.Region}
 }

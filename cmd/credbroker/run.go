@@ -22,6 +22,9 @@ import (
 
 	"github.com/credbroker/credbroker/attest"
 	awsattest "github.com/credbroker/credbroker/attest/aws"
+	githubattest "github.com/credbroker/credbroker/attest/github"
+	k8sattest "github.com/credbroker/credbroker/attest/kubernetes"
+	spiffeattest "github.com/credbroker/credbroker/attest/spiffe"
 	unixattest "github.com/credbroker/credbroker/attest/unix"
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/broker"
@@ -171,12 +174,17 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	evidence, err := buildAttestors(cfg, log)
+	evidence, err := buildAttestors(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
+	if sp := evidence.spiffe; sp != nil {
+		defer sp.Close()
+		go func() { _ = sp.Run(auditCtx) }()
+	}
 	b, err := broker.New(broker.Config{
 		Peer:        peer,
+		Tokens:      evidence.tokens,
 		AWS:         evidence.aws,
 		Ambient:     evidence.ambient,
 		Credentials: creds,
@@ -272,18 +280,48 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 
 // evidence holds the attestors beyond unix.
 type evidence struct {
+	tokens  []broker.TokenRoute
 	aws     broker.AWSAttestor
 	ambient func() (string, error)
+	spiffe  *spiffeattest.Attestor // runs in the background, closed at shutdown
 }
 
 // buildAttestors creates the configured attestors beyond unix.
-func buildAttestors(cfg *Config, log *slog.Logger) (evidence, error) {
+func buildAttestors(ctx context.Context, cfg *Config, log *slog.Logger) (evidence, error) {
 	var ev evidence
+	logFor := func(method string) *slog.Logger { return log.With("component", "attest", "method", method) }
+	if k := cfg.Attestors.Kubernetes; k != nil {
+		c := k.config()
+		c.Logger = logFor(attest.MethodKubernetes)
+		att, err := k8sattest.New(ctx, *c)
+		if err != nil {
+			return ev, ConfigError{cfg.pos("attestors.kubernetes"), err.Error()}
+		}
+		ev.tokens = append(ev.tokens, broker.TokenRoute{Method: attest.MethodKubernetes, Issuer: att.Issuer(), Attestor: att})
+	}
+	if g := cfg.Attestors.GitHub; g != nil {
+		c := g.config()
+		c.Logger = logFor(attest.MethodGitHub)
+		att, err := githubattest.New(ctx, *c)
+		if err != nil {
+			return ev, ConfigError{cfg.pos("attestors.github"), err.Error()}
+		}
+		ev.tokens = append(ev.tokens, broker.TokenRoute{Method: attest.MethodGitHub, Issuer: att.Issuer(), Attestor: att})
+	}
+	if sp := cfg.Attestors.SPIFFE; sp != nil {
+		c := sp.config()
+		c.Logger = logFor(attest.MethodSPIFFE)
+		att, err := spiffeattest.New(ctx, c)
+		if err != nil {
+			return ev, ConfigError{cfg.pos("attestors.spiffe"), err.Error()}
+		}
+		ev.spiffe = att
+		ev.tokens = append(ev.tokens, broker.TokenRoute{Method: attest.MethodSPIFFE, SubjectPrefix: "spiffe://", Attestor: att})
+	}
 	if a := cfg.Attestors.AWS; a != nil {
-		att, err := awsattest.New(awsattest.Config{
-			ServerID: a.ServerID, STSEndpoint: a.STSEndpoint, Region: a.Region,
-			Logger: log.With("component", "attest", "method", "aws"),
-		})
+		c := a.config()
+		c.Logger = logFor(attest.MethodAWS)
+		att, err := awsattest.New(c)
 		if err != nil {
 			return ev, ConfigError{cfg.pos("attestors.aws"), err.Error()}
 		}
