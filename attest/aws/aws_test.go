@@ -1,6 +1,8 @@
 package aws
 
 import (
+	"github.com/credbroker/credbroker/attest/aws/ststest"
+
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -34,7 +36,7 @@ const (
 var t0 = time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
 
 type env struct {
-	sts               *fakeSTS
+	sts               *ststest.STS
 	a                 *Attestor
 	now               atomic.Pointer[time.Time]
 	logs              *syncBuffer
@@ -62,15 +64,15 @@ func (s *syncBuffer) String() string {
 // newEnv starts a fake STS holding a random key for arn and an Attestor
 // pointed at it, with the clock at t0.
 func newEnv(t testing.TB, arn, userID string, session bool) *env {
-	e := &env{sts: newFakeSTS(t), logs: &syncBuffer{}}
-	e.id, e.secret, e.token = e.sts.addKey(arn, userID, testAccount, session)
+	e := &env{sts: ststest.New(t), logs: &syncBuffer{}}
+	e.id, e.secret, e.token = e.sts.AddKey(arn, userID, testAccount, session)
 	e.creds = credentials.NewStaticCredentialsProvider(e.id, e.secret, e.token)
 	now := t0
 	e.now.Store(&now)
 	a, err := New(Config{
 		ServerID:    testServerID,
-		STSEndpoint: e.sts.srv.URL,
-		HTTPClient:  e.sts.srv.Client(),
+		STSEndpoint: e.sts.Server.URL,
+		HTTPClient:  e.sts.Server.Client(),
 		Now:         func() time.Time { return *e.now.Load() },
 		Logger:      slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
@@ -83,7 +85,7 @@ func newEnv(t testing.TB, arn, userID string, session bool) *env {
 
 func (e *env) sign(t testing.TB, at time.Time) Request {
 	t.Helper()
-	r, err := Sign(context.Background(), e.creds, testServerID, "", e.sts.srv.URL, at)
+	r, err := Sign(context.Background(), e.creds, testServerID, "", e.sts.Server.URL, at)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +95,7 @@ func (e *env) sign(t testing.TB, at time.Time) Request {
 // signCustom signs like Sign but lets edit change the request before signing.
 func (e *env) signCustom(t testing.TB, edit func(*http.Request)) Request {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, e.sts.srv.URL+"/", strings.NewReader(getCallerIdentityBody))
+	req, err := http.NewRequest(http.MethodPost, e.sts.Server.URL+"/", strings.NewReader(getCallerIdentityBody))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +107,7 @@ func (e *env) signCustom(t testing.TB, edit func(*http.Request)) Request {
 	if err := v4.NewSigner().SignHTTP(context.Background(), c, req, hex.EncodeToString(sum[:]), "sts", "us-east-1", t0); err != nil {
 		t.Fatal(err)
 	}
-	return Request{Method: "POST", URL: e.sts.srv.URL + "/", Headers: req.Header.Clone(), Body: getCallerIdentityBody}
+	return Request{Method: "POST", URL: e.sts.Server.URL + "/", Headers: req.Header.Clone(), Body: getCallerIdentityBody}
 }
 
 func signature(r Request) string {
@@ -166,7 +168,7 @@ func TestAttestHappyPath(t *testing.T) {
 			if !reflect.DeepEqual(id, tc.want) {
 				t.Errorf("identity = %#v\nwant %#v", id, tc.want)
 			}
-			if h := e.sts.header(); h.Get("X-Forwarded-Host") != "" || h.Get(ServerIDHeader) != testServerID {
+			if h := e.sts.LastHeader(); h.Get("X-Forwarded-Host") != "" || h.Get(ServerIDHeader) != testServerID {
 				t.Errorf("STS received headers %v", h)
 			}
 			if !strings.Contains(e.logs.String(), "aws attestor: attested") {
@@ -203,13 +205,13 @@ func TestAttestRefuses(t *testing.T) {
 	}
 	stsAnswers := func(status int, body string) func(*testing.T, *env) {
 		return func(t *testing.T, e *env) {
-			e.sts.setOverride(func(w http.ResponseWriter, r *http.Request) {
+			e.sts.SetOverride(func(w http.ResponseWriter, r *http.Request) {
 				w.WriteHeader(status)
 				w.Write([]byte(body))
 			})
 		}
 	}
-	goodXML := fmt.Sprintf(stsOKXML, roleARN, "AROAX:session-1", testAccount)
+	goodXML := fmt.Sprintf(ststest.OKXML, roleARN, "AROAX:session-1", testAccount)
 	cases := []tc{
 		{name: "missing server-id header", want: reasonServerID, noCall: true,
 			req: func(t *testing.T, e *env) Request {
@@ -223,7 +225,7 @@ func TestAttestRefuses(t *testing.T) {
 			}},
 		{name: "wrong server-id", want: reasonWrongServerID, noCall: true,
 			req: func(t *testing.T, e *env) Request {
-				r, err := Sign(context.Background(), e.creds, "other-broker", "", e.sts.srv.URL, t0)
+				r, err := Sign(context.Background(), e.creds, "other-broker", "", e.sts.Server.URL, t0)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -264,7 +266,7 @@ func TestAttestRefuses(t *testing.T) {
 			})},
 		{name: "another region", want: reasonRegion, noCall: true,
 			req: func(t *testing.T, e *env) Request {
-				r, err := Sign(context.Background(), e.creds, testServerID, "eu-west-1", e.sts.srv.URL, t0)
+				r, err := Sign(context.Background(), e.creds, testServerID, "eu-west-1", e.sts.Server.URL, t0)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -280,7 +282,7 @@ func TestAttestRefuses(t *testing.T) {
 				if _, err := e.a.Attest(context.Background(), r); err != nil {
 					t.Fatalf("first Attest: %v", err)
 				}
-				e.sts.calls.Store(0)
+				e.sts.Calls.Store(0)
 				e.now.Store(ptr(t0.Add(DefaultMaxAge))) // still within MaxAge
 				return r
 			}, noCall: true},
@@ -302,7 +304,7 @@ func TestAttestRefuses(t *testing.T) {
 				var hits atomic.Int64
 				target := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					hits.Add(1)
-					fmt.Fprintf(w, stsOKXML, roleARN, "AROAX:s", testAccount)
+					fmt.Fprintf(w, ststest.OKXML, roleARN, "AROAX:s", testAccount)
 				}))
 				t.Cleanup(func() {
 					target.Close()
@@ -310,7 +312,7 @@ func TestAttestRefuses(t *testing.T) {
 						t.Error("redirect was followed")
 					}
 				})
-				e.sts.setOverride(func(w http.ResponseWriter, r *http.Request) {
+				e.sts.SetOverride(func(w http.ResponseWriter, r *http.Request) {
 					http.Redirect(w, r, target.URL+"/", http.StatusFound)
 				})
 			}},
@@ -325,7 +327,7 @@ func TestAttestRefuses(t *testing.T) {
 		{name: "oversized XML", want: reasonMalformed, req: signed(func(*Request) {}),
 			setup: stsAnswers(200, strings.Replace(goodXML, "</GetCallerIdentityResponse>", strings.Repeat(" ", maxSTSResponse)+"</GetCallerIdentityResponse>", 1))},
 		{name: "root principal", want: reasonPrincipal, req: signed(func(*Request) {}),
-			setup: stsAnswers(200, fmt.Sprintf(stsOKXML, "arn:aws:iam::123456789012:root", "123456789012", testAccount))},
+			setup: stsAnswers(200, fmt.Sprintf(ststest.OKXML, "arn:aws:iam::123456789012:root", "123456789012", testAccount))},
 	}
 	var errs []string
 	for _, c := range cases {
@@ -335,7 +337,7 @@ func TestAttestRefuses(t *testing.T) {
 				c.setup(t, e)
 			}
 			r := c.req(t, e)
-			calls := e.sts.calls.Load()
+			calls := e.sts.Calls.Load()
 			_, err := e.a.Attest(context.Background(), r)
 			var ae *attest.Error
 			if !errors.As(err, &ae) || !errors.Is(err, attest.ErrFailed) {
@@ -344,7 +346,7 @@ func TestAttestRefuses(t *testing.T) {
 			if ae.Reason != c.want || ae.Method != attest.MethodAWS {
 				t.Errorf("reason = %q, want %q (err %v)", ae.Reason, c.want, err)
 			}
-			if c.noCall && e.sts.calls.Load() != calls {
+			if c.noCall && e.sts.Calls.Load() != calls {
 				t.Error("STS was called")
 			}
 			checkNoSecrets(t, err.Error(), e, signature(r))
@@ -364,11 +366,11 @@ func ptr[T any](v T) *T { return &v }
 func TestReplayWindow(t *testing.T) {
 	e := newEnv(t, roleARN, "AROAX:s", true)
 	r := e.sign(t, t0)
-	e.sts.setOverride(func(w http.ResponseWriter, _ *http.Request) { stsError(w, 503, "ServiceUnavailable", "") })
+	e.sts.SetOverride(func(w http.ResponseWriter, _ *http.Request) { ststest.WriteError(w, 503, "ServiceUnavailable", "") })
 	if _, err := e.a.Attest(context.Background(), r); err == nil {
 		t.Fatal("want an error while STS is down")
 	}
-	e.sts.setOverride(nil)
+	e.sts.SetOverride(nil)
 	if _, err := e.a.Attest(context.Background(), r); err != nil {
 		t.Fatalf("retry after STS failure: %v", err)
 	}
@@ -515,7 +517,7 @@ func TestNewValidates(t *testing.T) {
 func BenchmarkAttest(b *testing.B) {
 	e := newEnv(b, roleARN, "AROAX:s", true)
 	a, err := New(Config{
-		ServerID: testServerID, STSEndpoint: e.sts.srv.URL, HTTPClient: e.sts.srv.Client(),
+		ServerID: testServerID, STSEndpoint: e.sts.Server.URL, HTTPClient: e.sts.Server.Client(),
 		Now: func() time.Time { return t0 }, ReplayCacheSize: b.N + 1,
 	})
 	if err != nil {

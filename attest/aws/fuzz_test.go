@@ -1,6 +1,8 @@
 package aws
 
 import (
+	"github.com/credbroker/credbroker/attest/aws/ststest"
+
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -41,9 +43,9 @@ func FuzzParseRequest(f *testing.F) {
 }
 
 func FuzzParseSTSResponse(f *testing.F) {
-	f.Add([]byte(fmt.Sprintf(stsOKXML, roleARN, "AROAX:session-1", testAccount)))
-	f.Add([]byte(`<?xml version="1.0" encoding="UTF-8"?>` + fmt.Sprintf(stsOKXML, userARN, "AIDAX", testAccount)))
-	f.Add([]byte(fmt.Sprintf(stsErrorXML, "SignatureDoesNotMatch", "no")))
+	f.Add([]byte(fmt.Sprintf(ststest.OKXML, roleARN, "AROAX:session-1", testAccount)))
+	f.Add([]byte(`<?xml version="1.0" encoding="UTF-8"?>` + fmt.Sprintf(ststest.OKXML, userARN, "AIDAX", testAccount)))
+	f.Add([]byte(fmt.Sprintf(ststest.ErrorXML, "SignatureDoesNotMatch", "no")))
 	f.Add([]byte("<GetCallerIdentityResponse"))
 	f.Add([]byte(`<!DOCTYPE x [<!ENTITY a "b">]><GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"/>`))
 	f.Fuzz(func(t *testing.T, b []byte) {

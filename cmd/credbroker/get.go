@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,10 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+
+	awsattest "github.com/credbroker/credbroker/attest/aws"
 )
 
 // getReply is the socket API's success body.
@@ -41,6 +46,10 @@ func (c *cli) get(args []string) int {
 	tokenFile := fs.String("token-file", "", "file holding a bearer token to present as evidence")
 	format := fs.String("format", "json", "output format: json or env")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	useAWS := fs.Bool("aws", false, "prove an AWS IAM identity: sign sts:GetCallerIdentity with the default AWS credential chain")
+	serverID := fs.String("aws-server-id", os.Getenv("CREDBROKER_AWS_SERVER_ID"), "the broker's attestors.aws.server_id (default $CREDBROKER_AWS_SERVER_ID)")
+	region := fs.String("aws-region", "", "signing region (default: the AWS configuration's, else us-east-1)")
+	endpoint := fs.String("aws-sts-endpoint", "https://sts.amazonaws.com", "STS endpoint the broker sends the request to")
 	pos, err := c.parse(fs, args)
 	if err != nil {
 		return exitUsage
@@ -63,7 +72,13 @@ func (c *cli) get(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	body, err := fetchCredential(ctx, *socket, pos[0], token)
+	var evidence []byte
+	if *useAWS {
+		if evidence, err = signAWS(ctx, *serverID, *region, *endpoint); err != nil {
+			return c.fail(err)
+		}
+	}
+	body, err := fetchCredential(ctx, *socket, pos[0], token, evidence)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -81,16 +96,23 @@ func (c *cli) get(args []string) int {
 
 // fetchCredential asks the broker at socket for name and returns the raw
 // JSON reply, or an error carrying the broker's message.
-func fetchCredential(ctx context.Context, socket, name, token string) ([]byte, error) {
+func fetchCredential(ctx context.Context, socket, name, token string, body []byte) ([]byte, error) {
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		},
 	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://credbroker/v1/credentials/"+url.PathEscape(name), nil)
+	method, reqBody := http.MethodGet, io.Reader(nil)
+	if body != nil {
+		method, reqBody = http.MethodPost, bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://credbroker/v1/credentials/"+url.PathEscape(name), reqBody)
 	if err != nil {
 		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Credbroker-Request", "1")
 	if token != "" {
@@ -101,18 +123,43 @@ func fetchCredential(ctx context.Context, socket, name, token string) ([]byte, e
 		return nil, fmt.Errorf("broker at %s: %w", socket, errors.Unwrap(err))
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	reply, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return nil, fmt.Errorf("reading reply: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e getError
-		if json.Unmarshal(body, &e) == nil && e.Error.Message != "" {
+		if json.Unmarshal(reply, &e) == nil && e.Error.Message != "" {
 			return nil, fmt.Errorf("%s (%d %s, decision %s)", e.Error.Message, resp.StatusCode, e.Error.Code, e.Error.DecisionID)
 		}
 		return nil, fmt.Errorf("broker answered %s", resp.Status)
 	}
-	return body, nil
+	return reply, nil
+}
+
+// signAWS signs an sts:GetCallerIdentity request bound to the broker's
+// server id with the default AWS credential chain (environment, shared
+// files, ECS task role, EC2 instance profile) and returns the socket API
+// body that carries it.
+func signAWS(ctx context.Context, serverID, region, endpoint string) ([]byte, error) {
+	if serverID == "" {
+		return nil, errors.New("--aws needs --aws-server-id (the broker's attestors.aws.server_id)")
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("aws credentials: %w", err)
+	}
+	if region == "" {
+		region = cfg.Region
+	}
+	if region == "" {
+		region = "us-east-1"
+	}
+	signed, err := awsattest.Sign(ctx, cfg.Credentials, serverID, region, endpoint, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(map[string]awsattest.Request{"aws_iam": signed})
 }
 
 var envUnsafe = regexp.MustCompile(`[^A-Z0-9_]`)

@@ -48,6 +48,7 @@ type env struct {
 	socket string
 	db     string
 	config string
+	env    []string // extra environment of the broker process
 }
 
 // newEnv writes a configuration with the given policies and credentials
@@ -117,6 +118,7 @@ func (e *env) start(extra ...string) *brokerProc {
 	e.t.Helper()
 	args := append([]string{"run", "--config", e.config}, extra...)
 	cmd := exec.Command(binPath, args...)
+	cmd.Env = append(os.Environ(), e.env...)
 	b := &brokerProc{t: e.t, cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{}), socket: e.socket}
 	cmd.Stdout, cmd.Stderr = b.logs, b.logs
 	if err := cmd.Start(); err != nil {
@@ -236,7 +238,14 @@ func call(t *testing.T, c *http.Client, method, path string, header http.Header,
 // the exit code.
 func credbroker(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
+	return credbrokerEnv(t, nil, args...)
+}
+
+// credbrokerEnv is credbroker with extra environment.
+func credbrokerEnv(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(binPath, args...)
+	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -1,4 +1,7 @@
-package aws
+// Package ststest runs a stand-in for AWS STS for tests: a real HTTPS
+// server that answers GetCallerIdentity only for requests whose SigV4
+// signature it verifies itself.
+package ststest
 
 import (
 	"crypto/hmac"
@@ -17,37 +20,38 @@ import (
 	"testing"
 )
 
-// fakeSTS stands in for AWS STS (sts.amazonaws.com), which cannot be reached
+// STS stands in for AWS STS (sts.amazonaws.com), which cannot be reached
 // from tests. It is a real HTTPS server (httptest TLS) that answers
 // GetCallerIdentity only for requests whose SigV4 signature it verifies
 // itself, with its own implementation of the canonical request and signing
 // key below (independent of the SDK signer that Sign uses), for the secret
 // key it holds for each access key. It answers in the XML shapes real STS
 // uses, including the 403 ErrorResponse for SignatureDoesNotMatch.
-type fakeSTS struct {
-	srv   *httptest.Server
-	calls atomic.Int64
+type STS struct {
+	Server *httptest.Server
+	Calls  atomic.Int64
 
 	mu         sync.Mutex
-	keys       map[string]fakeKey // access key id → key
-	override   http.HandlerFunc   // when set, answers instead of STS
-	lastHeader http.Header        // headers of the last request received
+	keys       map[string]stsKey // access key id → key
+	override   http.HandlerFunc  // when set, answers instead of STS
+	lastHeader http.Header       // headers of the last request received
 }
 
-type fakeKey struct {
+type stsKey struct {
 	secret, token, arn, userID, account string
 }
 
-func newFakeSTS(t testing.TB) *fakeSTS {
-	f := &fakeSTS{keys: map[string]fakeKey{}}
-	f.srv = httptest.NewTLSServer(http.HandlerFunc(f.serve))
-	t.Cleanup(f.srv.Close)
+// New starts the stand-in; it stops when the test ends.
+func New(t testing.TB) *STS {
+	f := &STS{keys: map[string]stsKey{}}
+	f.Server = httptest.NewTLSServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.Server.Close)
 	return f
 }
 
-// addKey creates a random access key for the principal arn and returns its
+// AddKey creates a random access key for the principal arn and returns its
 // id, secret and (when session) a random session token.
-func (f *fakeSTS) addKey(arn, userID, account string, session bool) (id, secret, token string) {
+func (f *STS) AddKey(arn, userID, account string, session bool) (id, secret, token string) {
 	id = "AKIA" + randString(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 	secret = randString(40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 	if session {
@@ -55,18 +59,20 @@ func (f *fakeSTS) addKey(arn, userID, account string, session bool) (id, secret,
 		token = randString(200, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 	}
 	f.mu.Lock()
-	f.keys[id] = fakeKey{secret: secret, token: token, arn: arn, userID: userID, account: account}
+	f.keys[id] = stsKey{secret: secret, token: token, arn: arn, userID: userID, account: account}
 	f.mu.Unlock()
 	return id, secret, token
 }
 
-func (f *fakeSTS) setOverride(h http.HandlerFunc) {
+// SetOverride makes h answer instead of STS (nil restores STS).
+func (f *STS) SetOverride(h http.HandlerFunc) {
 	f.mu.Lock()
 	f.override = h
 	f.mu.Unlock()
 }
 
-func (f *fakeSTS) header() http.Header {
+// LastHeader returns the headers of the last request received.
+func (f *STS) LastHeader() http.Header {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.lastHeader
@@ -83,7 +89,8 @@ func randString(n int, alphabet string) string {
 	return string(b)
 }
 
-const stsErrorXML = `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+// ErrorXML is STS's error answer, with %s for Code and Message.
+const ErrorXML = `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <Error>
     <Type>Sender</Type>
     <Code>%s</Code>
@@ -93,7 +100,8 @@ const stsErrorXML = `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06
 </ErrorResponse>
 `
 
-const stsOKXML = `<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+// OKXML is the GetCallerIdentity answer, with %s for Arn, UserId, Account.
+const OKXML = `<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <GetCallerIdentityResult>
     <Arn>%s</Arn>
     <UserId>%s</UserId>
@@ -105,14 +113,15 @@ const stsOKXML = `<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/do
 </GetCallerIdentityResponse>
 `
 
-func stsError(w http.ResponseWriter, status int, code, msg string) {
+// WriteError answers with STS's ErrorResponse XML.
+func WriteError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "text/xml")
 	w.WriteHeader(status)
-	fmt.Fprintf(w, stsErrorXML, code, msg)
+	fmt.Fprintf(w, ErrorXML, code, msg)
 }
 
-func (f *fakeSTS) serve(w http.ResponseWriter, r *http.Request) {
-	f.calls.Add(1)
+func (f *STS) serve(w http.ResponseWriter, r *http.Request) {
+	f.Calls.Add(1)
 	f.mu.Lock()
 	f.lastHeader = r.Header.Clone()
 	override := f.override
@@ -123,7 +132,7 @@ func (f *fakeSTS) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
-		stsError(w, 400, "MalformedInput", "unreadable body")
+		WriteError(w, 400, "MalformedInput", "unreadable body")
 		return
 	}
 	key, status, code := f.verify(r, body)
@@ -132,24 +141,24 @@ func (f *fakeSTS) serve(w http.ResponseWriter, r *http.Request) {
 		if code != "SignatureDoesNotMatch" {
 			msg = code
 		}
-		stsError(w, status, code, msg)
+		WriteError(w, status, code, msg)
 		return
 	}
-	if r.Method != http.MethodPost || r.URL.Path != "/" || string(body) != getCallerIdentityBody {
-		stsError(w, 400, "InvalidAction", "Could not find operation")
+	if r.Method != http.MethodPost || r.URL.Path != "/" || string(body) != "Action=GetCallerIdentity&Version=2011-06-15" {
+		WriteError(w, 400, "InvalidAction", "Could not find operation")
 		return
 	}
 	w.Header().Set("Content-Type", "text/xml")
-	fmt.Fprintf(w, stsOKXML, key.arn, key.userID, key.account)
+	fmt.Fprintf(w, OKXML, key.arn, key.userID, key.account)
 }
 
 // verify checks the SigV4 signature of r. It returns an error code and
 // status when the request is not properly signed.
-func (f *fakeSTS) verify(r *http.Request, body []byte) (fakeKey, int, string) {
+func (f *STS) verify(r *http.Request, body []byte) (stsKey, int, string) {
 	authz := r.Header.Get("Authorization")
 	rest, ok := strings.CutPrefix(authz, "AWS4-HMAC-SHA256 ")
 	if !ok {
-		return fakeKey{}, 403, "MissingAuthenticationToken"
+		return stsKey{}, 403, "MissingAuthenticationToken"
 	}
 	comp := map[string]string{}
 	for _, p := range strings.Split(rest, ",") {
@@ -158,20 +167,20 @@ func (f *fakeSTS) verify(r *http.Request, body []byte) (fakeKey, int, string) {
 	}
 	scope := strings.Split(comp["Credential"], "/")
 	if len(scope) != 5 {
-		return fakeKey{}, 400, "IncompleteSignature"
+		return stsKey{}, 400, "IncompleteSignature"
 	}
 	f.mu.Lock()
 	key, ok := f.keys[scope[0]]
 	f.mu.Unlock()
 	if !ok {
-		return fakeKey{}, 403, "InvalidClientTokenId"
+		return stsKey{}, 403, "InvalidClientTokenId"
 	}
 	if key.token != "" && r.Header.Get("X-Amz-Security-Token") != key.token {
-		return fakeKey{}, 403, "InvalidClientTokenId"
+		return stsKey{}, 403, "InvalidClientTokenId"
 	}
 	signed := strings.Split(comp["SignedHeaders"], ";")
 	if !sort.StringsAreSorted(signed) {
-		return fakeKey{}, 403, "SignatureDoesNotMatch"
+		return stsKey{}, 403, "SignatureDoesNotMatch"
 	}
 	var canonHeaders strings.Builder
 	for _, name := range signed {
@@ -184,7 +193,7 @@ func (f *fakeSTS) verify(r *http.Request, body []byte) (fakeKey, int, string) {
 		default:
 			vals := r.Header.Values(name)
 			if len(vals) == 0 {
-				return fakeKey{}, 403, "SignatureDoesNotMatch"
+				return stsKey{}, 403, "SignatureDoesNotMatch"
 			}
 			for i := range vals {
 				vals[i] = strings.Join(strings.Fields(vals[i]), " ")
@@ -195,7 +204,7 @@ func (f *fakeSTS) verify(r *http.Request, body []byte) (fakeKey, int, string) {
 	}
 	amzDate := r.Header.Get("X-Amz-Date")
 	if len(amzDate) < 8 || amzDate[:8] != scope[1] {
-		return fakeKey{}, 403, "SignatureDoesNotMatch"
+		return stsKey{}, 403, "SignatureDoesNotMatch"
 	}
 	bodySum := sha256.Sum256(body)
 	canon := strings.Join([]string{
@@ -219,7 +228,7 @@ func (f *fakeSTS) verify(r *http.Request, body []byte) (fakeKey, int, string) {
 	k = hmacSHA256(k, "aws4_request")
 	want := hex.EncodeToString(hmacSHA256(k, stringToSign))
 	if !hmac.Equal([]byte(want), []byte(comp["Signature"])) {
-		return fakeKey{}, 403, "SignatureDoesNotMatch"
+		return stsKey{}, 403, "SignatureDoesNotMatch"
 	}
 	return key, 200, ""
 }
