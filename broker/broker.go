@@ -84,6 +84,10 @@ type Config struct {
 	Tokens []TokenRoute
 	// AWS verifies aws_iam evidence; nil means it is refused.
 	AWS AWSAttestor
+	// TokenCacheTTL is how long a verified bearer token's identity is
+	// reused (never beyond the token's exp); default DefaultTokenCacheTTL,
+	// negative turns the cache off.
+	TokenCacheTTL time.Duration
 	// Ambient returns the token to attest callers that present no evidence
 	// of their own with (a per-pod sidecar's projected token); nil means
 	// such callers are attested by their peer credentials alone.
@@ -109,17 +113,18 @@ type Config struct {
 
 // Broker runs decisions.
 type Broker struct {
-	peer     PeerAttestor
-	tokens   []TokenRoute
-	aws      AWSAttestor
-	ambient  func() (string, error)
-	creds    map[string]Provider
-	kinds    map[string]string
-	audit    Recorder
-	log      *slog.Logger
-	now      func() time.Time
-	metrics  *metrics
-	policies atomic.Pointer[policies.Set]
+	peer       PeerAttestor
+	tokens     []TokenRoute
+	aws        AWSAttestor
+	ambient    func() (string, error)
+	tokenCache *tokenCache
+	creds      map[string]Provider
+	kinds      map[string]string
+	audit      Recorder
+	log        *slog.Logger
+	now        func() time.Time
+	metrics    *metrics
+	policies   atomic.Pointer[policies.Set]
 }
 
 // New validates cfg and returns a Broker.
@@ -149,16 +154,17 @@ func New(cfg Config) (*Broker, error) {
 		cfg.Now = time.Now
 	}
 	b := &Broker{
-		peer:    cfg.Peer,
-		tokens:  cfg.Tokens,
-		aws:     cfg.AWS,
-		ambient: cfg.Ambient,
-		creds:   cfg.Credentials,
-		kinds:   cfg.Kinds,
-		audit:   cfg.Audit,
-		log:     cfg.Logger,
-		now:     cfg.Now,
-		metrics: newMetrics(cfg.Registerer),
+		peer:       cfg.Peer,
+		tokens:     cfg.Tokens,
+		aws:        cfg.AWS,
+		ambient:    cfg.Ambient,
+		tokenCache: newTokenCache(cfg.TokenCacheTTL),
+		creds:      cfg.Credentials,
+		kinds:      cfg.Kinds,
+		audit:      cfg.Audit,
+		log:        cfg.Logger,
+		now:        cfg.Now,
+		metrics:    newMetrics(cfg.Registerer),
 	}
 	b.policies.Store(cfg.Policies)
 	return b, nil
@@ -337,10 +343,7 @@ func (b *Broker) attest(ctx context.Context, req *Request, rec *audit.Record) (a
 		}
 		id, err = b.aws.AttestAWS(ctx, req.AWSIAM)
 	case token != "":
-		var a TokenAttestor
-		if a, err = b.route(token); err == nil {
-			id, err = a.Attest(ctx, token)
-		}
+		id, err = b.attestToken(ctx, token)
 	default:
 		return peer, nil
 	}
@@ -351,26 +354,46 @@ func (b *Broker) attest(ctx context.Context, req *Request, rec *audit.Record) (a
 	return id, nil
 }
 
-// route picks the attestor of a bearer token from its unverified claims.
-func (b *Broker) route(token string) (TokenAttestor, error) {
+// attestToken verifies a bearer token with the attestor of its issuer,
+// reusing a recent verification of the same token.
+func (b *Broker) attestToken(ctx context.Context, token string) (attest.Identity, error) {
+	now := b.now()
+	if id, ok := b.tokenCache.get(token, now); ok {
+		return id, nil
+	}
 	if len(b.tokens) == 0 {
-		return nil, attest.Failf("bearer", "bearer tokens are not accepted: no token attestor is configured")
+		return attest.Identity{}, attest.Failf("bearer", "bearer tokens are not accepted: no token attestor is configured")
 	}
-	iss, sub, err := peekClaims(token)
+	p, err := peekClaims(token)
 	if err != nil {
-		return nil, attest.Failf("bearer", "malformed token: %v", err)
+		return attest.Identity{}, attest.Failf("bearer", "malformed token: %v", err)
 	}
+	a := b.route(p)
+	if a == nil {
+		return attest.Identity{}, attest.Failf("bearer", "unknown issuer: no attestor is configured for this token's issuer")
+	}
+	id, err := a.Attest(ctx, token)
+	if err != nil {
+		return attest.Identity{}, err
+	}
+	b.tokenCache.put(token, id, now, p.exp)
+	return id, nil
+}
+
+// route picks the attestor of a token from its unverified claims: an exact
+// issuer first, then a subject prefix.
+func (b *Broker) route(p peeked) TokenAttestor {
 	for _, r := range b.tokens {
-		if r.Issuer != "" && r.Issuer == iss {
-			return r.Attestor, nil
+		if r.Issuer != "" && r.Issuer == p.iss {
+			return r.Attestor
 		}
 	}
 	for _, r := range b.tokens {
-		if r.Issuer == "" && r.SubjectPrefix != "" && strings.HasPrefix(sub, r.SubjectPrefix) {
-			return r.Attestor, nil
+		if r.Issuer == "" && r.SubjectPrefix != "" && strings.HasPrefix(p.sub, r.SubjectPrefix) {
+			return r.Attestor
 		}
 	}
-	return nil, attest.Failf("bearer", "unknown issuer: no attestor is configured for this token's issuer")
+	return nil
 }
 
 // refuse records a decision that ended in error and returns the refusal.

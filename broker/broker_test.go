@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -14,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	k8sattest "github.com/credbroker/credbroker/attest/kubernetes"
+	"github.com/credbroker/credbroker/attest/oidc/oidctest"
 	unixattest "github.com/credbroker/credbroker/attest/unix"
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/broker"
@@ -30,6 +34,10 @@ const testPolicies = `policies:
     credentials: [demo]
     when: 'request.channel == "socket"'
     ttl: 10m
+  - name: payments-reads-demo
+    effect: allow
+    workloads: [{all: [{kubernetes: {namespace: payments}}, {unix: {uid: self}}]}]
+    credentials: [demo]
   - name: never-prod
     effect: deny
     workloads: [{unix: {uid: self}}]
@@ -46,7 +54,7 @@ type harness struct {
 	client *http.Client
 }
 
-func newHarness(tb testing.TB) *harness {
+func newHarness(tb testing.TB, tokens ...broker.TokenRoute) *harness {
 	tb.Helper()
 	dir := tb.TempDir()
 	secret := filepath.Join(dir, "demo")
@@ -75,6 +83,7 @@ func newHarness(tb testing.TB) *harness {
 	}
 	h.broker, err = broker.New(broker.Config{
 		Peer:        peer,
+		Tokens:      tokens,
 		Credentials: map[string]broker.Provider{"demo": demo, "prod-db": demo},
 		Kinds:       map[string]string{"demo": static.Kind, "prod-db": static.Kind},
 		Policies:    set,
@@ -168,15 +177,27 @@ func TestNoGrantWithoutRecord(t *testing.T) {
 }
 
 // BenchmarkSocketAPI measures whole decisions — HTTP over the Unix socket,
-// unix attestation, policy with a CEL condition, static provider, committed
-// audit record — from parallel clients.
+// attestation, policy with a CEL condition, static provider, committed
+// audit record — from 32 parallel clients: by peer credentials alone, and
+// with a Kubernetes service-account token on top (warm key cache), so the
+// two rates can be compared in one run.
 func BenchmarkSocketAPI(b *testing.B) {
-	h := newHarness(b)
+	b.Run("unix", func(b *testing.B) { benchSocketAPI(b, newHarness(b), "") })
+	b.Run("kubernetes-token", func(b *testing.B) {
+		route, token := kubernetesRoute(b)
+		benchSocketAPI(b, newHarness(b, route), token)
+	})
+}
+
+func benchSocketAPI(b *testing.B, h *harness, token string) {
 	b.SetParallelism(max(1, 32/runtime.GOMAXPROCS(0))) // 32 clients
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		req, _ := http.NewRequest("GET", "http://credbroker/v1/credentials/demo", nil)
 		req.Header.Set(broker.RequestHeader, "1")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
 		for pb.Next() {
 			resp, err := h.client.Do(req)
 			if err != nil {
@@ -192,6 +213,33 @@ func BenchmarkSocketAPI(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+}
+
+// kubernetesRoute returns a Kubernetes attestor reading its keys from a
+// JWKS file (as exported from a cluster's /openid/v1/jwks) and a projected
+// token it accepts.
+func kubernetesRoute(tb testing.TB) (broker.TokenRoute, string) {
+	key := oidctest.NewRSAKey(tb, "k1")
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{key.JWK()}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	file := filepath.Join(tb.TempDir(), "jwks.json")
+	if err := os.WriteFile(file, jwks, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	const issuer = "https://kubernetes.default.svc.cluster.local"
+	att, err := k8sattest.New(context.Background(), k8sattest.Config{Issuer: issuer, Audiences: []string{"credbroker"}, JWKSFile: file})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	now := time.Now()
+	token := oidctest.Sign(tb, key, map[string]any{
+		"iss": issuer, "aud": []any{"credbroker"}, "sub": "system:serviceaccount:payments:api",
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+		"kubernetes.io": map[string]any{"namespace": "payments", "serviceaccount": map[string]any{"name": "api"}},
+	}, nil)
+	return broker.TokenRoute{Method: "kubernetes", Issuer: issuer, Attestor: att}, token
 }
 
 // TestReloaderStopsAndKeepsGoodSet: the reloader swaps in a new set on a
