@@ -37,6 +37,8 @@ var methodKeys = strings.Join(append(append([]string(nil), attest.Methods...), m
 // decoder turns YAML documents into policies, collecting every problem.
 type decoder struct {
 	problems problemList
+	warnings problemList // same file order as problems
+	warned   map[Problem]bool
 	policies []*policy
 	names    map[string]string // policy name → "file:line" of its definition
 	nodes    int               // visited in the current file
@@ -54,6 +56,7 @@ type compiledCondition struct {
 func newDecoder(files []File) *decoder {
 	d := &decoder{
 		problems: problemList{order: make(map[string]int, len(files))},
+		warned:   map[Problem]bool{},
 		names:    map[string]string{},
 		conds:    map[string]compiledCondition{},
 	}
@@ -62,11 +65,22 @@ func newDecoder(files []File) *decoder {
 			d.problems.order[f.Name] = i
 		}
 	}
+	d.warnings.order = d.problems.order
 	return d
 }
 
 func (d *decoder) addf(line int, format string, args ...any) {
 	d.problems.addf(line, format, args...)
+}
+
+// warnf records a warning once per position and message: an alias can
+// bring the same selector back many times.
+func (d *decoder) warnf(line int, format string, args ...any) {
+	w := Problem{File: d.problems.file, Line: line, Message: fmt.Sprintf(format, args...)}
+	if !d.warned[w] {
+		d.warned[w] = true
+		d.warnings.list = append(d.warnings.list, w)
+	}
 }
 
 // resolve follows aliases and counts the node against maxNodes.
@@ -488,7 +502,58 @@ func (d *decoder) selector(w *workload, n *yaml.Node) (map[string]string, bool) 
 		w.fields = append(w.fields, f)
 		canon[spec.key] = text
 	}
+	if ok && w.method == attest.MethodGitHub {
+		ok = d.githubRepository(w)
+	}
 	return canon, ok
+}
+
+// githubRepository refuses a github selector that matches every repository
+// and warns about one that pins no repository in a way that survives a
+// rename: see "GitHub repositories" in the package documentation.
+func (d *decoder) githubRepository(w *workload) bool {
+	var repo *field
+	owner, pinned := false, false
+	for i := range w.fields {
+		f := &w.fields[i]
+		switch f.spec.key {
+		case "repository":
+			repo = f
+			pinned = pinned || !f.pat.isGlob()
+		case "repository_owner":
+			owner = true
+		case "repository_id", "repository_owner_id":
+			owner, pinned = true, true
+		}
+	}
+	switch {
+	case pinned:
+		return true
+	case owner:
+	case repo == nil:
+		d.addf(w.line, "github selector matches every repository: %s", githubPinAdvice)
+		return false
+	case everyRepository(repo.pat.text):
+		d.addf(repo.line, "github selector matches every repository (repository %q constrains neither owner nor name): %s", clip(repo.pat.text), githubPinAdvice)
+		return false
+	}
+	d.warnf(w.line, "github selector does not pin a repository: %s (repository names can be re-registered by someone else after a rename or deletion)", githubPinAdvice)
+	return true
+}
+
+// githubPinAdvice says how to pin a github selector to a repository.
+const githubPinAdvice = "add repository_id or repository_owner_id, or an exact repository"
+
+// everyRepository reports whether a repository glob leaves both owner and
+// name free: every '/'-separated part is made of '*' alone, as in "*" and
+// "*/*".
+func everyRepository(glob string) bool {
+	for part := range strings.SplitSeq(glob, "/") {
+		if part == "" || strings.Trim(part, "*") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 func specKeys(method string) string {
@@ -502,7 +567,7 @@ func specKeys(method string) string {
 
 // field decodes one selector value.
 func (d *decoder) field(spec *fieldSpec, v *yaml.Node) (field, string, bool) {
-	f := field{spec: spec}
+	f := field{spec: spec, line: v.Line}
 	if spec.kind == kindInt {
 		if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!str" && v.Value == selfValue {
 			f.num = selfID(spec.key)

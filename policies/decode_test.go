@@ -113,6 +113,22 @@ var problemCases = []struct {
 		},
 	},
 	{
+		name: "github selectors matching every repository",
+		files: []File{{Name: "g.yaml", Data: []byte(`policies:
+  - name: g
+    effect: allow
+    workloads:
+      - github: {ref: refs/heads/main}
+      - all: [{unix: {uid: 1}}, {github: {repository: "*/*"}}]
+      - github: {repository: "*/*", repository_owner_id: 1234}
+    credentials: [x]
+`)}},
+		want: []string{
+			`g.yaml:5: github selector matches every repository: add repository_id or repository_owner_id, or an exact repository`,
+			`g.yaml:6: github selector matches every repository (repository "*/*" constrains neither owner nor name): add repository_id or repository_owner_id, or an exact repository`,
+		},
+	},
+	{
 		name: "conditions",
 		files: []File{{Name: "c.yaml", Data: []byte(`policies:
   - name: c1

@@ -19,8 +19,9 @@
 //
 // Decoding is strict: unknown or duplicate keys, wrong types, bad globs,
 // bad durations, duplicate names, missing required keys, an unknown effect,
-// a workload entry with no method or several, an empty selector and
-// conditions that do not compile to a boolean are all reported, each as
+// a workload entry with no method or several, an empty selector, a github
+// selector that matches every repository and conditions that do not
+// compile to a boolean are all reported, each as
 // "file:line: message", and Compile reports every problem at once as
 // Problems.
 //
@@ -50,6 +51,33 @@
 // compared values cannot contain glob characters, so that a glob written
 // for a key that does not take one is reported rather than never matching.
 // An absent claim never matches.
+//
+// # GitHub repositories
+//
+// Every GitHub repository can obtain a token from the same issuer, so a
+// github selector must say whose repositories it means. Compile refuses a
+// github selector (wherever it appears, including inside `all:`) that has
+// none of repository_id, repository_owner and repository_owner_id and
+// whose repository is absent or a glob every '/'-separated part of which
+// is made of '*' alone, such as "*" or "*/*": ref, environment,
+// workflow_ref, job_workflow_ref and event_name do not count, since every
+// repository can have a ref or an environment of any name and a reusable
+// workflow can be called from any repository.
+//
+// Names can be taken over: after a repository or its owner is renamed or
+// deleted, someone else can register the old name. IDs are never reused.
+// Set.Warnings therefore lists, as "file:line" of the `github:` key and a
+// message, every github selector Compile accepted that pins none of
+// repository_id, repository_owner_id, or a repository without glob
+// characters (`*`, `?`, `[`, `\`). For example
+//
+//	github: {repository_owner_id: 1234, ref: refs/heads/main}  # accepted
+//	github: {repository: acme/payments}                        # accepted
+//	github: {repository: "acme/*"}                             # warning
+//	github: {repository_owner: acme}                           # warning
+//	github: {repository: "*/*", repository_owner: acme}        # warning
+//	github: {ref: refs/heads/main}                             # refused
+//	github: {repository: "*/*", environment: prod}             # refused
 //
 // # Conditions
 //

@@ -94,3 +94,24 @@ policies:
 	// no policy allows unix:uid:1000 to read demo
 	// demo.yaml:3 ops-can-read-demo matched=false: workload: no entry matches (line 5: unix: uid is 1000, want 1001; line 5: unix: gid is 1000, want 10); credential: "demo" matches "demo"; condition: none
 }
+
+func ExampleSet_Warnings() {
+	set, err := policies.Compile([]policies.File{{Name: "deploy.yaml", Data: []byte(`
+policies:
+  - name: deploy
+    effect: allow
+    workloads:
+      - github: {repository: "acme/*", ref: refs/heads/main}
+      - github: {repository_owner_id: 1234, environment: prod}
+    credentials: [deploy-key]
+`)}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, w := range set.Warnings() {
+		fmt.Println(w)
+	}
+	// Output:
+	// deploy.yaml:6: github selector does not pin a repository: add repository_id or repository_owner_id, or an exact repository (repository names can be re-registered by someone else after a rename or deletion)
+}

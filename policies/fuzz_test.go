@@ -23,6 +23,9 @@ func FuzzCompile(f *testing.F) {
 	for _, tc := range selectorCases {
 		f.Add(fmt.Appendf(nil, "policies:\n  - name: p\n    effect: allow\n    workloads:\n      - %s\n    credentials: [x]\n", tc.workload))
 	}
+	for _, tc := range githubCases {
+		f.Add(fmt.Appendf(nil, "policies:\n  - name: p\n    effect: allow\n    workloads:\n      - %s\n    credentials: [x]\n", tc.workload))
+	}
 	for _, tc := range conditionCases[:5] {
 		f.Add([]byte(conditionPolicy(Deny, tc.when)))
 	}
@@ -52,6 +55,11 @@ func FuzzCompile(f *testing.F) {
 		}
 		if len(s.Version()) != versionLen {
 			t.Fatalf("version %q", s.Version())
+		}
+		for _, w := range s.Warnings() {
+			if w.File != "f.yaml" || w.Message == "" || w.Line <= 0 {
+				t.Fatalf("bad warning %+v", w)
+			}
 		}
 		for _, id := range []attest.Identity{idUnix, idK8sWithPeer, idGitHub, {}} {
 			in := input(id, "x")

@@ -3,6 +3,7 @@ package policies
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 	"sync"
 	"time"
 
@@ -105,11 +106,12 @@ type Info struct {
 // Set is a compiled, immutable collection of policies. It is safe for
 // concurrent use; a reload compiles a new Set and swaps it in whole.
 type Set struct {
-	all     []*policy // load order
-	denies  []*policy // load order
-	allows  []*policy // load order
-	version string
-	acts    sync.Pool // of *activation
+	all      []*policy // load order
+	denies   []*policy // load order
+	allows   []*policy // load order
+	version  string
+	warnings Problems
+	acts     sync.Pool // of *activation
 }
 
 // policy is one compiled policy.
@@ -148,7 +150,7 @@ func Compile(files []File) (*Set, error) {
 	if len(d.problems.list) > 0 {
 		return nil, d.problems.sorted()
 	}
-	s := &Set{all: d.policies, acts: sync.Pool{New: newActivation}}
+	s := &Set{all: d.policies, warnings: d.warnings.sorted(), acts: sync.Pool{New: newActivation}}
 	h := sha256.New()
 	for _, p := range s.all {
 		if p.effect == Deny {
@@ -174,6 +176,17 @@ func (s *Set) Version() string {
 
 // emptyVersion is the version of a Set with no policies.
 var emptyVersion = func() string { sum := sha256.Sum256(nil); return shortHash(sum[:]) }()
+
+// Warnings lists what Compile accepted but a reviewer should look at, in
+// file order and then line order, each positioned like a Problem: today, a
+// github selector that pins no repository (see the package documentation).
+// The Set decides the same way whatever its warnings.
+func (s *Set) Warnings() []Problem {
+	if s == nil {
+		return nil
+	}
+	return slices.Clone(s.warnings)
+}
 
 // Len is the number of policies in the Set.
 func (s *Set) Len() int {

@@ -130,6 +130,7 @@ type field struct {
 	pat   pattern // kindExact, kindGlob, kindHash: the value as written
 	num   int64   // kindInt; kindExact when isNum
 	isNum bool    // kindExact value is a decimal integer
+	line  int     // of the value, for Compile's messages
 }
 
 // value returns the identity attribute the field compares with.

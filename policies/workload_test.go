@@ -99,7 +99,7 @@ var selectorCases = []struct {
 	{"github repository glob differs", `github: {repository: "other/*"}`, idGitHub, false},
 	{"github every key", `github: {repository: acme/payments, repository_id: "1", repository_owner: acme, repository_owner_id: 1234, ref: refs/heads/main, environment: prod, workflow_ref: "acme/payments/.github/workflows/deploy.yml@refs/heads/main", job_workflow_ref: "acme/ci/.github/workflows/release.yml@refs/tags/v1", event_name: push}`, idGitHub, true},
 	{"github ref differs", `github: {repository: acme/payments, ref: refs/heads/dev}`, idGitHub, false},
-	{"github environment absent", `github: {environment: prod}`, attest.Identity{Method: "github", Claims: map[string]any{"repository": "acme/payments"}}, false},
+	{"github environment absent", `github: {repository: acme/payments, environment: prod}`, attest.Identity{Method: "github", Claims: map[string]any{"repository": "acme/payments"}}, false},
 	{"github numeric id claim", `github: {repository_owner_id: "1234"}`, attest.Identity{Method: "github", Claims: map[string]any{"repository_owner_id": float64(1234)}}, true},
 	{"github numeric id claim differs", `github: {repository_owner_id: "1234"}`, attest.Identity{Method: "github", Claims: map[string]any{"repository_owner_id": int64(12345)}}, false},
 

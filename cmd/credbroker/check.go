@@ -16,7 +16,8 @@ import (
 )
 
 // check validates the configuration and policies and prints every problem
-// as "file:line: message". Exit 1 on any problem.
+// as "file:line: message" and every warning as "file:line: warning:
+// message". Exit 1 on any problem; warnings alone exit 0.
 func (c *cli) check(args []string) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	configPath := fs.String("config", "", "configuration file or directory (required)")
@@ -68,9 +69,14 @@ func problemLines(err error) []string {
 	return lines
 }
 
-// warnings points out policies naming credentials that are not configured.
+// warnings lists what the policy compiler warns about, such as a github
+// selector that pins no repository, then policies naming credentials that
+// are not configured.
 func warnings(lc *loadedConfig) []string {
 	var out []string
+	for _, w := range lc.policies.Warnings() {
+		out = append(out, policies.Problem{File: w.File, Line: w.Line, Message: "warning: " + w.Message}.Error())
+	}
 	for _, p := range lc.policies.Policies() {
 		for _, pat := range p.Credentials {
 			found := false
