@@ -105,6 +105,9 @@ func (c *cli) run(args []string) int {
 		return c.fail(err)
 	}
 	log := newLogger(c.stderr, lc.cfg.Log)
+	for _, w := range lc.policies.Warnings() {
+		log.Warn("policy warning", "position", fmt.Sprintf("%s:%d", w.File, w.Line), "warning", w.Message)
+	}
 	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
