@@ -27,6 +27,8 @@ const (
 	defaultSocketMode = "0660"
 	defaultAdmin      = "127.0.0.1:9901"
 	defaultAuditPath  = "/var/lib/credbroker/audit.db"
+
+	defaultKubernetesIssuer = "https://kubernetes.default.svc"
 )
 
 // Config is credbroker's configuration file (or directory of files).
@@ -572,8 +574,12 @@ func (k *KubernetesConfig) config() *k8sattest.Config {
 	if k == nil {
 		return &k8sattest.Config{}
 	}
+	issuer := k.Issuer
+	if issuer == "" {
+		issuer = defaultKubernetesIssuer
+	}
 	return &k8sattest.Config{
-		Issuer: k.Issuer, Audiences: k.Audiences, JWKSURL: k.JWKSURL, JWKSFile: k.JWKSFile,
+		Issuer: issuer, Audiences: k.Audiences, JWKSURL: k.JWKSURL, JWKSFile: k.JWKSFile,
 		TokenReview: k.TokenReview, APIServer: k.APIServer, CAFile: k.CAFile, BearerTokenFile: k.BearerTokenFile,
 		AllowedAlgs: k.AllowedAlgs, MaxLifetime: time.Duration(k.MaxLifetime),
 	}
