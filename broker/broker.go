@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,12 @@ type TokenRoute struct {
 	Attestor      TokenAttestor
 }
 
+// CertAttestor verifies a client certificate chain presented on an mTLS
+// listener (an X.509-SVID).
+type CertAttestor interface {
+	AttestCertificate(chain []*x509.Certificate) (attest.Identity, error)
+}
+
 // AWSAttestor verifies the signed sts:GetCallerIdentity request a caller
 // sends as {"aws_iam": …}.
 type AWSAttestor interface {
@@ -72,7 +79,8 @@ type expecter interface {
 
 // Channels name the way a request came in, as recorded in the audit log.
 const (
-	ChannelSocket = "socket"
+	ChannelSocket = "socket" // the socket API on its Unix socket
+	ChannelMTLS   = "mtls"   // the socket API on an mTLS TCP listener
 )
 
 // Config wires a Broker.
@@ -84,6 +92,9 @@ type Config struct {
 	Tokens []TokenRoute
 	// AWS verifies aws_iam evidence; nil means it is refused.
 	AWS AWSAttestor
+	// Certs verifies client certificates on an mTLS listener; nil means
+	// such callers are refused.
+	Certs CertAttestor
 	// TokenCacheTTL is how long a verified bearer token's identity is
 	// reused (never beyond the token's exp); default DefaultTokenCacheTTL,
 	// negative turns the cache off.
@@ -116,6 +127,7 @@ type Broker struct {
 	peer       PeerAttestor
 	tokens     []TokenRoute
 	aws        AWSAttestor
+	certs      CertAttestor
 	ambient    func() (string, error)
 	tokenCache *tokenCache
 	creds      map[string]Provider
@@ -157,6 +169,7 @@ func New(cfg Config) (*Broker, error) {
 		peer:       cfg.Peer,
 		tokens:     cfg.Tokens,
 		aws:        cfg.AWS,
+		certs:      cfg.Certs,
 		ambient:    cfg.Ambient,
 		tokenCache: newTokenCache(cfg.TokenCacheTTL),
 		creds:      cfg.Credentials,
@@ -189,6 +202,9 @@ type Request struct {
 	// Conn is the caller's Unix socket connection, attested from kernel peer
 	// credentials.
 	Conn *net.UnixConn
+	// PeerCerts is the verified client certificate chain of an mTLS
+	// caller, leaf first.
+	PeerCerts []*x509.Certificate
 	// Bearer is the token of an Authorization: Bearer header, if any.
 	Bearer string
 	// AWSIAM is the signed sts:GetCallerIdentity request of an aws_iam
@@ -319,10 +335,7 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 // soon as it is known, so that a failed token is still recorded against
 // the process that presented it.
 func (b *Broker) attest(ctx context.Context, req *Request, rec *audit.Record) (attest.Identity, error) {
-	if req.Conn == nil {
-		return attest.Identity{}, attest.Failf(attest.MethodUnix, "no peer credentials on this channel")
-	}
-	peer, err := b.peer.Attest(ctx, req.Conn)
+	peer, err := b.attestPeer(ctx, req)
 	if err != nil {
 		return attest.Identity{}, err
 	}
@@ -352,6 +365,21 @@ func (b *Broker) attest(ctx context.Context, req *Request, rec *audit.Record) (a
 	}
 	id.Peer = &peer
 	return id, nil
+}
+
+// attestPeer attests the connection itself: kernel peer credentials on the
+// Unix socket, the client certificate on an mTLS listener.
+func (b *Broker) attestPeer(ctx context.Context, req *Request) (attest.Identity, error) {
+	switch {
+	case req.Conn != nil:
+		return b.peer.Attest(ctx, req.Conn)
+	case len(req.PeerCerts) > 0 && b.certs != nil:
+		return b.certs.AttestCertificate(req.PeerCerts)
+	case len(req.PeerCerts) > 0:
+		return attest.Identity{}, attest.Failf(attest.MethodSPIFFE, "client certificates are not accepted: the spiffe attestor is not configured")
+	default:
+		return attest.Identity{}, attest.Failf(attest.MethodUnix, "no peer credentials on this channel")
+	}
 }
 
 // attestToken verifies a bearer token with the attestor of its issuer,

@@ -91,8 +91,9 @@ func removeStale(path string) error {
 type connKey struct{}
 
 // NewSocketServer returns the HTTP server of the socket API, ready for
-// Serve on a listener from ListenUnix. Each request's connection is kept in
-// its context so the handler can attest the peer.
+// Serve on a listener from ListenUnix, or on a TLS listener that requires
+// client certificates (the mTLS listener). Each request's connection is
+// kept in its context so the handler can attest the peer.
 func (b *Broker) NewSocketServer(errLog *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           b.Handler(),
@@ -148,6 +149,9 @@ func (b *Broker) serveCredential(w http.ResponseWriter, r *http.Request) {
 		Method:     r.Method,
 		Path:       r.URL.Path,
 		Conn:       conn,
+	}
+	if r.TLS != nil {
+		req.Channel, req.PeerCerts = ChannelMTLS, r.TLS.PeerCertificates
 	}
 	body, err := decodeCredentialRequest(w, r)
 	if err == nil {

@@ -124,6 +124,13 @@ type SPIFFEConfig struct {
 	// ("unix:///run/spire/agent.sock") supplies the trust bundle.
 	BundleFile  string `yaml:"bundle_file"`
 	WorkloadAPI string `yaml:"workload_api"`
+	// MTLSListen serves the socket API on this TCP address to callers
+	// presenting an X.509-SVID of the trust domain. The broker's own
+	// certificate is its SVID from the Workload API, or MTLSCertFile and
+	// MTLSKeyFile with a bundle file.
+	MTLSListen   string `yaml:"mtls_listen"`
+	MTLSCertFile string `yaml:"mtls_cert_file"`
+	MTLSKeyFile  string `yaml:"mtls_key_file"`
 }
 
 // GitHubConfig verifies GitHub Actions OIDC tokens.
@@ -370,7 +377,9 @@ func (cfg *Config) resolvePaths(dir string) {
 		}
 	}
 	if sp := cfg.Attestors.SPIFFE; sp != nil {
-		sp.BundleFile = resolve(dir, sp.BundleFile)
+		for _, p := range []*string{&sp.BundleFile, &sp.MTLSCertFile, &sp.MTLSKeyFile} {
+			*p = resolve(dir, *p)
+		}
 	}
 	for i := range cfg.Credentials {
 		if s := cfg.Credentials[i].Static; s != nil {
@@ -513,6 +522,9 @@ func (cfg *Config) Validate() error {
 				bad(key, "%s: %v", key, err)
 			}
 		}
+	}
+	if sp := cfg.Attestors.SPIFFE; sp != nil && sp.MTLSListen != "" && sp.WorkloadAPI == "" && (sp.MTLSCertFile == "" || sp.MTLSKeyFile == "") {
+		bad("attestors.spiffe.mtls_listen", "mtls_listen with a bundle_file needs mtls_cert_file and mtls_key_file (with workload_api the broker serves its own SVID)")
 	}
 	if a := cfg.Attestors.Ambient; a != nil && a.TokenFile == "" {
 		bad("attestors.ambient", "attestors.ambient needs token_file")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -188,6 +189,7 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	b, err := broker.New(broker.Config{
 		Peer:        peer,
 		Tokens:      evidence.tokens,
+		Certs:       certAttestor(evidence.spiffe),
 		AWS:         evidence.aws,
 		Ambient:     evidence.ambient,
 		Credentials: creds,
@@ -211,6 +213,18 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	srv := b.NewSocketServer(log)
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
+
+	var mtlsSrv *http.Server
+	if sp := cfg.Attestors.SPIFFE; sp != nil && sp.MTLSListen != "" {
+		mln, err := listenMTLS(sp, evidence.spiffe)
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		mtlsSrv = b.NewSocketServer(log)
+		go func() { _ = mtlsSrv.Serve(mln) }()
+		log.Info("mtls listening", "addr", mln.Addr().String())
+	}
 
 	var adminSrv *http.Server
 	if *cfg.Admin != "" {
@@ -266,6 +280,9 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	shutCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	shutErr := srv.Shutdown(shutCtx)
+	if mtlsSrv != nil {
+		shutErr = errors.Join(shutErr, mtlsSrv.Shutdown(shutCtx))
+	}
 	if adminSrv != nil {
 		_ = adminSrv.Shutdown(shutCtx)
 	}
@@ -334,6 +351,34 @@ func buildAttestors(ctx context.Context, cfg *Config, log *slog.Logger) (evidenc
 		ev.ambient = (&ambientToken{path: a.TokenFile}).Token
 	}
 	return ev, nil
+}
+
+// certAttestor returns the spiffe attestor as the broker's certificate
+// attestor, or nil (not a typed nil) without one.
+func certAttestor(sp *spiffeattest.Attestor) broker.CertAttestor {
+	if sp == nil {
+		return nil
+	}
+	return sp
+}
+
+// listenMTLS opens the mTLS listener: client X.509-SVIDs of the trust
+// domain are required and verified in the handshake, then attested by the
+// broker from the verified chain.
+func listenMTLS(sp *SPIFFEConfig, att *spiffeattest.Attestor) (net.Listener, error) {
+	tlsCfg := att.TLSConfig()
+	if sp.MTLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(sp.MTLSCertFile, sp.MTLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("mtls listener: %w", err)
+		}
+		tlsCfg.Certificates, tlsCfg.GetCertificate = []tls.Certificate{cert}, nil
+	}
+	ln, err := tls.Listen("tcp", sp.MTLSListen, tlsCfg)
+	if err != nil {
+		return nil, fmt.Errorf("mtls listener: %w", err)
+	}
+	return ln, nil
 }
 
 // awsAdapter decodes the aws_iam body for the AWS attestor.
