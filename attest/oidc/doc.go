@@ -2,6 +2,15 @@
 // (kubernetes, github) accept: one issuer, asymmetric signatures only, keys
 // from the issuer's JWKS.
 //
+// The signature, iss and exp are verified by go-oidc's IDTokenVerifier
+// (github.com/coreos/go-oidc/v3), with the [KeySet] as its key set. go-oidc
+// runs with SkipClientIDCheck, because its ClientID names a single audience:
+// the [Verifier] checks aud against Config.Audiences itself, on the payload
+// go-oidc verified. The Verifier adds the stricter checks below before and
+// after go-oidc, so that a token go-oidc alone would accept (an nbf or iat
+// in the future, a lifetime beyond MaxLifetime, an embedded key header) is
+// still refused.
+//
 // A [Verifier] refuses, with an *attest.Error whose Reason names the
 // problem and never contains any part of the token:
 //
@@ -30,8 +39,4 @@
 //		Issuer: iss, Audiences: []string{"credbroker"}, Keys: keys,
 //		AllowedAlgs: []string{"RS256"}, MaxLifetime: time.Hour})
 //	tok, err := v.Verify(ctx, raw) // tok.Subject, tok.Claims
-//
-// The package is built on go-jose rather than go-oidc's verifier: go-oidc
-// needs golang.org/x/oauth2, which the module does not require, and skips
-// nbf.
 package oidc

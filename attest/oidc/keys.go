@@ -18,17 +18,70 @@ import (
 	"sync/atomic"
 	"time"
 
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 )
 
-// ErrUnknownKey is returned by a KeySet that holds no key for a kid.
-var ErrUnknownKey = errors.New("oidc: unknown signing key")
+// Errors a KeySet's VerifySignature wraps, so that the Verifier can tell the
+// caller which check refused a token. Any other error means the keys could
+// not be obtained.
+var (
+	// ErrUnknownKey: the key set holds no key for the token's kid, or the
+	// token has no kid and the set holds several keys.
+	ErrUnknownKey = errors.New("oidc: unknown signing key")
+	// ErrBadSignature: the signature does not verify with the kid's key.
+	ErrBadSignature = errors.New("oidc: bad signature")
+	// ErrAlgMismatch: the token's alg is not an allowed asymmetric algorithm
+	// or differs from the alg its key is published for.
+	ErrAlgMismatch = errors.New("oidc: algorithm not allowed for the signing key")
+)
 
-// KeySet supplies an issuer's public verification keys.
+// KeySet supplies an issuer's public verification keys. Its method set is
+// go-oidc's oidc.KeySet, so a KeySet is handed to go-oidc's IDTokenVerifier
+// as it is; VerifySignature wraps ErrUnknownKey, ErrBadSignature or
+// ErrAlgMismatch when the token, rather than the key source, is at fault.
 type KeySet interface {
-	// Key returns the public key with id kid. With an empty kid it returns
-	// the only key of the set, or ErrUnknownKey when there are several.
-	Key(ctx context.Context, kid string) (*jose.JSONWebKey, error)
+	// VerifySignature verifies the compact JWS jwt with the key its kid
+	// names (the only key of the set when there is no kid) and returns the
+	// verified payload.
+	VerifySignature(ctx context.Context, jwt string) ([]byte, error)
+}
+
+var (
+	_ gooidc.KeySet = KeySet(nil)
+	_ KeySet        = gooidc.KeySet(nil)
+)
+
+// joseAlgs are allowedAlgs as go-jose algorithms.
+var joseAlgs = func() []jose.SignatureAlgorithm {
+	algs := make([]jose.SignatureAlgorithm, len(allowedAlgs))
+	for i, a := range allowedAlgs {
+		algs[i] = jose.SignatureAlgorithm(a)
+	}
+	return algs
+}()
+
+// verifyWith verifies jwt, signed with one of the asymmetric allowedAlgs,
+// with the key lookup returns for its kid.
+func verifyWith(ctx context.Context, jwt string, lookup func(context.Context, string) (*jose.JSONWebKey, error)) ([]byte, error) {
+	jws, err := jose.ParseSignedCompact(jwt, joseAlgs)
+	if err != nil || len(jws.Signatures) != 1 {
+		return nil, fmt.Errorf("%w: not a compact JWS with one asymmetric signature", ErrBadSignature)
+	}
+	// The key comes from the set by kid only, never from the header.
+	h := jws.Signatures[0].Protected
+	key, err := lookup(ctx, h.KeyID)
+	if err != nil {
+		return nil, err
+	}
+	if key.Algorithm != "" && key.Algorithm != h.Algorithm {
+		return nil, ErrAlgMismatch
+	}
+	payload, err := jws.Verify(key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadSignature, err)
+	}
+	return payload, nil
 }
 
 // Defaults of RemoteKeys.
@@ -124,7 +177,14 @@ func NewRemoteKeys(cfg RemoteConfig) (*RemoteKeys, error) {
 	return r, nil
 }
 
-// Key implements KeySet.
+// VerifySignature implements KeySet and go-oidc's oidc.KeySet.
+func (r *RemoteKeys) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
+	return verifyWith(ctx, jwt, r.Key)
+}
+
+// Key returns the key with id kid (the only key when kid is empty),
+// fetching the keys when they are missing or older than MaxAge, or when kid
+// is unknown and the last fetch is older than RefetchInterval.
 func (r *RemoteKeys) Key(ctx context.Context, kid string) (*jose.JSONWebKey, error) {
 	st := r.state.Load()
 	now := r.cfg.Now()
@@ -337,7 +397,13 @@ func (f *FileKeys) load() error {
 	return nil
 }
 
-// Key implements KeySet.
+// VerifySignature implements KeySet and go-oidc's oidc.KeySet.
+func (f *FileKeys) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
+	return verifyWith(ctx, jwt, f.Key)
+}
+
+// Key returns the key with id kid (the only key when kid is empty),
+// re-reading the file first when it changed.
 func (f *FileKeys) Key(ctx context.Context, kid string) (*jose.JSONWebKey, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/credbroker/credbroker/attest"
 )
@@ -118,7 +118,7 @@ type Verifier struct {
 	issuer    string
 	audiences []string
 	keys      KeySet
-	algs      []jose.SignatureAlgorithm
+	algs      []string
 	maxLife   time.Duration
 	leeway    time.Duration
 	maxSize   int
@@ -140,9 +140,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		maxSize:   cfg.MaxTokenSize,
 		now:       cfg.Now,
 	}
-	for _, a := range cfg.AllowedAlgs {
-		v.algs = append(v.algs, jose.SignatureAlgorithm(a))
-	}
+	v.algs = slices.Clone(cfg.AllowedAlgs)
 	if v.leeway == 0 {
 		v.leeway = MaxLeeway
 	}
@@ -202,11 +200,11 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Token, error) {
 			return nil, v.fail(ReasonEmbeddedKey)
 		}
 	}
-	var alg, kid string
+	var alg, kid string // the key set reads kid again from the verified header
 	if json.Unmarshal(hdr["alg"], &alg) != nil {
 		return nil, v.fail(ReasonMalformed)
 	}
-	if !slices.Contains(v.algs, jose.SignatureAlgorithm(alg)) {
+	if !slices.Contains(v.algs, alg) {
 		return nil, v.fail(ReasonAlgNotAllowed)
 	}
 	if raw, ok := hdr["kid"]; ok && json.Unmarshal(raw, &kid) != nil {
@@ -223,28 +221,83 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Token, error) {
 		return nil, v.fail(ReasonUnknownIssuer)
 	}
 
-	jws, err := jose.ParseSignedCompact(token, v.algs)
-	if err != nil || len(jws.Signatures) != 1 {
+	// go-oidc verifies the signature (through v.keys), iss and exp. It gets
+	// no ClientID: it would check one audience, and Config.Audiences may
+	// list several, so checkClaims checks aud on the verified payload. Its
+	// clock runs v.leeway behind so that exp gets the same leeway as here.
+	now := v.now()
+	sig := &sigCheck{keys: v.keys, payload: payload}
+	idt, err := gooidc.NewVerifier(v.issuer, sig, &gooidc.Config{
+		SkipClientIDCheck:    true,
+		SupportedSigningAlgs: v.algs,
+		Now:                  func() time.Time { return now.Add(-v.leeway) },
+	}).Verify(ctx, token)
+	switch {
+	case !sig.called:
+		// go-oidc refused the token before asking for a signature check.
+		return nil, v.fail(ReasonMalformed)
+	case errors.Is(sig.err, ErrUnknownKey):
+		return nil, v.fail(ReasonUnknownKey)
+	case errors.Is(sig.err, ErrAlgMismatch):
+		return nil, v.fail(ReasonAlgNotAllowed)
+	case errors.Is(sig.err, ErrBadSignature):
+		return nil, v.fail(ReasonBadSignature)
+	case sig.err != nil:
+		return nil, &attest.Error{Method: v.method, Reason: ReasonKeysUnavailable, Err: sig.err}
+	}
+	// The payload is verified. The stricter checks below run whether or not
+	// go-oidc accepted it, so that the reason is the same either way.
+	t, cerr := v.checkClaims(claims, now)
+	if cerr != nil {
+		return nil, cerr
+	}
+	if err != nil {
+		return nil, v.oidcFail(err)
+	}
+	if idt.Issuer != t.Issuer {
 		return nil, v.fail(ReasonMalformed)
 	}
-	key, err := v.keys.Key(ctx, kid)
-	switch {
-	case errors.Is(err, ErrUnknownKey):
-		return nil, v.fail(ReasonUnknownKey)
-	case err != nil:
-		return nil, &attest.Error{Method: v.method, Reason: ReasonKeysUnavailable, Err: err}
-	}
-	if key.Algorithm != "" && key.Algorithm != alg {
-		return nil, v.fail(ReasonAlgNotAllowed)
-	}
-	verified, err := jws.Verify(key)
-	if err != nil || !bytes.Equal(verified, payload) {
-		return nil, v.fail(ReasonBadSignature)
-	}
-	return v.checkClaims(claims)
+	return t, nil
 }
 
-func (v *Verifier) checkClaims(claims map[string]any) (*Token, error) {
+// oidcFail maps an error of go-oidc's IDTokenVerifier that the checks of
+// this package did not already catch to a reason.
+func (v *Verifier) oidcFail(err error) *attest.Error {
+	var expired *gooidc.TokenExpiredError
+	reason := ReasonMalformed
+	switch {
+	case errors.As(err, &expired):
+		reason = ReasonExpired
+	case strings.Contains(err.Error(), "issued by a different provider"):
+		reason = ReasonUnknownIssuer
+	case strings.Contains(err.Error(), "nbf"):
+		reason = ReasonNotYetValid
+	}
+	return &attest.Error{Method: v.method, Reason: reason, Err: err}
+}
+
+// sigCheck is the go-oidc KeySet for one Verify call. go-oidc flattens the
+// key set's error into a string, so sigCheck keeps it for Verify to map to a
+// reason, and it insists that the verified payload is the one whose claims
+// Verify decoded.
+type sigCheck struct {
+	keys    KeySet
+	payload []byte
+	called  bool
+	err     error
+}
+
+func (s *sigCheck) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
+	s.called = true
+	p, err := s.keys.VerifySignature(ctx, jwt)
+	if err == nil && !bytes.Equal(p, s.payload) {
+		err = ErrBadSignature
+	}
+	s.err = err
+	return p, err
+}
+
+func (v *Verifier) checkClaims(claims map[string]any, now time.Time) (*Token, error) {
 	t := &Token{Claims: claims}
 	t.Issuer, _ = claims["iss"].(string)
 	if s, ok := claims["sub"]; ok {
@@ -285,7 +338,6 @@ func (v *Verifier) checkClaims(claims map[string]any) (*Token, error) {
 	if !hasExp {
 		return nil, v.fail(ReasonNoExpiry)
 	}
-	now := v.now()
 	if !now.Before(t.Expiry.Add(v.leeway)) {
 		return nil, v.fail(ReasonExpired)
 	}
