@@ -55,6 +55,11 @@ type harness struct {
 }
 
 func newHarness(tb testing.TB, tokens ...broker.TokenRoute) *harness {
+	return newHarnessCache(tb, 0, tokens...)
+}
+
+// newHarnessCache is newHarness with a token cache TTL (negative: off).
+func newHarnessCache(tb testing.TB, cacheTTL time.Duration, tokens ...broker.TokenRoute) *harness {
 	tb.Helper()
 	dir := tb.TempDir()
 	secret := filepath.Join(dir, "demo")
@@ -82,14 +87,15 @@ func newHarness(tb testing.TB, tokens ...broker.TokenRoute) *harness {
 		tb.Fatal(err)
 	}
 	h.broker, err = broker.New(broker.Config{
-		Peer:        peer,
-		Tokens:      tokens,
-		Credentials: map[string]broker.Provider{"demo": demo, "prod-db": demo},
-		Kinds:       map[string]string{"demo": static.Kind, "prod-db": static.Kind},
-		Policies:    set,
-		Audit:       h.log,
-		Registerer:  prometheus.NewRegistry(),
-		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Peer:          peer,
+		Tokens:        tokens,
+		TokenCacheTTL: cacheTTL,
+		Credentials:   map[string]broker.Provider{"demo": demo, "prod-db": demo},
+		Kinds:         map[string]string{"demo": static.Kind, "prod-db": static.Kind},
+		Policies:      set,
+		Audit:         h.log,
+		Registerer:    prometheus.NewRegistry(),
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -186,6 +192,10 @@ func BenchmarkSocketAPI(b *testing.B) {
 	b.Run("kubernetes-token", func(b *testing.B) {
 		route, token := kubernetesRoute(b)
 		benchSocketAPI(b, newHarness(b, route), token)
+	})
+	b.Run("kubernetes-token-uncached", func(b *testing.B) {
+		route, token := kubernetesRoute(b)
+		benchSocketAPI(b, newHarnessCache(b, -1, route), token)
 	})
 }
 
