@@ -155,7 +155,8 @@ func New(ctx context.Context, cfg Config) (*Attestor, error) {
 	} else {
 		keys, err = oidc.NewRemoteKeys(oidc.RemoteConfig{
 			Issuer: cfg.Issuer, JWKSURL: cfg.JWKSURL, HTTPClient: cfg.HTTPClient,
-			Now: cfg.Now, Logger: cfg.Logger,
+			Header: bearerHeader(cfg.BearerTokenFile),
+			Now:    cfg.Now, Logger: cfg.Logger,
 		})
 	}
 	if err != nil {
@@ -289,4 +290,23 @@ func (a *Attestor) tokenReview(ctx context.Context, token, subject string) error
 		return fail("token review: API server names another service account")
 	}
 	return nil
+}
+
+// bearerHeader authenticates discovery and JWKS requests with the broker's
+// own service-account token when one is configured: a cluster serves
+// /.well-known/openid-configuration and /openid/v1/jwks to service
+// accounts (system:service-account-issuer-discovery), not to anonymous
+// callers, unless an admin allowed that. The file is re-read on each fetch,
+// as projected tokens rotate.
+func bearerHeader(tokenFile string) func() (http.Header, error) {
+	if tokenFile == "" {
+		return nil
+	}
+	return func() (http.Header, error) {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes: bearer token file: %w", err)
+		}
+		return http.Header{"Authorization": {"Bearer " + strings.TrimSpace(string(b))}}, nil
+	}
 }

@@ -480,3 +480,39 @@ func BenchmarkAttest(b *testing.B) {
 		})
 	}
 }
+
+// TestDiscoveryUsesBrokerToken: an API server that serves OIDC discovery
+// and its JWKS only to authenticated service accounts (the default RBAC of
+// system:service-account-issuer-discovery) gets the broker's own token.
+func TestDiscoveryUsesBrokerToken(t *testing.T) {
+	c := newCluster(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(c.brokerToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	token := oidctest.Sign(t, c.rsa, c.claims(), nil)
+	for _, tt := range []struct {
+		name      string
+		tokenFile string
+		ok        bool
+	}{
+		{"anonymous discovery is refused", "", false},
+		{"the broker's token is sent", tokenFile, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c.iss.RequireBearer(c.brokerToken)
+			defer c.iss.RequireBearer("")
+			a, err := kubernetes.New(context.Background(), kubernetes.Config{
+				Issuer: c.iss.URL, Audiences: []string{brokerAudience}, BearerTokenFile: tt.tokenFile,
+				HTTPClient: c.iss.Client(), Now: c.clock.Now,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = a.Attest(context.Background(), token)
+			if (err == nil) != tt.ok {
+				t.Fatalf("Attest: %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+}

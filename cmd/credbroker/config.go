@@ -105,7 +105,9 @@ type KubernetesConfig struct {
 	JWKSURL  string `yaml:"jwks_url"`
 	JWKSFile string `yaml:"jwks_file"`
 	// TokenReview also asks the API server (APIServer, with CAFile and
-	// BearerTokenFile) to confirm each token.
+	// BearerTokenFile) to confirm each token. BearerTokenFile, the broker's
+	// own service-account token, also authenticates discovery and JWKS
+	// requests, which clusters serve to service accounts only by default.
 	TokenReview     bool   `yaml:"token_review"`
 	APIServer       string `yaml:"api_server"`
 	CAFile          string `yaml:"ca_file"`

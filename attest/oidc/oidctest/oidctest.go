@@ -87,6 +87,29 @@ type Issuer struct {
 	published []*Key
 	// JWKSRequests counts requests to the JWKS.
 	JWKSRequests atomic.Int64
+	// requiredBearer, when set, is the bearer token discovery and the JWKS
+	// demand, as a Kubernetes API server does of service accounts.
+	requiredBearer atomic.Pointer[string]
+}
+
+// RequireBearer makes discovery and the JWKS answer 401 to requests
+// without "Authorization: Bearer token"; "" lifts the requirement.
+func (iss *Issuer) RequireBearer(token string) {
+	if token == "" {
+		iss.requiredBearer.Store(nil)
+		return
+	}
+	iss.requiredBearer.Store(&token)
+}
+
+// authorized reports whether r may read discovery and the JWKS, answering
+// 401 when not.
+func (iss *Issuer) authorized(w http.ResponseWriter, r *http.Request) bool {
+	if want := iss.requiredBearer.Load(); want != nil && r.Header.Get("Authorization") != "Bearer "+*want {
+		http.Error(w, `{"kind":"Status","status":"Failure","reason":"Unauthorized","code":401}`, http.StatusUnauthorized)
+		return false
+	}
+	return true
 }
 
 // JWKSPath is where the issuer serves its keys.
@@ -101,6 +124,9 @@ func NewIssuer(t testing.TB, keys ...*Key) *Issuer {
 	t.Cleanup(iss.Server.Close)
 	iss.URL = iss.Server.URL
 	iss.Mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		if !iss.authorized(w, r) {
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{
 			"issuer":                                iss.URL,
@@ -111,6 +137,9 @@ func NewIssuer(t testing.TB, keys ...*Key) *Issuer {
 		})
 	})
 	iss.Mux.HandleFunc("GET "+JWKSPath, func(w http.ResponseWriter, r *http.Request) {
+		if !iss.authorized(w, r) {
+			return
+		}
 		iss.JWKSRequests.Add(1)
 		w.Header().Set("Content-Type", "application/jwk-set+json")
 		_, _ = w.Write(iss.JWKS())
