@@ -267,6 +267,7 @@ type auditRow struct {
 	Decision    string          `json:"decision"`
 	Reason      string          `json:"reason"`
 	Policy      string          `json:"policy"`
+	Attestor    string          `json:"attestor"`
 	Subject     string          `json:"subject"`
 	Credential  string          `json:"credential"`
 	Channel     string          `json:"channel"`
@@ -294,4 +295,31 @@ func auditRows(t *testing.T, db string) map[string]auditRow {
 		rows[r.DecisionID] = r
 	}
 	return rows
+}
+
+// expectRefusedAgainstPeer checks that each refused decision of ids is an
+// error row recorded against the peer (this test process, root) with a
+// reason.
+func expectRefusedAgainstPeer(t *testing.T, rows map[string]auditRow, ids map[string]string) {
+	t.Helper()
+	for name, id := range ids {
+		row := rows[id]
+		if row.Decision != "error" || row.Subject != "unix:uid:0" || row.Reason == "" || row.PeerPID != int64(os.Getpid()) {
+			t.Errorf("%s: audit row %+v, want an error recorded against the peer", name, row)
+		}
+	}
+}
+
+// expectNoTokenSignatures checks that no token's signature reached the
+// broker's log, the audit database or its WAL.
+func expectNoTokenSignatures(t *testing.T, logs string, files map[string]string, tokens ...string) {
+	t.Helper()
+	for _, tok := range tokens {
+		sig := tok[strings.LastIndex(tok, ".")+1:]
+		for where, text := range map[string]string{"log": logs, "db": files["audit.db"], "wal": files["audit.db-wal"]} {
+			if strings.Contains(text, sig) {
+				t.Errorf("the %s holds a token signature", where)
+			}
+		}
+	}
 }

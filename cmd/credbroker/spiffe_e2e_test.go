@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"encoding/json"
 	"net/http"
 	"os"
 	"strings"
@@ -163,54 +161,17 @@ func TestSPIFFEJWTSVIDEndToEnd(t *testing.T) {
 	b.stop(syscall.SIGTERM)
 
 	rows := auditRows(t, e.db)
-	attestors := auditAttestors(t, e.db)
 	for _, id := range []string{r.OK.DecisionID, rr.OK.DecisionID} {
 		row := rows[id]
-		if row.Decision != "allow" || row.Subject != "spiffe://example.org/ns/payments/api" || attestors[id] != "spiffe" ||
+		if row.Decision != "allow" || row.Subject != "spiffe://example.org/ns/payments/api" || row.Attestor != "spiffe" ||
 			row.PeerPID != int64(os.Getpid()) || row.Policy != "payments-workloads" ||
 			!strings.Contains(string(row.Input), `"subject":"unix:uid:0"`) {
-			t.Errorf("allow row: %+v attestor %q\ninput %s", row, attestors[id], row.Input)
+			t.Errorf("allow row: %+v\ninput %s", row, row.Input)
 		}
 	}
 	if row := rows[denied.Err.Error.DecisionID]; row.Decision != "deny" || row.Subject != "spiffe://example.org/ns/billing/api" || row.PeerPID != int64(os.Getpid()) {
 		t.Errorf("deny row: %+v", row)
 	}
-	for name, id := range ids {
-		row := rows[id]
-		if row.Decision != "error" || row.Subject != "unix:uid:0" || row.Reason == "" || row.PeerPID != int64(os.Getpid()) {
-			t.Errorf("%s: audit row %+v, want an error recorded against the peer", name, row)
-		}
-	}
-	for _, tok := range []string{good, billing, rotated, retired, bad[0].token, bad[2].token} {
-		sig := tok[strings.LastIndex(tok, ".")+1:]
-		for where, text := range map[string]string{"log": b.logs.String(), "db": files["audit.db"], "wal": files["audit.db-wal"]} {
-			if strings.Contains(text, sig) {
-				t.Errorf("the %s holds a token signature", where)
-			}
-		}
-	}
-}
-
-// auditAttestors maps each decision id to the attestor its audit record
-// names, read through `credbroker audit query --format json`.
-func auditAttestors(t *testing.T, db string) map[string]string {
-	t.Helper()
-	out, errOut, code := credbroker(t, "audit", "query", "--db", db, "--format", "json")
-	if code != 0 {
-		t.Fatalf("audit query: exit %d: %s", code, errOut)
-	}
-	m := map[string]string{}
-	sc := bufio.NewScanner(strings.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var r struct {
-			DecisionID string `json:"decision_id"`
-			Attestor   string `json:"attestor"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("audit query line %q: %v", sc.Text(), err)
-		}
-		m[r.DecisionID] = r.Attestor
-	}
-	return m
+	expectRefusedAgainstPeer(t, rows, ids)
+	expectNoTokenSignatures(t, b.logs.String(), files, good, billing, rotated, retired, bad[0].token, bad[2].token)
 }
