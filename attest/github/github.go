@@ -54,15 +54,7 @@ type Config struct {
 // Validate reports every problem with c at once.
 func (c *Config) Validate() error {
 	var errs []error
-	if len(c.Audiences) == 0 {
-		errs = append(errs, errors.New("audiences are required"))
-	}
-	if c.Leeway < 0 || c.Leeway > oidc.MaxLeeway {
-		errs = append(errs, fmt.Errorf("leeway must be between 0 and %s", oidc.MaxLeeway))
-	}
-	if c.MaxLifetime < 0 {
-		errs = append(errs, errors.New("max_lifetime must not be negative"))
-	}
+	errs = append(errs, oidc.CheckSettings(c.Audiences, c.AllowedAlgs, c.MaxLifetime, c.Leeway)...)
 	return errors.Join(errs...)
 }
 

@@ -76,9 +76,7 @@ func (c *Config) Validate() error {
 	if c.Issuer == "" {
 		errs = append(errs, errors.New("issuer is required"))
 	}
-	if len(c.Audiences) == 0 {
-		errs = append(errs, errors.New("audiences are required"))
-	}
+	errs = append(errs, oidc.CheckSettings(c.Audiences, c.AllowedAlgs, c.MaxLifetime, c.Leeway)...)
 	if slices.Contains(c.Audiences, APIServerAudience) {
 		errs = append(errs, fmt.Errorf("audience %q is the API server's own; choose one for the broker", APIServerAudience))
 	}
@@ -92,12 +90,6 @@ func (c *Config) Validate() error {
 		if c.BearerTokenFile == "" {
 			errs = append(errs, errors.New("token_review needs bearer_token_file"))
 		}
-	}
-	if c.Leeway < 0 || c.Leeway > oidc.MaxLeeway {
-		errs = append(errs, fmt.Errorf("leeway must be between 0 and %s", oidc.MaxLeeway))
-	}
-	if c.MaxLifetime < 0 {
-		errs = append(errs, errors.New("max_lifetime must not be negative"))
 	}
 	return errors.Join(errs...)
 }

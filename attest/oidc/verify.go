@@ -86,30 +86,44 @@ func (c *Config) Validate() error {
 	if c.Issuer == "" {
 		errs = append(errs, errors.New("issuer is required"))
 	}
-	if len(c.Audiences) == 0 || slices.Contains(c.Audiences, "") {
-		errs = append(errs, errors.New("audiences are required and must not be empty strings"))
-	}
 	if c.Keys == nil {
 		errs = append(errs, errors.New("a key set is required"))
 	}
 	if len(c.AllowedAlgs) == 0 {
 		errs = append(errs, errors.New("allowed algorithms are required"))
 	}
-	for _, a := range c.AllowedAlgs {
-		if !slices.Contains(allowedAlgs, a) {
-			errs = append(errs, fmt.Errorf("algorithm %q is not allowed (allowed: %s)", a, strings.Join(allowedAlgs, ", ")))
-		}
-	}
 	if c.MaxLifetime <= 0 {
 		errs = append(errs, errors.New("max lifetime must be positive"))
 	}
-	if c.Leeway < 0 || c.Leeway > MaxLeeway {
-		errs = append(errs, fmt.Errorf("leeway %s must be between 0 and %s", c.Leeway, MaxLeeway))
-	}
+	errs = append(errs, CheckSettings(c.Audiences, c.AllowedAlgs, c.MaxLifetime, c.Leeway)...)
 	if c.MaxTokenSize < 0 {
 		errs = append(errs, errors.New("max token size must not be negative"))
 	}
 	return errors.Join(errs...)
+}
+
+// CheckSettings reports the problems of the settings every token attestor
+// shares, for their Validate methods (which run before defaults are
+// applied, so zero algorithms and lifetime are not problems here):
+// audiences present and non-empty, only allowed algorithms, a lifetime cap
+// that is not negative, leeway between 0 and MaxLeeway.
+func CheckSettings(audiences, algs []string, maxLifetime, leeway time.Duration) []error {
+	var errs []error
+	if len(audiences) == 0 || slices.Contains(audiences, "") {
+		errs = append(errs, errors.New("audiences are required and must not be empty strings"))
+	}
+	for _, a := range algs {
+		if !slices.Contains(allowedAlgs, a) {
+			errs = append(errs, fmt.Errorf("algorithm %q is not allowed (allowed: %s)", a, strings.Join(allowedAlgs, ", ")))
+		}
+	}
+	if maxLifetime < 0 {
+		errs = append(errs, errors.New("max_lifetime must not be negative"))
+	}
+	if leeway < 0 || leeway > MaxLeeway {
+		errs = append(errs, fmt.Errorf("leeway %s must be between 0 and %s", leeway, MaxLeeway))
+	}
+	return errs
 }
 
 // Verifier checks signed JWTs from one issuer.

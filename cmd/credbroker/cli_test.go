@@ -237,3 +237,27 @@ func TestAuditVerifyCLI(t *testing.T) {
 		t.Fatalf("untouched log: %s %s", out, errOut)
 	}
 }
+
+// TestCheckRefusesBadAttestorSettings: check asks each attestor's own
+// validation, so a symmetric algorithm or an empty audience list is found
+// before run would fail on it.
+func TestCheckRefusesBadAttestorSettings(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"credbroker.yaml": `policies: policies.yaml
+attestors:
+  kubernetes: {audiences: [credbroker], jwks_file: jwks.json, allowed_algs: [HS256]}
+  github: {audiences: []}
+`,
+		"policies.yaml": "policies:\n  - {name: p, effect: allow, workloads: [{unix: {uid: 0}}], credentials: [x]}\n",
+	})
+	cfg := filepath.Join(dir, "credbroker.yaml")
+	out, _, code := runCLI("check", "--config", cfg)
+	for _, want := range []string{
+		cfg + `:3: attestors.kubernetes: algorithm "HS256" is not allowed`,
+		cfg + `:4: attestors.github: audiences are required`,
+	} {
+		if code != 1 || !strings.Contains(out, want) {
+			t.Errorf("exit %d, output lacks %q:\n%s", code, want, out)
+		}
+	}
+}
