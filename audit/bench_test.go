@@ -36,18 +36,18 @@ func BenchmarkAppend(b *testing.B) {
 // BenchmarkWriter measures the group-commit writer alone: batches of
 // DefaultMaxBatch prepared rows, each committed with an fsync.
 func BenchmarkWriter(b *testing.B) {
-	w, err := newWriter(filepath.Join(b.TempDir(), "audit.db"), time.Second)
+	w, err := newWriter(filepath.Join(b.TempDir(), "audit.db"), time.Second, time.Now)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer w.close()
-	batch := make([]*request, DefaultMaxBatch)
+	batch := make([]*row, DefaultMaxBatch)
 	for i := range batch {
 		rw, err := newRow(testRecord(i, t0))
 		if err != nil {
 			b.Fatal(err)
 		}
-		batch[i] = &request{row: rw}
+		batch[i] = rw
 	}
 	defer reportCPU(b)()
 	start := time.Now()
@@ -80,7 +80,7 @@ func benchDB(b *testing.B) string {
 	for _, suffix := range []string{"", "-wal", "-shm"} {
 		os.Remove(tmp + suffix)
 	}
-	w, err := newWriter(tmp, time.Second)
+	w, err := newWriter(tmp, time.Second, time.Now)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func benchDB(b *testing.B) string {
 		b.Fatal(err)
 	}
 	step := 24 * time.Hour / benchRows
-	batch := make([]*request, 0, 10000)
+	batch := make([]*row, 0, 10000)
 	for i := range benchRows {
 		r := testRecord(i, benchStart.Add(time.Duration(i)*step))
 		r.Subject, r.Attestor = benchSubject(i)
@@ -100,7 +100,7 @@ func benchDB(b *testing.B) string {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if batch = append(batch, &request{row: rw}); len(batch) == cap(batch) || i == benchRows-1 {
+		if batch = append(batch, rw); len(batch) == cap(batch) || i == benchRows-1 {
 			if err := w.write(batch); err != nil {
 				b.Fatal(err)
 			}

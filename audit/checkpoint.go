@@ -134,11 +134,20 @@ func ReadCheckpoint(path string) (*Checkpoint, error) {
 	return cp, nil
 }
 
+// marshal encodes cp as its file: one JSON object and a newline.
+func (cp *Checkpoint) marshal() ([]byte, error) {
+	data, err := json.Marshal(cp)
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
+}
+
 // writeCheckpoint writes cp to path atomically, mode 0644.
 func writeCheckpoint(path string, cp *Checkpoint) error {
-	data, err := json.Marshal(cp)
+	data, err := cp.marshal()
 	if err != nil {
 		return err
 	}
-	return replaceFile(path, append(data, '\n'), 0o644)
+	return replaceFile(path, data, 0o644)
 }

@@ -19,4 +19,10 @@ var (
 	// ErrTampered means Verify found that the log, its prune anchor or a
 	// checkpoint does not verify. The error is a *Failure naming the row.
 	ErrTampered = errors.New("audit: log does not verify")
+
+	// ErrRewound means Open refused a log that ends before, or no longer
+	// holds, the newest chain head this install signed: its newest rows were
+	// removed or rewritten, or the record of the signed head is gone.
+	// Config.AcceptRewind overrides it, on the record.
+	ErrRewound = errors.New("audit: the log does not reach the head this install signed")
 )

@@ -64,7 +64,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("verified rows:", res.Rows)
+	fmt.Println("verified decisions:", res.Decisions)
 
 	out, err := audit.NewFormatter(os.Stdout, audit.FormatTable)
 	if err != nil {
@@ -77,7 +77,7 @@ func Example() {
 	out.Flush()
 	// Output:
 	// appended seq 1
-	// verified rows: 1
+	// verified decisions: 1
 	// TIME                      DECISION  SUBJECT        CREDENTIAL  POLICY               REASON                          DECISION_ID
 	// 2025-01-02T03:04:05.000Z  allow     unix:uid:1000  demo        payments-can-charge  allowed by payments-can-charge  3f9c2a
 }

@@ -206,8 +206,8 @@ func TestFailClosedDiskFullAndReadOnly(t *testing.T) {
 	}
 	l.stop(t)
 	res, err := Verify(context.Background(), l.cfg.Path, VerifyOptions{})
-	if err != nil || res.Rows != seq {
-		t.Fatalf("Verify = %+v, %v; want %d rows", res, err, seq)
+	if err != nil || res.Decisions != seq {
+		t.Fatalf("Verify = %+v, %v; want %d decisions", res, err, seq)
 	}
 	out := logs.String()
 	for _, want := range []string{

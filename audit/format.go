@@ -36,8 +36,9 @@ const tableBlock = 1000
 
 // NewFormatter returns a Formatter for format:
 //
-//   - "table": aligned columns TIME, DECISION, SUBJECT, CREDENTIAL, POLICY,
-//     REASON, DECISION_ID for people; control characters are escaped so a
+//   - "table": aligned columns TIME, DECISION (the kind, for rows other
+//     than decisions), SUBJECT, CREDENTIAL, POLICY, REASON, DECISION_ID for
+//     people; control characters are escaped so a
 //     subject cannot rewrite the terminal; columns are aligned per block of
 //     1,000 rows;
 //   - "json": one Record object per line (see Record.MarshalJSON);
@@ -70,7 +71,11 @@ func (f *tableFormatter) Write(r *Record) error {
 			return err
 		}
 	}
-	cells := []string{r.Time.UTC().Format(timeLayout), r.Decision, r.Subject, r.Credential, r.Policy, r.Reason, r.DecisionID}
+	decision := r.Decision
+	if r.Kind != "" && r.Kind != KindDecision {
+		decision = r.Kind
+	}
+	cells := []string{r.Time.UTC().Format(timeLayout), decision, r.Subject, r.Credential, r.Policy, r.Reason, r.DecisionID}
 	for i, c := range cells {
 		cells[i] = cell(c)
 	}
@@ -128,7 +133,7 @@ func (f *jsonFormatter) Flush() error {
 var csvHeader = []string{"seq", "time", "decision_id", "decision", "reason", "policy", "policy_version",
 	"attestor", "subject", "claims", "peer_pid", "peer_uid", "credential", "provider", "channel",
 	"target_host", "method", "path", "lease_id", "expires_at", "fingerprint", "latency_ms", "input",
-	"prev_hash", "hash"}
+	"prev_hash", "hash", "kind"}
 
 // csvFormatter writes CSV.
 type csvFormatter struct {
@@ -161,7 +166,7 @@ func (f *csvFormatter) Write(r *Record) error {
 		strconv.FormatInt(r.PeerPID, 10), strconv.FormatInt(r.PeerUID, 10), r.Credential, r.Provider,
 		r.Channel, r.TargetHost, r.Method, r.Path, r.LeaseID, expires, r.Fingerprint,
 		strconv.FormatFloat(float64(r.Latency)/float64(time.Millisecond), 'f', -1, 64), string(r.Input),
-		r.PrevHash, r.Hash})
+		r.PrevHash, r.Hash, r.Kind})
 }
 
 // Flush implements Formatter.

@@ -11,6 +11,7 @@ import (
 // `audit query --format json` and `audit export`.
 type recordJSON struct {
 	Seq           int64           `json:"seq"`
+	Kind          string          `json:"kind,omitempty"`
 	Time          time.Time       `json:"time"`
 	DecisionID    string          `json:"decision_id,omitempty"`
 	Decision      string          `json:"decision,omitempty"`
@@ -42,7 +43,7 @@ type recordJSON struct {
 // Empty strings, empty claims, no input and a zero expiry are omitted.
 func (r Record) MarshalJSON() ([]byte, error) {
 	w := recordJSON{
-		Seq: r.Seq, Time: r.Time, DecisionID: r.DecisionID, Decision: r.Decision,
+		Seq: r.Seq, Kind: r.Kind, Time: r.Time, DecisionID: r.DecisionID, Decision: r.Decision,
 		Reason: r.Reason, Policy: r.Policy, PolicyVersion: r.PolicyVersion, Attestor: r.Attestor,
 		Subject: r.Subject, Claims: r.Claims, PeerPID: r.PeerPID, PeerUID: r.PeerUID,
 		Credential: r.Credential, Provider: r.Provider, Channel: r.Channel, TargetHost: r.TargetHost,
@@ -65,7 +66,7 @@ func (r *Record) UnmarshalJSON(data []byte) error {
 		return fmt.Errorf("audit: record: latency_ms %g out of range", w.LatencyMS)
 	}
 	*r = Record{
-		Seq: w.Seq, Time: w.Time, DecisionID: w.DecisionID, Decision: w.Decision,
+		Seq: w.Seq, Kind: w.Kind, Time: w.Time, DecisionID: w.DecisionID, Decision: w.Decision,
 		Reason: w.Reason, Policy: w.Policy, PolicyVersion: w.PolicyVersion, Attestor: w.Attestor,
 		Subject: w.Subject, Claims: w.Claims, PeerPID: w.PeerPID, PeerUID: w.PeerUID,
 		Credential: w.Credential, Provider: w.Provider, Channel: w.Channel, TargetHost: w.TargetHost,

@@ -34,28 +34,21 @@ type keys struct {
 	sign ed25519.PrivateKey
 }
 
-// loadOrCreateKeys reads the key file, creating it (mode 0600) with fresh
-// keys when it does not exist.
-func loadOrCreateKeys(path string) (*keys, error) {
-	k, err := readKeys(path)
-	if !errors.Is(err, fs.ErrNotExist) {
-		return k, err
-	}
+// createKeys creates the key file (mode 0600) with fresh keys. It fails
+// with fs.ErrExist when the file already exists.
+func createKeys(path string) (*keys, error) {
 	mac := make([]byte, 32)
 	rand.Read(mac)
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("audit: key file %s: %w", path, err)
 	}
-	k = &keys{mac: mac, sign: priv}
+	k := &keys{mac: mac, sign: priv}
 	data, err := k.marshal()
 	if err != nil {
 		return nil, fmt.Errorf("audit: key file %s: %w", path, err)
 	}
-	switch err := createFile(path, data); {
-	case errors.Is(err, fs.ErrExist): // another process created it first
-		return readKeys(path)
-	case err != nil:
+	if err := createFile(path, data); err != nil {
 		return nil, fmt.Errorf("audit: key file %s: %w", path, err)
 	}
 	return k, nil

@@ -3,10 +3,13 @@ package audit
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +21,8 @@ const (
 	DefaultMaxBatch           = 256
 	DefaultGroupWait          = 500 * time.Microsecond
 	DefaultCheckpointInterval = 5 * time.Second
+	DefaultSignInterval       = time.Second
+	DefaultProbeInterval      = 250 * time.Millisecond
 )
 
 // Attribute keys of this package's log lines.
@@ -28,17 +33,40 @@ const (
 	logKeyFailed = "failed_batches"
 	logKeyFile   = "file"
 	logKeyError  = "error"
+	logKeyFirst  = "first_seq"
+	logKeyLast   = "last_seq"
+	logKeyIDs    = "decision_ids"
 )
 
 // Config configures a Log. Zero fields take the documented defaults.
 type Config struct {
-	// Path is the database file, created (mode 0600) when missing. It is
-	// always in WAL mode with synchronous=FULL. Required.
+	// Path is the database file, created (mode 0600) when missing at Open
+	// and never afterwards. It is always in WAL mode with synchronous=FULL.
+	// Required.
 	Path string
 	// KeyFile holds the per-install keys: the HMAC key of fingerprints and
-	// the Ed25519 key of checkpoints and prune anchors. Default Path+".key";
-	// created (mode 0600) when missing.
+	// the Ed25519 key of signed heads, checkpoints and prune anchors.
+	// Default Path+".key". It is created (mode 0600) only together with a
+	// new, empty log; it must be owned by the running user and give group
+	// and others no access.
 	KeyFile string
+	// HeadFile records the newest chain head this install signed, so that a
+	// log whose newest rows were removed is refused at Open. Default: beside
+	// the key file, named after the database with ".head" (audit.db.head).
+	HeadFile string
+	// AcceptRewind lets Open continue with a log that ends before (or no
+	// longer holds) the head this install signed. The override is logged and
+	// recorded in the log as a KindOverride row.
+	AcceptRewind bool
+	// SignInterval is how often the chain head is signed into the log (a
+	// KindSignedHead row) while rows are being written; one is also written
+	// when Run returns. Default 1s; negative signs only when Run returns.
+	SignInterval time.Duration
+	// ProbeInterval is how often a failed store is probed with a small write
+	// so that Healthy turns nil as soon as the store is writable again, and
+	// how often a healthy one checks that its files are still in place.
+	// Default 250ms.
+	ProbeInterval time.Duration
 	// BusyTimeout is how long a commit waits for a lock another connection
 	// holds before failing with ErrUnavailable. Default 1s.
 	BusyTimeout time.Duration
@@ -49,6 +77,10 @@ type Config struct {
 	// decisions share one transaction and one fsync. A lone caller never
 	// waits. Default 500µs; negative turns waiting off.
 	GroupWait time.Duration
+	// MinRetention is the retention floor: Open stores it in the database,
+	// and Prune refuses (unless forced) to delete rows newer than this. A
+	// store without one gets DefaultMinRetention. Default 24h.
+	MinRetention time.Duration
 	// Checkpoint configures signed checkpoints of the chain head.
 	Checkpoint CheckpointConfig
 	// Now is the clock for records without a time and for checkpoints.
@@ -75,14 +107,29 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Path == "" {
 		errs = append(errs, errors.New("path is required"))
 	}
-	if c.BusyTimeout < 0 || c.MaxBatch < 0 || c.Checkpoint.Interval < 0 {
-		errs = append(errs, errors.New("busy timeout, max batch and checkpoint interval must not be negative"))
+	if c.BusyTimeout < 0 || c.MaxBatch < 0 || c.Checkpoint.Interval < 0 || c.ProbeInterval < 0 {
+		errs = append(errs, errors.New("busy timeout, max batch, checkpoint and probe intervals must not be negative"))
+	}
+	if c.MinRetention < 0 {
+		errs = append(errs, errors.New("min retention must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("audit: config: %w", err)
 	}
 	if c.KeyFile == "" {
 		c.KeyFile = c.Path + ".key"
+	}
+	if c.MinRetention == 0 {
+		c.MinRetention = DefaultMinRetention
+	}
+	if c.HeadFile == "" {
+		c.HeadFile = filepath.Join(filepath.Dir(c.KeyFile), filepath.Base(c.Path)+".head")
+	}
+	if c.SignInterval == 0 {
+		c.SignInterval = DefaultSignInterval
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = DefaultProbeInterval
 	}
 	if c.BusyTimeout == 0 {
 		c.BusyTimeout = DefaultBusyTimeout
@@ -128,9 +175,11 @@ type Log struct {
 	stopped  chan struct{} // closed when the writer has finished
 
 	// Run's own state.
-	checkpointed int64  // seq of the last checkpoint written, -1 before the first
-	failures     int    // failed commits since the last successful one
-	lastFailure  string // the error of the last failed commit
+	floor        int64       // the newest head signed before: never sign one behind it
+	lastSigned   *Checkpoint // the newest head signed by this Log, nil before the first
+	checkpointed int64       // seq of the last checkpoint file written, -1 before the first
+	failures     int         // failed commits since the last successful one
+	lastFailure  string      // the error of the last failed commit
 }
 
 // request is one queued record and, once done is closed, its outcome.
@@ -144,8 +193,11 @@ type request struct {
 var errStopped = fmt.Errorf("%w: the log is not running", ErrUnavailable)
 
 // Open opens (creating if needed) the database and key file of cfg, brings
-// the schema to the current version and loads the chain head. Call Run to
-// start committing and Close when done.
+// the schema to the current version and loads the chain head. It refuses a
+// log that does not belong to the key file, a non-empty log without its key
+// file, a key file others can read, and a log that ends before (or was
+// rewritten below) the newest head this install signed, unless
+// cfg.AcceptRewind. Call Run to start committing and Close when done.
 func Open(ctx context.Context, cfg Config) (*Log, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -154,27 +206,123 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("audit: open: %w", err)
 	}
-	k, err := loadOrCreateKeys(cfg.KeyFile)
-	if err != nil {
-		return nil, err
+	for _, p := range []string{cfg.KeyFile, cfg.HeadFile, cfg.Checkpoint.File} {
+		removeStaleTemps(p)
 	}
-	if fi, err := os.Stat(cfg.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		cfg.Logger.Warn("audit key file is readable by others", logKeyFile, cfg.KeyFile)
-	}
-	w, err := newWriter(cfg.Path, cfg.BusyTimeout)
+	w, err := newWriter(cfg.Path, cfg.BusyTimeout, cfg.Now)
 	if err != nil {
 		return nil, fmt.Errorf("%w: open %s: %w", ErrUnavailable, cfg.Path, err)
 	}
-	cfg.Logger.Info("audit log open", logKeyPath, cfg.Path, logKeySeq, w.head.seq)
-	return &Log{
-		cfg: cfg, logger: cfg.Logger, keys: k, w: w,
+	l := &Log{
+		cfg: cfg, logger: cfg.Logger, w: w,
 		queue:    make(chan *request, 4*cfg.MaxBatch),
 		quit:     make(chan struct{}),
 		stopping: make(chan struct{}),
 		stopped:  make(chan struct{}),
 
 		checkpointed: -1,
-	}, nil
+	}
+	w.onUndelivered = l.logUndelivered
+	if err := l.open(); err != nil {
+		w.close()
+		return nil, err
+	}
+	cfg.Logger.Info("audit log open", logKeyPath, cfg.Path, logKeySeq, w.head.seq)
+	return l, nil
+}
+
+// open loads the keys that belong to the log and checks the log against the
+// newest head this install signed.
+func (l *Log) open() error {
+	cfg, w := l.cfg, l.w
+	k, err := l.loadKeys()
+	if err != nil {
+		return err
+	}
+	l.keys = k
+	if err := pinKey(w.db, k.public()); err != nil {
+		return fmt.Errorf("audit: key file %s: %w", cfg.KeyFile, err)
+	}
+	if err := storeMinRetention(w.db, cfg.MinRetention); err != nil {
+		return fmt.Errorf("audit: open %s: %w", cfg.Path, err)
+	}
+	hf, err := readHeadFile(cfg.HeadFile)
+	if err != nil {
+		return fmt.Errorf("audit: head file: %w", err)
+	}
+	if hf != nil {
+		l.floor = hf.Seq
+	}
+	p, err := checkSignedHead(w.db, hf, k.public(), cfg.HeadFile, w.head)
+	if err != nil {
+		return fmt.Errorf("audit: open %s: %w", cfg.Path, err)
+	}
+	if p == nil {
+		return nil
+	}
+	if !cfg.AcceptRewind {
+		return fmt.Errorf("%w: %s %s", ErrRewound, cfg.Path, p.msg)
+	}
+	l.logger.Warn("audit log accepted by operator override although it does not reach its signed head",
+		logKeyPath, cfg.Path, logKeyError, p.msg)
+	ev, err := newEvent(KindOverride, "operator override: "+p.msg, cfg.Now(), p.details)
+	if err == nil {
+		err = w.write([]*row{ev})
+	}
+	if err != nil {
+		return fmt.Errorf("%w: recording the override: %w", ErrUnavailable, err)
+	}
+	l.floor = 0
+	return l.sign()
+}
+
+// loadKeys reads the key file, or creates it when the log is new and empty.
+func (l *Log) loadKeys() (*keys, error) {
+	path := l.cfg.KeyFile
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		empty, err := isEmpty(l.w.db)
+		if err != nil {
+			return nil, fmt.Errorf("audit: open %s: %w", l.cfg.Path, err)
+		}
+		if !empty {
+			return nil, fmt.Errorf("audit: key file %s is missing, and the log %s is not empty: restore the key file that belongs to it (new keys would make its signatures and fingerprints unverifiable)", path, l.cfg.Path)
+		}
+		l.logger.Info("audit keys created", logKeyFile, path)
+		return createKeys(path)
+	}
+	if err := checkKeyFile(path); err != nil {
+		return nil, err
+	}
+	return readKeys(path)
+}
+
+// isEmpty reports whether the log has no row and was never pruned.
+func isEmpty(c *conn) (bool, error) {
+	head, _, err := loadHead(c)
+	return head.seq == 0, err
+}
+
+// pinKey stores the public key in a log that has none (a new or migrated
+// one) and refuses a key file whose key is not the stored one.
+func pinKey(c *conn, pub ed25519.PublicKey) error {
+	want := base64.StdEncoding.EncodeToString(pub)
+	stored, ok, err := getMeta(c, metaPublicKey)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return setMeta(c, metaPublicKey, want)
+	case stored != want:
+		return fmt.Errorf("it belongs to another log: this log was created with public key %s, the key file's is %s", stored, want)
+	}
+	return nil
+}
+
+// logUndelivered logs rows that were committed although their commit
+// reported failure.
+func (l *Log) logUndelivered(u undelivered) {
+	l.logger.Warn("audit: rows whose commit reported failure were committed after all; recorded as undelivered (their callers were refused)",
+		logKeyFirst, u.FirstSeq, logKeyLast, u.LastSeq, logKeyIDs, u.DecisionIDs)
 }
 
 // Append records r, blocking until its row is committed to disk
@@ -236,9 +384,12 @@ func (l *Log) PublicKey() ed25519.PublicKey {
 	return l.keys.public()
 }
 
-// Healthy returns nil when the last commit succeeded or none was tried yet,
-// the commit's error (wrapping ErrUnavailable) when it failed, and an
-// ErrUnavailable error once Run has returned.
+// Healthy returns nil when the store is writable: the last commit or probe
+// succeeded (or none was tried yet) and the database and WAL are still the
+// files opened at start-up. Otherwise it returns why, wrapping
+// ErrUnavailable; an ErrUnavailable error once Run has returned. While the
+// store is failing, Run probes it every ProbeInterval, so Healthy turns nil
+// as soon as it is writable again, without waiting for a request.
 func (l *Log) Healthy() error {
 	select {
 	case <-l.stopped:
@@ -248,24 +399,36 @@ func (l *Log) Healthy() error {
 	if err := l.health.Load(); err != nil {
 		return *err
 	}
+	if err := l.w.checkFiles(); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
 	return nil
 }
 
 // Run is the writer: it commits queued records in groups of up to MaxBatch
-// per transaction and writes checkpoints every Checkpoint.Interval. When ctx
-// is done or Close is called it commits what is already queued, writes a
-// final checkpoint and returns nil. Run may be called once.
+// per transaction, signs the chain head into the log every SignInterval
+// while rows are written, rewrites the checkpoint file every
+// Checkpoint.Interval, and probes a failed store every ProbeInterval. When
+// ctx is done or Close is called it commits what is already queued, signs
+// the final head and returns nil. Run may be called once.
 func (l *Log) Run(ctx context.Context) error {
 	if err := l.start(); err != nil {
 		return err
 	}
 	defer close(l.stopped)
-	var tick <-chan time.Time
+	var checkpointTick, signTick <-chan time.Time
 	if l.cfg.Checkpoint.File != "" {
 		t := time.NewTicker(l.cfg.Checkpoint.Interval)
 		defer t.Stop()
-		tick = t.C
+		checkpointTick = t.C
 	}
+	if l.cfg.SignInterval > 0 {
+		t := time.NewTicker(l.cfg.SignInterval)
+		defer t.Stop()
+		signTick = t.C
+	}
+	probe := time.NewTicker(l.cfg.ProbeInterval)
+	defer probe.Stop()
 	batch := make([]*request, 0, l.cfg.MaxBatch)
 	wait := time.NewTimer(time.Hour)
 	wait.Stop()
@@ -273,8 +436,14 @@ func (l *Log) Run(ctx context.Context) error {
 		select {
 		case req := <-l.queue:
 			l.commit(l.gather(append(batch[:0], req), wait))
-		case <-tick:
-			l.checkpoint(false)
+		case <-signTick:
+			if l.health.Load() == nil {
+				l.setHealth(l.sign(), 0)
+			}
+		case <-checkpointTick:
+			l.writeCheckpoint()
+		case <-probe.C:
+			l.probe()
 		case <-ctx.Done():
 			l.shutdown(batch)
 			return nil
@@ -347,7 +516,11 @@ func (l *Log) gather(batch []*request, wait *time.Timer) []*request {
 
 // commit writes batch and tells each waiter the outcome.
 func (l *Log) commit(batch []*request) {
-	err := l.w.write(batch)
+	rows := make([]*row, len(batch))
+	for i, req := range batch {
+		rows[i] = req.row
+	}
+	err := l.w.write(rows)
 	if err != nil {
 		err = fmt.Errorf("%w: commit: %w", ErrUnavailable, err)
 	}
@@ -358,8 +531,25 @@ func (l *Log) commit(batch []*request) {
 	}
 }
 
-// setHealth records the outcome of a commit. It logs when the store fails,
-// when the cause changes and when it recovers, not every failed batch.
+// probe checks, while the store is healthy, that its files are still the
+// ones opened; while it is failing, it tries a small write, so that health
+// comes back as soon as the store is writable.
+func (l *Log) probe() {
+	var err error
+	if l.health.Load() == nil {
+		err = l.w.checkFiles()
+	} else {
+		err = l.w.probe(l.cfg.Now())
+	}
+	if err != nil {
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	l.setHealth(err, 0)
+}
+
+// setHealth records the outcome of a commit or probe. It logs when the store
+// fails, when the cause changes and when it recovers, not every failed
+// batch.
 func (l *Log) setHealth(err error, rows int) {
 	if err == nil {
 		if l.failures > 0 {
@@ -369,6 +559,9 @@ func (l *Log) setHealth(err error, rows int) {
 		l.health.Store(nil)
 		return
 	}
+	if !errors.Is(err, ErrUnavailable) {
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
 	switch msg := err.Error(); {
 	case l.failures == 0:
 		l.logger.Error("audit store unavailable; decisions fail closed until it recovers",
@@ -376,15 +569,15 @@ func (l *Log) setHealth(err error, rows int) {
 	case msg != l.lastFailure:
 		l.logger.Warn("audit store still unavailable", logKeyRows, rows, logKeyError, err)
 	default:
-		l.logger.Debug("audit commit failed", logKeyRows, rows, logKeyError, err)
+		l.logger.Debug("audit store still unavailable", logKeyRows, rows, logKeyError, err)
 	}
 	l.failures++
 	l.lastFailure = err.Error()
 	l.health.Store(&err)
 }
 
-// shutdown stops taking records, commits those already queued and writes a
-// final checkpoint.
+// shutdown stops taking records, commits those already queued, signs the
+// final head and writes the checkpoint file.
 func (l *Log) shutdown(batch []*request) {
 	close(l.stopping)
 	for {
@@ -394,25 +587,56 @@ func (l *Log) shutdown(batch []*request) {
 		}
 		l.commit(b)
 	}
-	l.checkpoint(true)
+	if err := l.sign(); err != nil {
+		l.logger.Warn("audit: final chain head not signed", logKeyError, err)
+	}
+	l.writeCheckpoint()
 }
 
-// checkpoint writes a signed checkpoint of the committed head when the head
-// has moved since the last one, or always when final is set.
-func (l *Log) checkpoint(final bool) {
-	head := l.w.head
-	if l.cfg.Checkpoint.File == "" || (!final && head.seq == l.checkpointed) {
+// sign signs the committed chain head into the log, unless it is signed
+// already: it records the head in the head file, then commits a
+// KindSignedHead row holding the signature. It never signs a head behind
+// one signed before.
+func (l *Log) sign() error {
+	w := l.w
+	if w.signed || w.head.seq == 0 || w.db == nil && l.health.Load() != nil {
+		return nil
+	}
+	if w.head.seq < l.floor {
+		return fmt.Errorf("%w: the head, seq %d, is behind seq %d signed before; refusing to sign it", errRewound, w.head.seq, l.floor)
+	}
+	cp, err := signCheckpoint(w.head, l.cfg.Now(), l.keys.sign)
+	if err != nil {
+		return err
+	}
+	// The head file first: it may then name a head whose signed_head row is
+	// not committed, never the other way round, so it is never behind the log.
+	if err := writeHeadFile(l.cfg.HeadFile, cp); err != nil {
+		l.logger.Warn("audit head file not written", logKeyFile, l.cfg.HeadFile, logKeyError, err)
+	}
+	rw, err := signedHeadRow(cp, cp.Time)
+	if err != nil {
+		return err
+	}
+	if err := w.write([]*row{rw}); err != nil {
+		return fmt.Errorf("%w: signing the chain head: %w", ErrUnavailable, err)
+	}
+	l.floor, l.lastSigned = cp.Seq, cp
+	return nil
+}
+
+// writeCheckpoint writes the newest signed head to the checkpoint file when
+// it is not there yet.
+func (l *Log) writeCheckpoint() {
+	cp := l.lastSigned
+	if l.cfg.Checkpoint.File == "" || cp == nil || cp.Seq == l.checkpointed {
 		return
 	}
-	cp, err := signCheckpoint(head, l.cfg.Now(), l.keys.sign)
-	if err == nil {
-		err = writeCheckpoint(l.cfg.Checkpoint.File, cp)
-	}
-	if err != nil {
+	if err := writeCheckpoint(l.cfg.Checkpoint.File, cp); err != nil {
 		l.logger.Warn("audit checkpoint not written", logKeyFile, l.cfg.Checkpoint.File, logKeyError, err)
 		return
 	}
-	l.checkpointed = head.seq
+	l.checkpointed = cp.Seq
 }
 
 // Close stops Run if it is running (committing what is queued, as when its

@@ -147,7 +147,8 @@ func TestRestartContinuesChain(t *testing.T) {
 	for run := range 3 {
 		l := startLog(t, Config{Path: path})
 		recs := appendN(t, l.Log, 5, t0.Add(time.Duration(run)*time.Hour))
-		if want := int64(run*5 + 1); recs[0].Seq != want {
+		// Each run ends with a signed head: 5 decisions and 1 signed head.
+		if want := int64(run*6 + 1); recs[0].Seq != want {
 			t.Fatalf("run %d: first seq %d, want %d", run, recs[0].Seq, want)
 		}
 		l.stop(t)
@@ -156,8 +157,9 @@ func TestRestartContinuesChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Rows != 15 {
-		t.Errorf("Verify rows = %d, want 15", res.Rows)
+	if res.Rows != 18 || res.Decisions != 15 || res.SignedHeads != 3 || res.SignedSeq != 17 || res.Unsigned != 0 {
+		t.Errorf("Verify = %d rows, %d decisions, %d signed heads proving up to seq %d, %d unsigned; want 18, 15, 3, 17, 0",
+			res.Rows, res.Decisions, res.SignedHeads, res.SignedSeq, res.Unsigned)
 	}
 }
 
@@ -214,8 +216,8 @@ func TestShutdownDrainsQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Rows != ok {
-		t.Errorf("%d Appends succeeded but the log holds %d rows", ok, res.Rows)
+	if res.Decisions != ok {
+		t.Errorf("%d Appends succeeded but the log holds %d decisions", ok, res.Decisions)
 	}
 }
 
@@ -290,7 +292,7 @@ func TestOddPath(t *testing.T) {
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("database not at its literal path: %v", err)
 	}
-	if res, err := Verify(context.Background(), path, VerifyOptions{}); err != nil || res.Rows != 2 {
+	if res, err := Verify(context.Background(), path, VerifyOptions{}); err != nil || res.Decisions != 2 {
 		t.Errorf("Verify = %+v, %v", res, err)
 	}
 }

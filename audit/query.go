@@ -17,8 +17,15 @@ type Filter struct {
 	Credential string    // exact credential name
 	Decision   string    // allow, deny or error
 	Policy     string    // exact policy name
-	Limit      int       // at most this many rows; 0 for all
+	// Kind selects rows by kind: "" every row but the signed heads (one a
+	// second under load, of interest to verifiers, not reviewers),
+	// KindAll every row, or one kind (KindDecision, KindUndelivered, …).
+	Kind  string
+	Limit int // at most this many rows; 0 for all
 }
+
+// KindAll is the Filter.Kind that selects rows of every kind.
+const KindAll = "all"
 
 // Query calls fn with each row that matches f, oldest first (by time, then
 // seq), stopping at fn's first error, which it returns. The database is
@@ -34,7 +41,7 @@ func Query(ctx context.Context, path string, f Filter, fn func(*Record) error) e
 		return err
 	}
 	defer c.close()
-	query, args := f.statement()
+	query, args := f.statement(c)
 	var rw row
 	err = eachRow(ctx, c, query, args, func(values []driver.Value) error {
 		if err := rw.scan(values); err != nil {
@@ -58,7 +65,7 @@ func Query(ctx context.Context, path string, f Filter, fn func(*Record) error) e
 // decisions_time, which also tests the workload glob before the row is read;
 // a glob with a literal prefix and no window scans that prefix's range of
 // decisions_subject.
-func (f Filter) statement() (string, []any) {
+func (f Filter) statement(c *conn) (string, []any) {
 	var where []string
 	var args []any
 	add := func(cond string, v any) {
@@ -97,8 +104,19 @@ func (f Filter) statement() (string, []any) {
 			add(eq.col+" = ?", eq.v)
 		}
 	}
+	switch {
+	case f.Kind == KindAll:
+	case c.version == 1: // every row is a decision
+		if f.Kind != "" && f.Kind != KindDecision {
+			where = append(where, "0")
+		}
+	case f.Kind == "":
+		add("kind != ?", KindSignedHead)
+	default:
+		add("kind = ?", f.Kind)
+	}
 	var b strings.Builder
-	b.WriteString("SELECT " + columns + " FROM decisions INDEXED BY " + index)
+	b.WriteString("SELECT " + c.selectColumns() + " FROM decisions INDEXED BY " + index)
 	if len(where) > 0 {
 		b.WriteString(" WHERE " + strings.Join(where, " AND "))
 	}
@@ -141,7 +159,7 @@ func Export(ctx context.Context, path string, w io.Writer) error {
 	defer c.close()
 	out := newJSONFormatter(w)
 	var rw row
-	err = eachRow(ctx, c, "SELECT "+columns+" FROM decisions ORDER BY seq", nil, func(values []driver.Value) error {
+	err = eachRow(ctx, c, "SELECT "+c.selectColumns()+" FROM decisions ORDER BY seq", nil, func(values []driver.Value) error {
 		if err := rw.scan(values); err != nil {
 			return err
 		}

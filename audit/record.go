@@ -17,12 +17,18 @@ const (
 	DecisionError = "error"
 )
 
-// Record is one decision: what was asked, by whom, what was decided and why,
-// and what was issued. Append fills Seq, PrevHash and Hash, and Time when it
-// is zero; everything else is the caller's. A Record never holds a secret:
-// Fingerprint is an HMAC of the issued secret (see Log.Fingerprint).
+// Record is one row of the log. Most rows are decisions: what was asked, by
+// whom, what was decided and why, and what was issued. Append fills Seq,
+// PrevHash and Hash, and Time when it is zero; everything else is the
+// caller's. A Record never holds a secret: Fingerprint is an HMAC of the
+// issued secret (see Log.Fingerprint).
+//
+// Rows of other kinds are events the Log writes itself (see the Kind
+// constants): their Reason says what happened and Input holds the details
+// as a JSON object; the decision fields are empty.
 type Record struct {
 	Seq           int64           // chain position (1, 2, 3, …), assigned by Append
+	Kind          string          // KindDecision (the default: "" reads as a decision) or an event kind
 	Time          time.Time       // decision time (stored as UTC with ns precision)
 	DecisionID    string          // unique id of the decision, required
 	Decision      string          // DecisionAllow, DecisionDeny or DecisionError
@@ -54,6 +60,7 @@ type Record struct {
 // from exactly what is stored.
 type row struct {
 	seq           int64
+	kind          string // KindDecision or an event kind
 	time          int64 // Unix ns
 	decisionID    string
 	decision      string
@@ -84,10 +91,10 @@ type row struct {
 // columns lists the decisions columns in row order.
 const columns = "seq, time, decision_id, decision, reason, policy, policy_version, attestor, subject, claims, " +
 	"peer_pid, peer_uid, credential, provider, channel, target_host, method, path, lease_id, expires_at, " +
-	"fingerprint, latency_ns, input, prev_hash, hash"
+	"fingerprint, latency_ns, input, prev_hash, hash, kind"
 
 // numColumns is the number of entries in columns.
-const numColumns = 25
+const numColumns = 26
 
 // Times outside what int64 nanoseconds since 1970 can hold.
 var (
@@ -98,6 +105,9 @@ var (
 // newRow validates r and converts it to its stored form, without seq and
 // hashes, which the writer assigns.
 func newRow(r *Record) (*row, error) {
+	if r.Kind != "" && r.Kind != KindDecision {
+		return nil, fmt.Errorf("%w: kind %q: Append records decisions only", ErrInvalidRecord, r.Kind)
+	}
 	switch r.Decision {
 	case DecisionAllow, DecisionDeny, DecisionError:
 	default:
@@ -119,7 +129,7 @@ func newRow(r *Record) (*row, error) {
 		return nil, fmt.Errorf("%w: input: %w", ErrInvalidRecord, err)
 	}
 	rw := &row{
-		time: t, decisionID: r.DecisionID, decision: r.Decision, reason: r.Reason,
+		kind: KindDecision, time: t, decisionID: r.DecisionID, decision: r.Decision, reason: r.Reason,
 		policy: r.Policy, policyVersion: r.PolicyVersion, attestor: r.Attestor, subject: r.Subject,
 		claims: claims, peerPID: r.PeerPID, peerUID: r.PeerUID, credential: r.Credential,
 		provider: r.Provider, channel: r.Channel, targetHost: r.TargetHost, method: r.Method,
@@ -166,7 +176,7 @@ func canonicalClaims(claims map[string]any) (string, error) {
 // record converts a stored row back to a Record.
 func (rw *row) record() (*Record, error) {
 	r := &Record{
-		Seq: rw.seq, Time: time.Unix(0, rw.time).UTC(), DecisionID: rw.decisionID,
+		Seq: rw.seq, Kind: rw.kind, Time: time.Unix(0, rw.time).UTC(), DecisionID: rw.decisionID,
 		Decision: rw.decision, Reason: rw.reason, Policy: rw.policy, PolicyVersion: rw.policyVersion,
 		Attestor: rw.attestor, Subject: rw.subject, PeerPID: rw.peerPID, PeerUID: rw.peerUID,
 		Credential: rw.credential, Provider: rw.provider, Channel: rw.channel,
@@ -197,8 +207,14 @@ func decodeJSON(data []byte, v any) error {
 	return d.Decode(v)
 }
 
-// rowDomain separates row hashes from every other use of SHA-256.
-const rowDomain = "credbroker audit row v1\x00"
+// rowDomain separates decision row hashes from every other use of
+// SHA-256; eventDomain does the same for the rows of every other kind, whose
+// hash also covers the kind. A decision's hash is the same in schema 1 and
+// 2, so rows written before the kind column existed still verify.
+const (
+	rowDomain   = "credbroker audit row v1\x00"
+	eventDomain = "credbroker audit event v1\x00"
+)
 
 // hasher computes row hashes, reusing one buffer.
 type hasher struct {
@@ -209,7 +225,11 @@ type hasher struct {
 // prev and every field, strings length-prefixed, so that no two different
 // rows share an encoding.
 func (h *hasher) sum(seq int64, prev *[sha256.Size]byte, rw *row) [sha256.Size]byte {
-	b := append(h.buf[:0], rowDomain...)
+	domain := rowDomain
+	if rw.kind != KindDecision {
+		domain = eventDomain
+	}
+	b := append(h.buf[:0], domain...)
 	b = binary.BigEndian.AppendUint64(b, uint64(seq))
 	b = append(b, prev[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(rw.time))
@@ -232,6 +252,9 @@ func (h *hasher) sum(seq int64, prev *[sha256.Size]byte, rw *row) [sha256.Size]b
 	b = appendString(b, rw.fingerprint)
 	b = binary.BigEndian.AppendUint64(b, uint64(rw.latency))
 	b = appendString(b, rw.input)
+	if rw.kind != KindDecision {
+		b = appendString(b, rw.kind)
+	}
 	h.buf = b
 	return sha256.Sum256(b)
 }

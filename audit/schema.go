@@ -5,15 +5,23 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // schemaVersion is the version of the schema this package writes and reads.
-const schemaVersion = 1
+// Older databases are migrated forward when a Log opens them; readers refuse
+// a version other than this one (run the broker, or Open, once to migrate).
+const schemaVersion = 2
 
 // Keys of the meta table.
 const (
 	metaSchemaVersion = "schema_version"
 	metaPruneAnchor   = "prune_anchor"
+	// metaPublicKey is the base64 Ed25519 public key of the key file the log
+	// was created (or first migrated) with: a different key file is refused.
+	metaPublicKey = "public_key"
+	// metaProbe is the time of the writer's last probe of a failed store.
+	metaProbe = "probe"
 )
 
 // migrations[i] upgrades the schema from version i to i+1.
@@ -51,6 +59,12 @@ var migrations = [schemaVersion]string{
 	) STRICT;
 	CREATE INDEX decisions_time ON decisions (time, subject);
 	CREATE INDEX decisions_subject ON decisions (subject, time);`,
+
+	// 2: rows of other kinds than decisions in the same chain: signed chain
+	// heads, records of commits that reported failure, operator overrides.
+	// Existing rows are decisions; adding a column with a default rewrites
+	// no row.
+	`ALTER TABLE decisions ADD COLUMN kind TEXT NOT NULL DEFAULT 'decision';`,
 }
 
 // migrate creates or upgrades the schema in one write transaction.
@@ -81,19 +95,35 @@ func migrate(c *conn) (err error) {
 	if err := setMeta(c, metaSchemaVersion, strconv.Itoa(schemaVersion)); err != nil {
 		return err
 	}
-	return c.exec("COMMIT")
+	if err := c.exec("COMMIT"); err != nil {
+		return err
+	}
+	c.version = schemaVersion
+	return nil
 }
 
-// checkSchema makes sure a database opened for reading has this package's schema.
+// checkSchema makes sure a database opened for reading has one of this
+// package's schemas, and notes which in c. Readers read every version they
+// can (a read-only store cannot be migrated); only the writer migrates.
 func checkSchema(c *conn) error {
 	v, err := readSchemaVersion(c)
 	if err != nil {
 		return fmt.Errorf("not a credbroker audit database: %w", err)
 	}
-	if v != schemaVersion {
-		return fmt.Errorf("schema version %d, this program reads version %d", v, schemaVersion)
+	if v < 1 || v > schemaVersion {
+		return fmt.Errorf("schema version %d, this program reads versions 1 to %d", v, schemaVersion)
 	}
+	c.version = v
 	return nil
+}
+
+// selectColumns is the column list to SELECT from c's decisions table, in
+// columns order: schema 1 has no kind column, and every row is a decision.
+func (c *conn) selectColumns() string {
+	if c.version == 1 {
+		return strings.TrimSuffix(columns, "kind") + "'" + KindDecision + "'"
+	}
+	return columns
 }
 
 // readSchemaVersion returns the stored schema version, 0 when none is stored.
@@ -134,30 +164,32 @@ type chainHead struct {
 }
 
 // loadHead reads the chain head: the newest row, else the row before the
-// prune anchor when every row was pruned, else the genesis (seq 0, zero hash).
-func loadHead(c *conn) (chainHead, error) {
-	v, ok, err := c.queryRow("SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1")
+// prune anchor when every row was pruned, else the genesis (seq 0, zero
+// hash). signed reports whether the newest row is a signed head.
+func loadHead(c *conn) (head chainHead, signed bool, err error) {
+	v, ok, err := c.queryRow("SELECT seq, hash, kind FROM decisions ORDER BY seq DESC LIMIT 1")
 	if err != nil {
-		return chainHead{}, err
+		return chainHead{}, false, err
 	}
 	if ok {
 		seq, _ := v[0].(int64)
 		s, _ := v[1].(string)
+		kind, _ := v[2].(string)
 		h, err := parseHash(s)
 		if err != nil {
-			return chainHead{}, fmt.Errorf("head row %d: %w", seq, err)
+			return chainHead{}, false, fmt.Errorf("head row %d: %w", seq, err)
 		}
-		return chainHead{seq: seq, hash: h}, nil
+		return chainHead{seq: seq, hash: h}, kind == KindSignedHead, nil
 	}
 	a, err := readAnchor(c)
 	if err != nil || a == nil {
-		return chainHead{}, err
+		return chainHead{}, false, err
 	}
 	h, err := parseHash(a.PrevHash)
 	if err != nil {
-		return chainHead{}, fmt.Errorf("prune anchor: %w", err)
+		return chainHead{}, false, fmt.Errorf("prune anchor: %w", err)
 	}
-	return chainHead{seq: a.Seq - 1, hash: h}, nil
+	return chainHead{seq: a.Seq - 1, hash: h}, false, nil
 }
 
 // parseHash decodes a hex SHA-256 hash.

@@ -20,7 +20,8 @@ import (
 // interfaces directly. The writer and each reader own exactly one, so the
 // pool, locking and value conversions of database/sql would only cost time.
 type conn struct {
-	dc driver.Conn
+	dc      driver.Conn
+	version int // schema version, once checked or migrated
 }
 
 // Open modes, as SQLite URI "mode" values.
@@ -97,6 +98,19 @@ func escapeURIPath(path string) string {
 // exec runs a statement that returns no rows.
 func (c *conn) exec(query string, args ...any) error {
 	_, err := c.dc.(driver.ExecerContext).ExecContext(context.Background(), query, namedValues(args))
+	return err
+}
+
+// persistWAL keeps the connection's WAL file when it closes (SQLite's
+// SQLITE_FCNTL_PERSIST_WAL), so that closing never deletes a file by name.
+func (c *conn) persistWAL() error {
+	fc, ok := c.dc.(interface {
+		FileControlPersistWAL(dbName string, mode int) (int, error)
+	})
+	if !ok {
+		return errors.New("the SQLite driver cannot keep the WAL on close")
+	}
+	_, err := fc.FileControlPersistWAL("main", 1)
 	return err
 }
 

@@ -117,7 +117,8 @@ func TestVerifyDetectsTampering(t *testing.T) {
 	tests := []struct {
 		name       string
 		tamper     func(t *testing.T, path string)
-		checkpoint bool
+		checkpoint bool // only the checkpoint catches it: without one the log verifies
+		noKey      bool // verify without any trusted key
 		wantSeq    int64
 		wantID     string
 		wantProb   Problem
@@ -167,7 +168,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				sqlExec(t, p,
 					"UPDATE decisions SET seq = -(seq + 1) WHERE seq >= 5",
 					"UPDATE decisions SET seq = -seq WHERE seq < 0",
-					"INSERT INTO decisions SELECT 5, time, 'forged', decision, reason, policy, policy_version, attestor, subject, claims, peer_pid, peer_uid, credential, provider, channel, target_host, method, path, lease_id, expires_at, fingerprint, latency_ns, input, prev_hash, hash FROM decisions WHERE seq = 4")
+					"INSERT INTO decisions SELECT 5, time, 'forged', decision, reason, policy, policy_version, attestor, subject, claims, peer_pid, peer_uid, credential, provider, channel, target_host, method, path, lease_id, expires_at, fingerprint, latency_ns, input, prev_hash, hash, kind FROM decisions WHERE seq = 4")
 			},
 			wantSeq: 5, wantID: "forged", wantProb: ProblemLink, wantDetail: "prev_hash",
 		},
@@ -177,11 +178,28 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				sqlExec(t, p,
 					"UPDATE decisions SET seq = -(seq + 1) WHERE seq >= 5",
 					"UPDATE decisions SET seq = -seq WHERE seq < 0",
-					"INSERT INTO decisions SELECT 5, time, 'forged', decision, reason, policy, policy_version, attestor, subject, claims, peer_pid, peer_uid, credential, provider, channel, target_host, method, path, lease_id, expires_at, fingerprint, latency_ns, input, prev_hash, hash FROM decisions WHERE seq = 4")
+					"INSERT INTO decisions SELECT 5, time, 'forged', decision, reason, policy, policy_version, attestor, subject, claims, peer_pid, peer_uid, credential, provider, channel, target_host, method, path, lease_id, expires_at, fingerprint, latency_ns, input, prev_hash, hash, kind FROM decisions WHERE seq = 4")
 				rechain(t, p, 5)
 			},
-			checkpoint: true,
-			wantSeq:    10, wantID: "dec-00000008", wantProb: ProblemCheckpoint, wantDetail: "rewritten",
+			// The signed head the log ends with (now seq 12) signed the old seq 10.
+			wantSeq: 12, wantProb: ProblemSignedHead, wantDetail: "a row from seq 1 to 11 was rewritten after it was signed",
+		},
+		{
+			name: "rewrite a row and recompute every hash without the key",
+			tamper: func(t *testing.T, p string) {
+				sqlExec(t, p, "UPDATE decisions SET decision = 'deny', subject = 'unix:uid:0' WHERE seq = 5")
+				rechain(t, p, 5)
+			},
+			wantSeq: 11, wantProb: ProblemSignedHead, wantDetail: "but the log's seq 10 now hashes to",
+		},
+		{
+			name: "rewrite a row, recompute every hash and re-aim the signed heads without the key",
+			tamper: func(t *testing.T, p string) {
+				sqlExec(t, p, "UPDATE decisions SET decision = 'deny' WHERE seq = 5")
+				rechain(t, p, 5)
+				reaimSignedHeads(t, p)
+			},
+			wantSeq: 11, wantProb: ProblemSignedHead, wantDetail: "signature does not verify",
 		},
 		{
 			name:    "reorder two rows",
@@ -216,6 +234,11 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			path := f.copyDB(t)
 			tt.tamper(t, path)
 			opts := VerifyOptions{PublicKey: f.pub}
+			for _, id := range []*string{&tt.wantID} {
+				if *id == "" && tt.wantProb == ProblemSignedHead {
+					*id = signedHeadID(t, path, tt.wantSeq)
+				}
+			}
 			if tt.checkpoint {
 				// Without the checkpoint, what is left is a valid chain.
 				if _, err := Verify(context.Background(), path, opts); err != nil {
@@ -300,11 +323,12 @@ func TestVerifyCheckpoint(t *testing.T) {
 			case tt.wantErr == nil && err != nil:
 				t.Fatalf("Verify: %v", err)
 			case tt.wantErr == nil:
-				if res.Checkpoint == nil || res.Checkpoint.Seq != 6 || res.HeadSeq != 6 {
-					t.Errorf("result %+v, want checkpoint at head 6", res)
+				// Six decisions, then the signed head of seq 6 written at shutdown.
+				if res.Checkpoint == nil || res.Checkpoint.Seq != 6 || res.HeadSeq != 7 || res.SignedSeq != 6 {
+					t.Errorf("result %+v, want checkpoint at seq 6, a signed head of it at seq 7", res)
 				}
-				if want := "ok: 6 rows verified, head seq 6 hash " + f.recs[5].Hash + "; reaches the checkpoint at seq 6 of "; !strings.HasPrefix(res.String(), want) {
-					t.Errorf("String() = %q, want prefix %q", res, want)
+				if want := "ok: 7 rows verified (6 decisions), head seq 7 hash "; !strings.HasPrefix(res.String(), want) || !strings.Contains(res.String(), "; reaches the checkpoint at seq 6 of ") {
+					t.Errorf("String() = %q, want prefix %q and the checkpoint", res, want)
 				}
 			case tt.wantErr == ErrTampered && !errors.Is(err, ErrTampered):
 				t.Fatalf("Verify = %v, want ErrTampered", err)
@@ -314,6 +338,63 @@ func TestVerifyCheckpoint(t *testing.T) {
 				t.Errorf("Verify = %v, want it to mention %q", err, tt.wantDetail)
 			}
 		})
+	}
+}
+
+// signedHeadID returns the decision id of the row at seq.
+func signedHeadID(t *testing.T, path string, seq int64) string {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var id string
+	if err := db.QueryRow("SELECT decision_id FROM decisions WHERE seq = ?", seq).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// reaimSignedHeads rewrites each signed head's checkpoint to name the hash
+// now before it, and recomputes the chain from there, as an attacker without
+// the key would: only the signatures are left stale.
+func reaimSignedHeads(t *testing.T, path string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []int64
+	rows, err := db.Query("SELECT seq FROM decisions WHERE kind = ? ORDER BY seq", KindSignedHead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var seq int64
+		rows.Scan(&seq)
+		seqs = append(seqs, seq)
+	}
+	rows.Close()
+	db.Close()
+	for _, seq := range seqs {
+		db, _ := sql.Open("sqlite", path)
+		var input, prev string
+		if err := db.QueryRow("SELECT input, prev_hash FROM decisions WHERE seq = ?", seq).Scan(&input, &prev); err != nil {
+			t.Fatal(err)
+		}
+		cp, err := ParseCheckpoint([]byte(input))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp.Hash = prev
+		b, _ := cp.marshal()
+		canon, _ := canonicalObject(b)
+		if _, err := db.Exec("UPDATE decisions SET input = ? WHERE seq = ?", canon, seq); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		rechain(t, path, seq)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"strings"
 	"sync"
+	"time"
 
 	"modernc.org/sqlite"
 )
@@ -20,24 +21,43 @@ import (
 type VerifyOptions struct {
 	// Checkpoint is a checkpoint file the log must still reach; "" for none.
 	Checkpoint string
-	// PublicKey is the trusted key of checkpoints and prune anchors. When
-	// nil it is read from KeyFile; a key is needed only when a checkpoint is
-	// given or the log was pruned.
+	// PublicKey is the trusted key of the signed heads in the log, of
+	// checkpoints and of prune anchors: the install's public key (`credbroker
+	// audit public-key`), which is all a verifier needs. When nil it is taken
+	// from KeyFile if that can be read; without any key the signed heads are
+	// not checked and the result says the log was proved self-consistent
+	// only. A checkpoint or a pruned log needs a key.
 	PublicKey ed25519.PublicKey
-	// KeyFile is the install's key file. Default: the database path + ".key".
+	// KeyFile is the install's key file, read only when PublicKey is nil.
+	// Default: the database path + ".key".
 	KeyFile string
 }
 
 // VerifyResult is what Verify walked and, when the log does not verify, the
 // first problem it found.
 type VerifyResult struct {
-	Rows       int64       // rows checked
+	Rows       int64       // rows checked, of every kind
+	Decisions  int64       // decision rows among them
 	FirstSeq   int64       // seq of the oldest row, 0 when there are none
 	HeadSeq    int64       // seq of the newest row (or of the last pruned one), 0 when empty
 	HeadHash   string      // hash of that row, 64 zeros when empty
 	Anchor     *Anchor     // the prune anchor the chain starts from, nil when never pruned
 	Checkpoint *Checkpoint // the checkpoint checked, nil when none was given
 	Failure    *Failure    // the first problem, nil when everything verifies
+
+	// KeySource says where the trusted public key came from ("public key
+	// given", "key file PATH"), "" when there was none: then signed heads
+	// were not checked.
+	KeySource string
+	// SignedHeads counts the KindSignedHead rows checked.
+	SignedHeads int64
+	// SignedSeq is the newest row a signed head proves (with the trusted key,
+	// every row up to it is as the install wrote it), 0 when none does.
+	SignedSeq int64
+	// SignedTime is when that head was signed.
+	SignedTime time.Time
+	// Unsigned counts the rows after the newest signed head: not yet signed.
+	Unsigned int64
 }
 
 // String summarises the result in one line, as `audit verify` prints it.
@@ -45,9 +65,21 @@ func (r *VerifyResult) String() string {
 	if r.Failure != nil {
 		return fmt.Sprintf("FAILED after %d good rows: %v", r.Rows, r.Failure)
 	}
-	s := fmt.Sprintf("ok: %d rows verified, head seq %d hash %s", r.Rows, r.HeadSeq, r.HeadHash)
+	s := fmt.Sprintf("ok: %d rows verified (%d decisions), head seq %d hash %s", r.Rows, r.Decisions, r.HeadSeq, r.HeadHash)
+	switch {
+	case r.SignedHeads == 0:
+		s += "; self-consistency only: the log holds no signed head, so a rewrite that recomputed every hash would pass"
+	case r.KeySource == "":
+		s += fmt.Sprintf("; self-consistency only: %d signed heads not checked, give the install's public key (--public-key)", r.SignedHeads)
+	default:
+		s += fmt.Sprintf("; rows up to seq %d proven by %d signed heads (newest signed %s, %s)",
+			r.SignedSeq, r.SignedHeads, r.SignedTime.UTC().Format(timeLayout), r.KeySource)
+		if r.Unsigned > 0 {
+			s += fmt.Sprintf("; %d rows after it not yet signed", r.Unsigned)
+		}
+	}
 	if r.Anchor != nil {
-		s += fmt.Sprintf("; pruned, the chain starts at the signed anchor at seq %d", r.Anchor.Seq)
+		s += "; " + r.Anchor.Describe()
 	}
 	if r.Checkpoint != nil {
 		s += fmt.Sprintf("; reaches the checkpoint at seq %d of %s", r.Checkpoint.Seq, r.Checkpoint.Time.UTC().Format(timeLayout))
@@ -74,6 +106,10 @@ const (
 	// ProblemTruncated: the log ends before the checkpoint: its newest rows
 	// were cut off.
 	ProblemTruncated
+	// ProblemSignedHead: a signed head in the log does not match the rows
+	// before it (they were rewritten after they were signed), or its
+	// signature does not verify with the trusted key.
+	ProblemSignedHead
 )
 
 // String describes p in words.
@@ -89,6 +125,8 @@ func (p Problem) String() string {
 		return "checkpoint does not match"
 	case ProblemTruncated:
 		return "newest rows cut off"
+	case ProblemSignedHead:
+		return "signed head does not match"
 	}
 	return fmt.Sprintf("problem %d", int(p))
 }
@@ -137,8 +175,9 @@ func Verify(ctx context.Context, path string, opts VerifyOptions) (*VerifyResult
 	if err := v.start(path, opts); err != nil {
 		return nil, err
 	}
+	v.pub, v.res.KeySource = headKey(path, opts)
 	if v.res.Failure == nil {
-		err := eachRow(ctx, c, verifyQuery, nil, v.row)
+		err := eachRow(ctx, c, verifyQuery(c), nil, v.row)
 		if err != nil && !errors.As(err, new(*Failure)) {
 			return nil, withError("verify", path, err)
 		}
@@ -160,8 +199,17 @@ var zeroHashHex = strings.Repeat("0", 2*sha256.Size)
 // SQLite's per-call locking, that halves its time.
 const rowHashFunction = "credbroker_audit_row_hash"
 
-// verifyQuery selects, in seq order, what Verify checks of each row.
-const verifyQuery = "SELECT seq, decision_id, prev_hash, hash, " + rowHashFunction + "(" + columns + ") FROM decisions ORDER BY seq"
+// verifyQuery selects, in seq order, what Verify checks of each row: seq,
+// decision id, prev_hash, hash, the recomputed hash, the kind, and the input
+// of signed heads.
+func verifyQuery(c *conn) string {
+	kind, input := "kind", "CASE WHEN kind = '"+KindSignedHead+"' THEN input END"
+	if c.version == 1 {
+		kind, input = "'"+KindDecision+"'", "NULL"
+	}
+	return "SELECT seq, decision_id, prev_hash, hash, " + rowHashFunction + "(" + c.selectColumns() + "), " +
+		kind + ", " + input + " FROM decisions ORDER BY seq"
+}
 
 // hasherPool holds hashers for rowHashSQL.
 var hasherPool = sync.Pool{New: func() any { return new(hasher) }}
@@ -189,6 +237,8 @@ func rowHashSQL(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, e
 type verifier struct {
 	c        *conn
 	res      *VerifyResult
+	pub      ed25519.PublicKey // the trusted key of signed heads, nil when none
+	lastHead int64             // the row the previous signed head signed
 	cp       *Checkpoint
 	next     int64  // seq the next row must have
 	prevHash string // hash the next row must link to
@@ -263,6 +313,22 @@ func (v *verifier) checkCheckpointSignature(path string, pub ed25519.PublicKey) 
 	return nil
 }
 
+// headKey returns the key to check signed heads with and where it came
+// from: opts.PublicKey, else the key file's when it can be read, else none.
+func headKey(path string, opts VerifyOptions) (ed25519.PublicKey, string) {
+	if opts.PublicKey != nil {
+		return opts.PublicKey, "public key given"
+	}
+	keyFile := opts.KeyFile
+	if keyFile == "" {
+		keyFile = path + ".key"
+	}
+	if pub, err := PublicKeyFromFile(keyFile); err == nil {
+		return pub, "key file " + keyFile
+	}
+	return nil, ""
+}
+
 // trustedKey returns opts.PublicKey, else the public key of the key file.
 func trustedKey(path string, opts VerifyOptions) (ed25519.PublicKey, error) {
 	if opts.PublicKey != nil {
@@ -301,10 +367,25 @@ func (v *verifier) row(values []driver.Value) error {
 	if string(enc[:]) != hash {
 		return v.fail(seq, id, ProblemEdited, "stored hash does not match the row's contents")
 	}
+	kind, _ := values[5].(string)
+	if kind == KindSignedHead {
+		input, _ := values[6].(string)
+		if err := v.signedHead(seq, id, prevHash, input); err != nil {
+			return err
+		}
+	}
 	if v.res.Rows == 0 {
 		v.res.FirstSeq = seq
 	}
 	v.res.Rows++
+	if kind == KindDecision {
+		v.res.Decisions++
+	}
+	if kind == KindSignedHead {
+		v.res.Unsigned = 0
+	} else {
+		v.res.Unsigned++
+	}
 	v.next, v.prevHash = seq+1, hash
 	if v.cp != nil && seq == v.cp.Seq {
 		return v.checkCheckpoint(seq, id, hash)
@@ -312,10 +393,34 @@ func (v *verifier) row(values []driver.Value) error {
 	return nil
 }
 
+// signedHead checks the signed head at seq: it must sign the row just
+// before it, with that row's hash, and verify with the trusted key.
+func (v *verifier) signedHead(seq int64, id, prevHash, input string) error {
+	cp, err := ParseCheckpoint([]byte(input))
+	if err != nil {
+		return v.fail(seq, id, ProblemSignedHead, "the signed head cannot be read: "+err.Error())
+	}
+	if cp.Seq != seq-1 || cp.Hash != prevHash {
+		from := v.lastHead + 1
+		return v.fail(seq, id, ProblemSignedHead, fmt.Sprintf(
+			"it signed seq %d with hash %s, but the log's seq %d now hashes to %s: a row from seq %d to %d was rewritten after it was signed",
+			cp.Seq, cp.Hash, seq-1, prevHash, from, seq-1))
+	}
+	if v.pub != nil {
+		if err := cp.Verify(v.pub); err != nil {
+			return v.fail(seq, id, ProblemSignedHead, "its signature does not verify with the trusted public key: forged, or signed by another install")
+		}
+		v.res.SignedSeq, v.res.SignedTime = cp.Seq, cp.Time
+	}
+	v.res.SignedHeads++
+	v.lastHead = cp.Seq
+	return nil
+}
+
 // unhashable says why rowHashSQL could not hash row seq.
 func (v *verifier) unhashable(seq int64) string {
 	msg := "the row cannot be hashed"
-	eachRow(context.Background(), v.c, "SELECT "+columns+" FROM decisions WHERE seq = ?", []any{seq}, func(values []driver.Value) error {
+	eachRow(context.Background(), v.c, "SELECT "+v.c.selectColumns()+" FROM decisions WHERE seq = ?", []any{seq}, func(values []driver.Value) error {
 		var rw row
 		if err := rw.scan(values); err != nil {
 			msg = err.Error()
