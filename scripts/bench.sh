@@ -2,20 +2,35 @@
 # Measures the socket API of credbroker (examples/quickstart, credential
 # demo) and, in the same run, a bare net/http server on a Unix socket that
 # returns a reply of the same size: the ceiling of this hop on this machine.
-# Prints both and their ratio; saves the JSON results under bench/results/.
+# With BASELINE, an older credbroker binary is measured too, alternating with
+# the others, so that a change is compared with its base on the same machine
+# in the same minutes. Prints the figures (medians over ROUNDS) and their
+# ratios; saves the JSON results under bench/results/.
 #
 #   scripts/bench.sh bin/credbroker          (make bench builds and calls it)
+#   BASELINE=/tmp/cb-baseline/credbroker ROUNDS=3 scripts/bench.sh bin/credbroker
+#   make bench BASELINE=/tmp/cb-baseline/credbroker ROUNDS=3
 #
 # Environment: DURATION (10s), WARMUP (1s), CLIENTS (32), RATE (5000 req/s),
-# CONFIG (examples/quickstart; must serve credential demo to this user), GO (go). See bench/README.md for how to read the output.
+# ROUNDS (1), BASELINE (none), CONFIG (examples/quickstart; must serve
+# credential demo to this user), BASELINE_CONFIG (CONFIG; for when the old
+# release rejects the current config), GO (go). See bench/README.md for how
+# to read the output.
 set -euo pipefail
+
+# abspath PATH: PATH made absolute against the caller's directory.
+abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+
+bin=$(abspath "${1:?usage: [BASELINE=old/credbroker] [ROUNDS=n] scripts/bench.sh path/to/credbroker}")
+baseline=${BASELINE:+$(abspath "$BASELINE")}
+baseline_config=${BASELINE_CONFIG:+$(abspath "$BASELINE_CONFIG")}
 cd "$(dirname "$0")/.."
 
-bin=${1:?usage: scripts/bench.sh path/to/credbroker}
 duration=${DURATION:-10s}
 warmup=${WARMUP:-1s}
 clients=${CLIENTS:-32}
 rate=${RATE:-5000}
+rounds=${ROUNDS:-1}
 config=${CONFIG:-examples/quickstart}
 cred_path=/v1/credentials/demo
 
@@ -30,13 +45,16 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# die MESSAGE [LOG]: report a failure, with the tail of LOG, and exit 1.
+# die MESSAGE [LOG...]: report a failure, with the tail of each LOG, and exit 1.
 die() {
   echo "bench: $1" >&2
-  if [ -n "${2:-}" ] && [ -s "$2" ]; then
-    echo "--- $2 (last 40 lines)" >&2
-    tail -n 40 "$2" >&2
-  fi
+  shift
+  for log in "$@"; do
+    if [ -s "$log" ]; then
+      echo "--- $log (last 40 lines)" >&2
+      tail -n 40 "$log" >&2
+    fi
+  done
   exit 1
 }
 
@@ -58,98 +76,171 @@ stop() {
 }
 
 [ -x "$bin" ] || die "$bin: no such executable (run make build)"
+[ -z "$baseline" ] || [ -x "$baseline" ] || die "BASELINE=$baseline: no such executable"
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || die "ROUNDS=$rounds: want a whole number ≥ 1"
+
+# Per target: its socket, process and log. Each broker keeps all its state
+# (socket, audit database, checkpoint, whatever else it writes beside them)
+# in its own directory under $tmp.
+declare -A sock pid log exe cfg
+brokers=(broker)
+exe[broker]=$bin cfg[broker]=$config
+if [ -n "$baseline" ]; then
+  brokers=(baseline broker)
+  exe[baseline]=$baseline cfg[baseline]=${baseline_config:-$config}
+fi
+targets=(bare "${brokers[@]}")
 
 echo "== machine"
 uptime
 echo "nproc: $(nproc)"
-echo "runs: closed loop $clients clients, closed loop 1 client, open loop $rate req/s; $duration each after $warmup warm-up"
+echo "runs: closed loop $clients clients, closed loop 1 client, open loop $rate req/s; $duration each after $warmup warm-up;" \
+  "$rounds round(s), targets alternating ${targets[*]}"
+for t in "${brokers[@]}"; do
+  echo "$t: ${exe[$t]} ($("${exe[$t]}" version 2>/dev/null || echo "version unknown"))"
+done
 echo
 
 # The load generator also serves the bare baseline.
 lg=$tmp/loadgen
 "${GO:-go}" build -o "$lg" ./bench/loadgen
 
-"$bin" run --config "$config" --socket "$tmp/broker.sock" \
-  --audit-db "$tmp/audit.db" --checkpoint "$tmp/checkpoint.json" --admin off >"$tmp/broker.log" 2>&1 &
-broker_pid=$!
-pids+=("$broker_pid")
-wait_socket "$tmp/broker.sock" "$broker_pid" "$tmp/broker.log" "credbroker"
+# start_broker LABEL: start ${exe[LABEL]} on ${cfg[LABEL]} with its state
+# in $tmp/LABEL. Only the flags every release has: run --config
+# --socket --audit-db --checkpoint --admin.
+start_broker() {
+  local dir=$tmp/$1
+  mkdir -p "$dir"
+  sock[$1]=$dir/broker.sock
+  log[$1]=$dir/broker.log
+  "${exe[$1]}" run --config "${cfg[$1]}" --socket "${sock[$1]}" \
+    --audit-db "$dir/audit.db" --checkpoint "$dir/checkpoint.json" --admin off >"${log[$1]}" 2>&1 &
+  pid[$1]=$!
+  pids+=("${pid[$1]}")
+  wait_socket "${sock[$1]}" "${pid[$1]}" "${log[$1]}" "$1 (${exe[$1]})"
+}
 
-# One real reply, to size the baseline's reply. The body holds the demo
-# secret, so only its size is shown.
-out=$(curl -sS --unix-socket "$tmp/broker.sock" -H 'Credbroker-Request: 1' \
-  -o "$tmp/reply.json" -w '%{http_code} %{size_download}' "http://localhost$cred_path") ||
-  die "curl to the broker failed" "$tmp/broker.log"
-read -r status size <<<"$out"
-if [ "$status" != 200 ]; then
-  echo "reply: $(cat "$tmp/reply.json")" >&2
-  die "broker answered $status to GET $cred_path" "$tmp/broker.log"
+# reply_size LABEL: one real request; prints the reply's size. The body
+# holds the demo secret, so only its size is shown.
+reply_size() {
+  local out status size
+  out=$(curl -sS --unix-socket "${sock[$1]}" -H 'Credbroker-Request: 1' \
+    -o "$tmp/reply.json" -w '%{http_code} %{size_download}' "http://localhost$cred_path") ||
+    die "curl to $1 failed" "${log[$1]}"
+  read -r status size <<<"$out"
+  if [ "$status" != 200 ]; then
+    echo "reply: $(cat "$tmp/reply.json")" >&2
+    die "$1 answered $status to GET $cred_path" "${log[$1]}"
+  fi
+  rm -f "$tmp/reply.json"
+  echo "$size"
+}
+
+declare -A size
+for t in "${brokers[@]}"; do
+  start_broker "$t"
+  size[$t]=$(reply_size "$t")
+  echo "$t reply to GET $cred_path: 200, ${size[$t]} bytes"
+done
+if [ -n "$baseline" ] && [ "${size[baseline]}" != "${size[broker]}" ]; then
+  echo "note: the replies differ in size; the bare server answers with the broker's ${size[broker]} bytes"
 fi
-echo "broker reply to GET $cred_path: $status, $size bytes; the bare server replies with $size bytes"
 
-"$lg" -serve-bare "$tmp/bare.sock" -reply-size "$size" >"$tmp/bare.log" 2>&1 &
-bare_pid=$!
-pids+=("$bare_pid")
-wait_socket "$tmp/bare.sock" "$bare_pid" "$tmp/bare.log" "bare server"
+sock[bare]=$tmp/bare.sock
+log[bare]=$tmp/bare.log
+"$lg" -serve-bare "${sock[bare]}" -reply-size "${size[broker]}" >"${log[bare]}" 2>&1 &
+pid[bare]=$!
+pids+=("${pid[bare]}")
+wait_socket "${sock[bare]}" "${pid[bare]}" "${log[bare]}" "bare server"
+echo "bare server replies with ${size[broker]} bytes"
 echo
 
 results=$tmp/results.jsonl
-# run TARGET ARGS...: one loadgen run against bare or broker, appended to
-# $results; its text line goes to the terminal.
+# run TARGET ARGS...: one loadgen run against TARGET, appended to $results;
+# its text line goes to the terminal.
 run() {
-  local target=$1 sock pid log
+  local target=$1
   shift
-  case $target in
-  bare) sock=$tmp/bare.sock pid=$bare_pid log=$tmp/bare.log ;;
-  broker) sock=$tmp/broker.sock pid=$broker_pid log=$tmp/broker.log ;;
-  esac
-  if ! "$lg" -label "$target" -socket "$sock" -path "$cred_path" -d "$duration" \
-    -warmup "$warmup" -watch-pid "$pid" -json "$@" >>"$results" 2>"$tmp/run.txt"; then
+  if ! "$lg" -label "$target" -socket "${sock[$target]}" -path "$cred_path" -d "$duration" \
+    -warmup "$warmup" -watch-pid "${pid[$target]}" -json "$@" >>"$results" 2>"$tmp/run.txt"; then
     cat "$tmp/run.txt" >&2
     die "loadgen failed against $target"
   fi
   cat "$tmp/run.txt"
-  kill -0 "$pid" 2>/dev/null || die "$target exited during the run" "$log"
+  kill -0 "${pid[$target]}" 2>/dev/null || die "$target exited during the run" "${log[$target]}"
 }
 
-# Targets alternate within each scenario so that both see the same machine.
+# Targets alternate within each scenario, and the scenarios within each
+# round, so that all see the same machine.
 echo "== runs"
-for target in bare broker; do run "$target" -c "$clients"; done
-for target in bare broker; do run "$target" -c 1; done
-for target in bare broker; do run "$target" -rate "$rate"; done
+for round in $(seq 1 "$rounds"); do
+  [ "$rounds" -eq 1 ] || echo "-- round $round of $rounds"
+  for t in "${targets[@]}"; do run "$t" -c "$clients"; done
+  for t in "${targets[@]}"; do run "$t" -c 1; done
+  for t in "${targets[@]}"; do run "$t" -rate "$rate"; done
+done
 echo
 
-# field NAME LINE: a number from one compact JSON result line.
-field() { grep -o "\"$1\":[0-9.e+-]*" <<<"$2" | head -n1 | cut -d: -f2; }
+# of LABEL: the result lines of LABEL.
+of() { grep "\"label\":\"$1\"" "$results" || true; }
+# sum_field NAME: the sum of NAME over the result lines on stdin.
+sum_field() { grep -o "\"$1\":[0-9]*" | cut -d: -f2 | awk '{s += $1} END {print s + 0}'; }
 
-broker_c32=$(grep '"label":"broker"' "$results" | grep "\"mode\":\"closed\",\"clients\":$clients," || true)
-rss=$(field server_rss_peak_kb "$broker_c32" | awk '{printf "%.1f MiB", $1 / 1024}')
-mem=$(awk '/^Vm(HWM|RSS):/ {printf "%s%s %.1f MiB", sep, $1, $2 / 1024; sep = ", "}' \
-  "/proc/$broker_pid/status" 2>/dev/null || true)
-sent=$(grep '"label":"broker"' "$results" | grep -o '"total_requests":[0-9]*' | cut -d: -f2 |
-  awk '{s += $1} END {print s + 1}') # + the sizing request
-errors=$(grep -o '"errors":[0-9]*' "$results" | cut -d: -f2 | awk '{s += $1} END {print s + 0}')
+declare -A rss mem sent errors
+for t in "${targets[@]}"; do
+  errors[$t]=$(of "$t" | sum_field errors)
+done
+for t in "${brokers[@]}"; do
+  rss[$t]=$(of "$t" | grep "\"mode\":\"closed\",\"clients\":$clients," |
+    grep -o '"server_rss_peak_kb":[0-9]*' | cut -d: -f2 |
+    awk 'NR == 1 || $1 > m {m = $1} END {if (NR) printf "%.1f MiB", m / 1024}')
+  mem[$t]=$(awk '/^Vm(HWM|RSS):/ {printf "%s%s %.1f MiB", sep, $1, $2 / 1024; sep = ", "}' \
+    "/proc/${pid[$t]}/status" 2>/dev/null || true)
+  sent[$t]=$(($(of "$t" | sum_field total_requests) + 1)) # + the sizing request
+done
 
-stop "$broker_pid"
-stop "$bare_pid"
+for t in "${targets[@]}"; do stop "${pid[$t]}"; done
 
 ts=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p bench/results
 summary=bench/results/bench-$ts.txt
 {
-  echo "== summary ($(date -u '+%Y-%m-%d %H:%M:%S UTC'), $(nproc) CPUs, reply $size bytes, $duration per run)"
+  echo "== summary ($(date -u '+%Y-%m-%d %H:%M:%S UTC'), $(nproc) CPUs, reply ${size[broker]} bytes, $duration per run, $rounds round(s))"
+  for t in "${brokers[@]}"; do
+    echo "$t: ${exe[$t]} ($("${exe[$t]}" version 2>/dev/null || echo "version unknown"))"
+  done
   "$lg" -report "$results"
   echo
-  echo "broker RSS under $clients clients: peak ${rss:-unknown} (VmRSS sampled every 100ms); after all runs: ${mem:-unknown}"
+  for t in "${brokers[@]}"; do
+    echo "$t RSS under $clients clients: peak ${rss[$t]:-unknown} (VmRSS sampled every 100ms, most over rounds); after all runs: ${mem[$t]:-unknown}"
+  done
   if command -v sqlite3 >/dev/null; then
-    rows=$(sqlite3 -readonly "$tmp/audit.db" 'SELECT count(*) FROM decisions' 2>&1) || rows="unreadable: $rows"
-    echo "audit rows after the run: $rows (requests sent to the broker, incl. warm-up: $sent)"
+    # Schema 1 holds decisions only; later ones add event rows of other
+    # kinds (lifecycle events, signed heads) to the same table.
+    for t in "${brokers[@]}"; do
+      db=$tmp/$t/audit.db
+      if kind=$(sqlite3 -readonly "$db" "SELECT count(*) FROM pragma_table_info('decisions') WHERE name = 'kind'" 2>&1) &&
+        [ "$kind" = 1 ]; then
+        q="SELECT sum(kind = 'decision') || ' decision rows, ' || sum(kind != 'decision') || ' other rows' FROM decisions"
+      else
+        q="SELECT count(*) || ' decision rows' FROM decisions"
+      fi
+      rows=$(sqlite3 -readonly "$db" "$q" 2>&1) || rows="unreadable: $rows"
+      echo "$t audit after the run: $rows (requests sent to it, incl. warm-up: ${sent[$t]})"
+    done
   fi
   echo "load average after: $(uptime | sed 's/.*load average: //')"
 } | tee "$summary"
 cp "$results" "bench/results/bench-$ts.jsonl"
 echo "saved bench/results/bench-$ts.jsonl and $summary"
 
-if [ "$errors" -gt 0 ]; then
-  die "$errors requests failed across the runs (see the errors rows and the lines above)" "$tmp/broker.log"
+failed='' logs=()
+for t in "${targets[@]}"; do
+  if [ "${errors[$t]}" -gt 0 ]; then
+    failed+="${failed:+, }$t ${errors[$t]}"
+    logs+=("${log[$t]}")
+  fi
+done
+if [ -n "$failed" ]; then
+  die "requests failed across the runs ($failed; see the errors rows and the lines above)" "${logs[@]}"
 fi

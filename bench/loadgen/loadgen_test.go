@@ -244,7 +244,7 @@ func TestReport(t *testing.T) {
 		in.Write(append(b, '\n'))
 	}
 	var out bytes.Buffer
-	if err := writeReport(&out, &in); err != nil {
+	if err := writeReport(&out, &in, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Log("\n" + out.String())

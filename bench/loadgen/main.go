@@ -16,9 +16,11 @@
 //
 //	loadgen -serve-bare /tmp/bare.sock -reply-size 212
 //
-// Summary of a file of -json results, bare against broker:
+// Summary of a file of -json results, bare against broker (and a baseline
+// broker, when the file has one), medians when a target ran several rounds:
 //
 //	loadgen -report results.jsonl
+//	loadgen -report results.jsonl -ratios broker/bare,broker/baseline
 //
 // A run prints one human-readable line (to stderr when -json prints the
 // JSON object to stdout). Percentiles are of successful (200) replies;
@@ -81,6 +83,15 @@ func mainErr(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	bare := fs.String("serve-bare", "", "serve the bare baseline on this Unix socket until SIGTERM")
 	replySize := fs.Int("reply-size", 200, "bare server: reply body size in bytes")
 	report := fs.String("report", "", "print a bare/broker comparison of a file of -json results")
+	var ratios []string
+	fs.Func("ratios", "with -report: ratio columns, comma-separated `num/den` labels (default: each label/bare, and each label/baseline when there is one)", func(s string) error {
+		for r := range strings.SplitSeq(s, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				ratios = append(ratios, r)
+			}
+		}
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -105,7 +116,7 @@ func mainErr(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		defer f.Close()
-		return writeReport(stdout, f)
+		return writeReport(stdout, f, ratios)
 	}
 
 	res, err := run(ctx, cfg)
@@ -130,7 +141,7 @@ func mainErr(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func formatLine(r *Result) string {
 	var b strings.Builder
 	if r.Label != "" {
-		fmt.Fprintf(&b, "%-7s ", r.Label)
+		fmt.Fprintf(&b, "%-8s ", r.Label)
 	}
 	if r.Mode == "open" {
 		fmt.Fprintf(&b, "open rate=%d/s", r.Rate)
