@@ -120,6 +120,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Now returns the current time; default time.Now.
 	Now func() time.Time
+	// LogInterval is how often a repeated refusal for the same cause (the
+	// audit store failing) is logged, with a count; default
+	// DefaultLogInterval.
+	LogInterval time.Duration
 }
 
 // Broker runs decisions.
@@ -136,6 +140,7 @@ type Broker struct {
 	log        *slog.Logger
 	now        func() time.Time
 	metrics    *metrics
+	refusals   *rateLog // refusals for a failing audit store
 	policies   atomic.Pointer[policies.Set]
 }
 
@@ -165,6 +170,9 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.LogInterval <= 0 {
+		cfg.LogInterval = DefaultLogInterval
+	}
 	b := &Broker{
 		peer:       cfg.Peer,
 		tokens:     cfg.Tokens,
@@ -178,6 +186,7 @@ func New(cfg Config) (*Broker, error) {
 		log:        cfg.Logger,
 		now:        cfg.Now,
 		metrics:    newMetrics(cfg.Registerer),
+		refusals:   newRateLog(cfg.Logger, cfg.LogInterval),
 	}
 	b.policies.Store(cfg.Policies)
 	return b, nil
@@ -437,9 +446,15 @@ func (b *Broker) refuse(ctx context.Context, rec *audit.Record, start time.Time,
 func (b *Broker) finish(ctx context.Context, rec *audit.Record, start time.Time, outcome *Error) error {
 	rec.Latency = b.now().Sub(start)
 	if err := b.audit.Append(ctx, rec); err != nil {
-		b.metrics.auditFailures.Inc()
 		b.metrics.decisions.WithLabelValues(resultError).Inc()
-		b.log.Warn("audit record not committed; request refused", keyDecisionID, rec.DecisionID, keyError, err)
+		if ctx.Err() != nil {
+			// The caller went away before its record was committed: nothing
+			// is wrong with the store.
+			b.log.Debug("audit record not awaited: the caller went away", keyDecisionID, rec.DecisionID, keyError, err)
+		} else {
+			b.metrics.auditFailures.Inc()
+			b.refusals.Warn(err.Error(), "audit record not committed; requests refused", keyDecisionID, rec.DecisionID, keyError, err)
+		}
 		return &Error{Kind: KindUnavailable, Message: "the audit log is unavailable; no credential was issued", DecisionID: rec.DecisionID, Err: err}
 	}
 	b.metrics.decisions.WithLabelValues(rec.Decision).Inc()

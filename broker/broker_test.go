@@ -48,6 +48,7 @@ const testPolicies = `policies:
 // real static provider and a real audit log, serving a real Unix socket.
 type harness struct {
 	broker *broker.Broker
+	reg    *prometheus.Registry
 	log    *audit.Log
 	db     string
 	socket string
@@ -71,7 +72,7 @@ func newHarnessCache(tb testing.TB, cacheTTL time.Duration, tokens ...broker.Tok
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{db: filepath.Join(dir, "audit.db")}
+	h := &harness{db: filepath.Join(dir, "audit.db"), reg: prometheus.NewRegistry()}
 	h.log, err = audit.Open(ctx, audit.Config{Path: h.db})
 	if err != nil {
 		tb.Fatal(err)
@@ -94,7 +95,7 @@ func newHarnessCache(tb testing.TB, cacheTTL time.Duration, tokens ...broker.Tok
 		Kinds:         map[string]string{"demo": static.Kind, "prod-db": static.Kind},
 		Policies:      set,
 		Audit:         h.log,
-		Registerer:    prometheus.NewRegistry(),
+		Registerer:    h.reg,
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -158,7 +159,7 @@ func TestPipeline(t *testing.T) {
 		}
 	}
 	res, err := audit.Verify(context.Background(), h.db, audit.VerifyOptions{})
-	if err != nil || res.Rows != 3 {
+	if err != nil || res.Decisions != 3 {
 		t.Fatalf("verify: %v %+v", err, res)
 	}
 }
@@ -180,6 +181,47 @@ func TestNoGrantWithoutRecord(t *testing.T) {
 	if !errors.As(err, &e) || e.Kind != broker.KindUnavailable {
 		t.Fatalf("Decide: %v", err)
 	}
+	if n := h.metric(t, "credbroker_audit_failures_total"); n != 2 {
+		t.Errorf("credbroker_audit_failures_total = %v after 2 refusals by a closed store, want 2", n)
+	}
+}
+
+// TestCallerGoneIsNotAStoreFailure: a caller that hangs up while its record
+// is on its way is refused, but the store did not fail, and
+// credbroker_audit_failures_total says so.
+func TestCallerGoneIsNotAStoreFailure(t *testing.T) {
+	h := newHarness(t)
+	if status, _ := h.get(t, "demo"); status != 200 {
+		t.Fatalf("status %d", status)
+	}
+	for range 50 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, err := h.broker.Decide(ctx, &broker.Request{Credential: "demo", Channel: broker.ChannelSocket})
+		var e *broker.Error
+		if err != nil && (!errors.As(err, &e) || e.Kind != broker.KindUnavailable && e.Kind != broker.KindUnauthenticated) {
+			t.Fatalf("Decide with the caller gone: %v", err)
+		}
+	}
+	if n := h.metric(t, "credbroker_audit_failures_total"); n != 0 {
+		t.Errorf("credbroker_audit_failures_total = %v, want 0: the store never failed", n)
+	}
+}
+
+// metric returns the value of a counter without labels.
+func (h *harness) metric(tb testing.TB, name string) float64 {
+	tb.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	tb.Fatalf("no metric %s", name)
+	return 0
 }
 
 // BenchmarkSocketAPI measures whole decisions — HTTP over the Unix socket,

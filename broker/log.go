@@ -12,4 +12,6 @@ const (
 	keyAddr       = "addr"
 	keyPath       = "path"
 	keyVersion    = "version"
+	keyRepeated   = "repeated"
+	keyInterval   = "interval"
 )

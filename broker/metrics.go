@@ -22,7 +22,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		auditFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "credbroker_audit_failures_total",
-			Help: "Decisions refused because their audit record could not be committed.",
+			Help: "Decisions refused because the audit store failed to commit their record (not counting callers that went away first).",
 		}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credbroker_policy_reloads_total",

@@ -67,7 +67,12 @@ type AuditConfig struct {
 	// Path of the SQLite database; default /var/lib/credbroker/audit.db.
 	Path string `yaml:"path"`
 	// KeyFile holds the per-install HMAC and Ed25519 keys; default Path+".key".
+	// Created only together with a new, empty log; must be owned by the
+	// broker's user with mode 0600 (or stricter).
 	KeyFile string `yaml:"key_file"`
+	// HeadFile records the newest chain head the broker signed; default
+	// beside the key file, the database's name + ".head".
+	HeadFile string `yaml:"head_file"`
 	// BusyTimeout is how long a decision waits for a locked store before it
 	// is refused; default 1s.
 	BusyTimeout Duration `yaml:"busy_timeout"`
@@ -317,6 +322,7 @@ func (cfg *Config) merge(file string) []error {
 	set("policies", &cfg.Policies, one.Policies)
 	set("audit.path", &cfg.Audit.Path, one.Audit.Path)
 	set("audit.key_file", &cfg.Audit.KeyFile, one.Audit.KeyFile)
+	set("audit.head_file", &cfg.Audit.HeadFile, one.Audit.HeadFile)
 	set("audit.checkpoint.file", &cfg.Audit.Checkpoint.File, one.Audit.Checkpoint.File)
 	set("log.level", &cfg.Log.Level, one.Log.Level)
 	set("log.format", &cfg.Log.Format, one.Log.Format)
@@ -367,7 +373,7 @@ func setOnce[T any](cfg *Config, src map[string]string, key string, dst **T, v *
 
 // resolvePaths makes the file's relative paths relative to its directory.
 func (cfg *Config) resolvePaths(dir string) {
-	for _, p := range []*string{&cfg.Socket, &cfg.Policies, &cfg.Audit.Path, &cfg.Audit.KeyFile, &cfg.Audit.Checkpoint.File} {
+	for _, p := range []*string{&cfg.Socket, &cfg.Policies, &cfg.Audit.Path, &cfg.Audit.KeyFile, &cfg.Audit.HeadFile, &cfg.Audit.Checkpoint.File} {
 		*p = resolve(dir, *p)
 	}
 	if a := cfg.Attestors.Ambient; a != nil {

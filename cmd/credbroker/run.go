@@ -41,6 +41,8 @@ const shutdownTimeout = 30 * time.Second
 type loadedConfig struct {
 	cfg      *Config
 	policies *policies.Set
+	// acceptRewind is run's --accept-audit-rewind.
+	acceptRewind bool
 }
 
 // loadAll loads and validates the configuration at path and its policies,
@@ -78,6 +80,7 @@ func (c *cli) run(args []string) int {
 	auditDB := fs.String("audit-db", "", "audit database path (overrides the file)")
 	checkpoint := fs.String("checkpoint", "", "signed checkpoint file (overrides the file)")
 	admin := fs.String("admin", "", `admin listener address (overrides the file; "off" turns it off)`)
+	acceptRewind := fs.Bool("accept-audit-rewind", false, "start although the audit log ends before (or no longer holds) the newest head this install signed; recorded in the log")
 	if _, err := c.parse(fs, args); err != nil {
 		return exitUsage
 	}
@@ -112,7 +115,13 @@ func (c *cli) run(args []string) int {
 	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	lc.acceptRewind = *acceptRewind
 	if err := serve(ctx, lc, log); err != nil {
+		if errors.Is(err, audit.ErrRewound) {
+			log.Error("credbroker refused to start: the audit log lost rows it had signed", "error", err,
+				"remedy", "restore the log (and its head file) from a backup, or run with --accept-audit-rewind to continue from what is left; the override is recorded in the log")
+			return 1
+		}
 		log.Error("credbroker stopped", "error", err)
 		return 1
 	}
@@ -155,11 +164,13 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	auditCtx, stopAudit := context.WithCancel(context.Background())
 	defer stopAudit()
 	alog, err := audit.Open(ctx, audit.Config{
-		Path:        cfg.Audit.Path,
-		KeyFile:     cfg.Audit.KeyFile,
-		BusyTimeout: time.Duration(cfg.Audit.BusyTimeout),
-		Checkpoint:  audit.CheckpointConfig{File: cfg.Audit.Checkpoint.File, Interval: time.Duration(cfg.Audit.Checkpoint.Interval)},
-		Logger:      log.With("component", "audit"),
+		Path:         cfg.Audit.Path,
+		KeyFile:      cfg.Audit.KeyFile,
+		HeadFile:     cfg.Audit.HeadFile,
+		AcceptRewind: lc.acceptRewind,
+		BusyTimeout:  time.Duration(cfg.Audit.BusyTimeout),
+		Checkpoint:   audit.CheckpointConfig{File: cfg.Audit.Checkpoint.File, Interval: time.Duration(cfg.Audit.Checkpoint.Interval)},
+		Logger:       log.With("component", "audit"),
 	})
 	if err != nil {
 		return err
