@@ -93,10 +93,11 @@ func escapeGlob(s string) string {
 }
 
 // checkKeyFile refuses a key file that others could read or replace: it
-// must be a regular file owned by the broker's user with no group or other
+// must be a regular file (a symbolic link to one, as in a Kubernetes secret
+// volume, is followed) owned by the broker's user with no group or other
 // permissions.
 func checkKeyFile(path string) error {
-	fi, err := os.Lstat(path)
+	fi, err := os.Stat(path)
 	if err != nil {
 		return fmt.Errorf("audit: key file: %w", err)
 	}

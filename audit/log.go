@@ -279,7 +279,7 @@ func (l *Log) open() error {
 // loadKeys reads the key file, or creates it when the log is new and empty.
 func (l *Log) loadKeys() (*keys, error) {
 	path := l.cfg.KeyFile
-	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		empty, err := isEmpty(l.w.db)
 		if err != nil {
 			return nil, fmt.Errorf("audit: open %s: %w", l.cfg.Path, err)
