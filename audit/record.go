@@ -61,7 +61,7 @@ type Record struct {
 type row struct {
 	seq           int64
 	kind          string // KindDecision or an event kind
-	time          int64 // Unix ns
+	time          int64  // Unix ns
 	decisionID    string
 	decision      string
 	reason        string

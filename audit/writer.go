@@ -42,7 +42,7 @@ type writer struct {
 	dbID fileID                      // the database file found or created at start-up
 	open atomic.Pointer[openedFiles] // nil until the first connection
 
-	now  func() time.Time
+	now func() time.Time
 
 	db        *conn         // nil after a failure: reopened by the next write
 	inserts   map[int]*stmt // by number of rows, prepared on first use
@@ -50,8 +50,8 @@ type writer struct {
 	signed    bool          // head is a signed_head row: nothing after the last signature
 	connected bool          // a connection was made: head is the writer's own
 	suspect   bool          // a commit failed: rows beyond head may be in the file all the same
-	hasher  hasher
-	args    []driver.NamedValue
+	hasher    hasher
+	args      []driver.NamedValue
 
 	// afterCommit, when set (tests), runs after a COMMIT that SQLite
 	// reported successful and may turn it into a failure, as an fsync error
@@ -117,6 +117,7 @@ func (w *writer) connect() error {
 	}
 	return nil
 }
+
 // checkDB makes sure the database path still names the file of start-up.
 func (w *writer) checkDB() error {
 	id, err := statID(w.path)
