@@ -272,14 +272,24 @@ func (w *writer) commitRows(rows []*row) error {
 	return nil
 }
 
-// probe proves the store writable with a small committed write, connecting
-// (and reconciling) first when needed.
+// probe proves the store writable with a small committed write. A
+// connection it had to open for that is closed again, so that a failed
+// store is not held open between requests (an operator may be remounting
+// it); the next write reconnects.
 func (w *writer) probe(now time.Time) error {
-	if w.db == nil {
-		if err := w.connect(); err != nil {
-			return err
-		}
+	if w.db != nil {
+		return w.probeWrite(now)
 	}
+	if err := w.connect(); err != nil {
+		return err
+	}
+	err := w.probeWrite(now)
+	w.close()
+	return err
+}
+
+// probeWrite commits a small write on the open connection.
+func (w *writer) probeWrite(now time.Time) error {
 	if err := w.checkFiles(); err != nil {
 		return err
 	}

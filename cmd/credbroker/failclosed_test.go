@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	_ "modernc.org/sqlite"
 )
@@ -105,7 +106,8 @@ func TestFailClosedDiskFullAndReadOnly(t *testing.T) {
 
 	// Read-only. Linux refuses to remount a file system read-only while a
 	// file on it is open for writing; after the failed commit the writer
-	// has closed the database, so the remount goes through.
+	// has closed the database and opens it only briefly to probe it, so the
+	// remount goes through (see remount).
 	os.Remove(junk)
 	remount(t, disk, "ro")
 	expectUnavailable(t, get())
@@ -136,10 +138,22 @@ func TestFailClosedDiskFullAndReadOnly(t *testing.T) {
 	}
 }
 
+// remount changes the mount at dir to ro or rw. Linux refuses a read-only
+// remount while a file on it is open for writing, as the audit database is
+// for a moment each time the broker probes the failed store: the remount
+// is retried until it goes through.
 func remount(t *testing.T, dir, mode string) {
 	t.Helper()
-	if out, err := exec.Command("mount", "-o", "remount,"+mode, dir).CombinedOutput(); err != nil {
-		t.Fatalf("remount %s %s: %v: %s", dir, mode, err, out)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := exec.Command("mount", "-o", "remount,"+mode, dir).CombinedOutput()
+		if err == nil {
+			return
+		}
+		if !strings.Contains(string(out), "busy") || time.Now().After(deadline) {
+			t.Fatalf("remount %s %s: %v: %s", dir, mode, err, out)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
