@@ -36,7 +36,7 @@ func startServer(t *testing.T, serve func(ctx context.Context, path string) erro
 			t.Errorf("server: %v", err)
 		}
 	})
-	for range 100 {
+	for deadline := time.Now().Add(hangBound); time.Now().Before(deadline); {
 		if _, err := os.Stat(path); err == nil {
 			return path
 		}
@@ -46,8 +46,38 @@ func startServer(t *testing.T, serve func(ctx context.Context, path string) erro
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	t.Fatalf("socket %s did not appear", path)
+	t.Fatalf("socket %s did not appear in %v", path, hangBound)
 	return ""
+}
+
+// hangBound bounds every wait of these tests for an event, and the grace a
+// run gives its outstanding requests: long enough that a loaded machine is
+// slow rather than failing, so only a hang reaches it.
+const hangBound = time.Minute
+
+// measure runs cfg until a run's window measured what enough asks for, and
+// returns that run. A window is a span of wall-clock time, and a loaded
+// machine may not schedule a client (or the memory sampler) inside it at
+// all; that says nothing about the code, so the run is repeated, up to
+// hangBound. Every run gets hangBound of grace, so a request started in
+// the window always finishes and is counted.
+func measure(t *testing.T, cfg Config, enough func(*Result) bool) *Result {
+	t.Helper()
+	cfg.Grace = hangBound
+	deadline := time.Now().Add(hangBound)
+	for {
+		res, err := run(t.Context(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if enough(res) {
+			return res
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no run measured enough in %v; the last: %+v", hangBound, res)
+		}
+		t.Logf("the window measured too little (a loaded machine?), running again: %s", formatLine(res))
+	}
 }
 
 func startBare(t *testing.T, size int) string {
@@ -74,12 +104,12 @@ func TestRunAgainstBare(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg
-			cfg.Socket, cfg.Duration, cfg.Warmup, cfg.Grace, cfg.Late = sock, 300*time.Millisecond, 50*time.Millisecond, time.Second, time.Millisecond
+			cfg.Socket, cfg.Duration, cfg.Warmup, cfg.Late = sock, 300*time.Millisecond, 50*time.Millisecond, time.Millisecond
 			cfg.WatchPID = os.Getpid()
-			res, err := run(t.Context(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			// Every client sent in the window and the sampler ran in it.
+			res := measure(t, cfg, func(r *Result) bool {
+				return r.OK > 0 && r.ServerPID != 0 && (cfg.Rate > 0 || r.Conns == int64(cfg.Clients))
+			})
 			t.Log(formatLine(res))
 			if res.OK == 0 || res.Errors != 0 || res.Dropped != 0 {
 				t.Fatalf("ok=%d errors=%d dropped=%d (first error %q), want ok>0 and no errors", res.OK, res.Errors, res.Dropped, res.FirstError)
@@ -100,15 +130,16 @@ func TestRunAgainstBare(t *testing.T) {
 					t.Fatalf("conns=%d, want one per client (%d)", res.Conns, cfg.Clients)
 				}
 			default:
-				// 600 scheduled in the window; allow for a slow CI machine.
-				if want := float64(cfg.Rate) * cfg.Duration.Seconds(); float64(res.OK) < 0.9*want || float64(res.OK) > want+1 {
-					t.Fatalf("open loop ok=%d, want about %.0f", res.OK, want)
+				// The open loop sends every request it scheduled in the
+				// window, however late: 600 of them, on any machine.
+				if want := int64(cfg.Rate) * int64(cfg.Duration) / int64(time.Second); res.OK != want {
+					t.Fatalf("open loop ok=%d, want %d", res.OK, want)
 				}
 			}
 		})
 	}
 	// Every worker and connection goroutine is gone.
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(hangBound)
 	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -139,20 +170,15 @@ func TestErrorsAreNotSuccesses(t *testing.T) {
 		return nil
 	})
 	for _, cfg := range []Config{{Clients: 2}, {Rate: 500, MaxConns: 8}} {
-		cfg.Socket, cfg.Duration, cfg.Grace = sock, 100*time.Millisecond, time.Second
-		res, err := run(t.Context(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg.Socket, cfg.Duration = sock, 100*time.Millisecond
+		res := measure(t, cfg, func(r *Result) bool { return r.OK+r.Errors > 0 })
 		if res.OK != 0 || res.Errors == 0 || res.StatusErrors["403"] != res.Errors || res.P50ms != 0 {
 			t.Fatalf("%s: ok=%d errors=%d by status=%v p50=%v, want only 403 errors", res.Mode, res.OK, res.Errors, res.StatusErrors, res.P50ms)
 		}
 	}
 
-	res, err := run(t.Context(), Config{Socket: filepath.Join(filepath.Dir(sock), "none.sock"), Clients: 1, Duration: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := measure(t, Config{Socket: filepath.Join(filepath.Dir(sock), "none.sock"), Clients: 1, Duration: 50 * time.Millisecond},
+		func(r *Result) bool { return r.OK+r.Errors > 0 })
 	if res.OK != 0 || res.TransportErrors == 0 || res.TransportErrors != res.Errors || res.FirstError == "" {
 		t.Fatalf("no server: %+v, want transport errors only", res)
 	}
@@ -176,10 +202,7 @@ func TestBareBody(t *testing.T) {
 // The bare server's reply is the requested size with the broker's headers.
 func TestBareReply(t *testing.T) {
 	sock := startBare(t, 200)
-	res, err := run(t.Context(), Config{Socket: sock, Clients: 1, Duration: 10 * time.Millisecond})
-	if err != nil || res.OK == 0 {
-		t.Fatalf("run: %v %+v", err, res)
-	}
+	measure(t, Config{Socket: sock, Clients: 1, Duration: 10 * time.Millisecond}, func(r *Result) bool { return r.OK > 0 })
 	if _, err := listenUnix(sock); err == nil || !strings.Contains(err.Error(), "already answering") {
 		t.Fatalf("listenUnix on a live socket: %v, want refusal", err)
 	}

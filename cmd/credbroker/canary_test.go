@@ -16,7 +16,7 @@ import (
 func adminAddr(t *testing.T, b *brokerProc) string {
 	t.Helper()
 	re := regexp.MustCompile(`admin listening.*addr=?"?:?"?([0-9.]+:[0-9]+)`)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangBound)
 	for time.Now().Before(deadline) {
 		if m := re.FindStringSubmatch(b.logs.String()); m != nil {
 			return m[1]

@@ -71,13 +71,18 @@ func TestGitHubActionsTokenEndToEnd(t *testing.T) {
 	}
 
 	good := oidctest.Sign(t, key, actionsClaims(iss.URL, now, nil), nil)
+	// Keys made before the first fetch, so that generating them does not
+	// stretch the refetch interval checked below.
+	attacker, unknown := oidctest.NewRSAKey(t, key.ID), oidctest.NewRSAKey(t, "no-such-key")
+	firstCall := time.Now() // the first fetch is after this
 	r := call(t, c, "GET", "/v1/credentials/demo", bearer(good), nil)
 	if r.Status != 200 || !strings.Contains(string(r.Body), "s3cr3t") {
 		t.Fatalf("good token: %d %s\n%s", r.Status, r.Body, b.logs)
 	}
-	// The keys were fetched just now; the next unknown kid may refetch them
-	// once oidc.DefaultRefetchInterval has passed.
-	fetched := time.Now()
+	// The keys were fetched just now (lastFetch bounds it from above); the
+	// next unknown kid may refetch them once oidc.DefaultRefetchInterval has
+	// passed.
+	lastFetch := time.Now()
 	if n := iss.JWKSRequests.Load(); n != 1 {
 		t.Errorf("JWKS fetched %d times for the first token, want 1", n)
 	}
@@ -103,8 +108,8 @@ func TestGitHubActionsTokenEndToEnd(t *testing.T) {
 		{"wrong audience", oidctest.Sign(t, key, actionsClaims(iss.URL, now, func(c map[string]any) { c["aud"] = "https://github.com/acme" }), nil), "wrong audience"},
 		{"unknown issuer", oidctest.Sign(t, key, actionsClaims("https://token.actions.githubusercontent.com", now, nil), nil), "unknown issuer"},
 		{"bad signature", good[:len(good)-8] + "AAAAAAAA", "bad signature"},
-		{"attacker key with the real kid", oidctest.Sign(t, oidctest.NewRSAKey(t, key.ID), actionsClaims(iss.URL, now, nil), nil), "bad signature"},
-		{"unknown key", oidctest.Sign(t, oidctest.NewRSAKey(t, "no-such-key"), actionsClaims(iss.URL, now, nil), nil), "unknown signing key"},
+		{"attacker key with the real kid", oidctest.Sign(t, attacker, actionsClaims(iss.URL, now, nil), nil), "bad signature"},
+		{"unknown key", oidctest.Sign(t, unknown, actionsClaims(iss.URL, now, nil), nil), "unknown signing key"},
 	}
 	ids := map[string]string{}
 	for _, tt := range bad {
@@ -114,9 +119,19 @@ func TestGitHubActionsTokenEndToEnd(t *testing.T) {
 		}
 		ids[tt.name] = r.Err.Error.DecisionID
 	}
-	// Made-up key ids do not make the broker hammer the issuer.
-	if n := iss.JWKSRequests.Load(); n != 1 {
-		t.Errorf("JWKS fetched %d times after an unknown kid within the refetch interval, want 1", n)
+	// Made-up key ids do not make the broker hammer the issuer: within the
+	// refetch interval of the first fetch, the unknown kid fetched nothing.
+	// Where the requests above took longer than the interval (a loaded
+	// machine), the broker may have refetched, once.
+	fetches := iss.JWKSRequests.Load()
+	if within := time.Since(firstCall) < oidc.DefaultRefetchInterval; within && fetches != 1 {
+		t.Errorf("JWKS fetched %d times after an unknown kid within the refetch interval, want 1", fetches)
+	} else if !within {
+		t.Logf("the requests took over %v; JWKS fetched %d times", oidc.DefaultRefetchInterval, fetches)
+		if fetches > 2 {
+			t.Errorf("JWKS fetched %d times for one unknown kid, want at most 2", fetches)
+		}
+		lastFetch = time.Now()
 	}
 
 	// Rotation: GitHub publishes a new key and drops the old one. Once the
@@ -124,14 +139,14 @@ func TestGitHubActionsTokenEndToEnd(t *testing.T) {
 	// broker refetch the JWKS, without a restart.
 	next := oidctest.NewRSAKey(t, "a7c0b6e2-5f4d-4b8a-9c3e-2d1f0e9a8b7c")
 	iss.Publish(next)
-	time.Sleep(time.Until(fetched.Add(oidc.DefaultRefetchInterval + 500*time.Millisecond)))
+	time.Sleep(time.Until(lastFetch.Add(oidc.DefaultRefetchInterval + 500*time.Millisecond)))
 	rotated := oidctest.Sign(t, next, actionsClaims(iss.URL, time.Now(), nil), nil)
 	rr := call(t, c, "GET", "/v1/credentials/demo", bearer(rotated), nil)
 	if rr.Status != 200 {
 		t.Fatalf("token of the rotated key: %d %s\n%s", rr.Status, rr.Body, b.logs)
 	}
-	if n := iss.JWKSRequests.Load(); n != 2 {
-		t.Errorf("JWKS fetched %d times after the rotation, want 2", n)
+	if n := iss.JWKSRequests.Load(); n != fetches+1 {
+		t.Errorf("JWKS fetched %d times after the rotation, want %d", n, fetches+1)
 	}
 	// A fresh token of the dropped key no longer verifies.
 	retired := oidctest.Sign(t, key, actionsClaims(iss.URL, time.Now(), func(c map[string]any) { c["jti"] = "retired" }), nil)

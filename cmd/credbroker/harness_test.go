@@ -41,6 +41,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// hangBound is how long the tests wait for an event (a broker listening, a
+// log line, a reply, an exit) before calling it a hang. Tests wait for the
+// event itself; this only bounds the wait, generously, so that a loaded
+// machine is slow rather than failing.
+const hangBound = time.Minute
+
 // env is one broker's files in a temporary directory.
 type env struct {
 	t      *testing.T
@@ -113,7 +119,8 @@ func (s *syncBuffer) String() string {
 }
 
 // start runs `credbroker run` with extra arguments and waits until the
-// socket answers.
+// socket answers. The deadline only catches a broker that never listens: a
+// loaded machine may take seconds to start one.
 func (e *env) start(extra ...string) *brokerProc {
 	e.t.Helper()
 	args := append([]string{"run", "--config", e.config}, extra...)
@@ -131,7 +138,7 @@ func (e *env) start(extra ...string) *brokerProc {
 			<-b.done
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(hangBound)
 	for time.Now().Before(deadline) {
 		if c, err := net.Dial("unix", e.socket); err == nil {
 			c.Close()
@@ -155,13 +162,25 @@ func (b *brokerProc) running() bool {
 	}
 }
 
+// waitLog waits until the broker has logged s.
+func (b *brokerProc) waitLog(s string) {
+	b.t.Helper()
+	deadline := time.Now().Add(hangBound)
+	for !strings.Contains(b.logs.String(), s) {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("no %q in the broker's log after %v:\n%s", s, hangBound, b.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // stop sends sig and waits for exit, returning the exit code.
 func (b *brokerProc) stop(sig syscall.Signal) int {
 	b.t.Helper()
 	_ = b.cmd.Process.Signal(sig)
 	select {
 	case <-b.done:
-	case <-time.After(30 * time.Second):
+	case <-time.After(hangBound):
 		b.t.Fatalf("broker did not exit after %v:\n%s", sig, b.logs)
 	}
 	return b.cmd.ProcessState.ExitCode()
@@ -170,7 +189,7 @@ func (b *brokerProc) stop(sig syscall.Signal) int {
 // client speaks the socket API.
 func socketClient(socket string) *http.Client {
 	return &http.Client{
-		Timeout: 10 * time.Second,
+		Timeout: hangBound,
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer

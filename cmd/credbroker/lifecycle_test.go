@@ -19,7 +19,7 @@ func TestPolicyReload(t *testing.T) {
 	c := socketClient(e.socket)
 	waitStatus := func(path string, want int) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(hangBound)
 		for {
 			r := call(t, c, "GET", path, nil, nil)
 			if r.Status == want {
@@ -32,6 +32,9 @@ func TestPolicyReload(t *testing.T) {
 		}
 	}
 	waitStatus("/v1/credentials/unlisted", 403)
+	// The broker listens before it starts watching the files and handling
+	// SIGHUP; it says it is serving once both are started.
+	b.waitLog("credbroker serving")
 
 	// A file change that allows "unlisted" applies by itself.
 	e.write("policies.yaml", strings.Replace(e2ePolicies, "[demo, other, forbidden]", "[demo, other, forbidden, unlisted]", 1))
@@ -39,13 +42,7 @@ func TestPolicyReload(t *testing.T) {
 
 	// A broken file is refused; the previous set stays in force.
 	e.write("policies.yaml", "policies:\n  - name: broken\n    effect: maybe\n")
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(b.logs.String(), "policy reload failed") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no reload failure logged:\n%s", b.logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	b.waitLog("policy reload failed")
 	waitStatus("/v1/credentials/unlisted", 200)
 
 	// SIGHUP reloads too: restore the original file with the same size and
@@ -97,10 +94,11 @@ func TestDrainOnShutdown(t *testing.T) {
 	e.write("secrets/demo", "s3cr3t")
 	b := e.start()
 	c := socketClient(e.socket)
-	results := make(chan string, 64)
-	for range 16 {
+	const clients, each = 16, 200
+	results := make(chan string, clients*(each+1)) // never blocks a client
+	for range clients {
 		go func() {
-			for i := 0; i < 200; i++ {
+			for range each {
 				id, ok := tryGet(t.Context(), c)
 				if !ok {
 					break
@@ -110,17 +108,28 @@ func TestDrainOnShutdown(t *testing.T) {
 			results <- ""
 		}()
 	}
-	time.Sleep(100 * time.Millisecond)
-	if code := b.stop(syscall.SIGTERM); code != 0 {
-		t.Fatalf("exit %d after SIGTERM:\n%s", code, b.logs)
-	}
+	// SIGTERM once credentials are flowing, so that it lands among requests
+	// in flight whatever the machine's speed.
 	var ids []string
-	for done := 0; done < 16; {
+	done := 0
+	next := func() {
 		if id := <-results; id == "" {
 			done++
 		} else {
 			ids = append(ids, id)
 		}
+	}
+	for len(ids) < clients && done < clients {
+		next()
+	}
+	if done == clients {
+		t.Fatalf("every client stopped before shutdown, with %d credentials:\n%s", len(ids), b.logs)
+	}
+	if code := b.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d after SIGTERM:\n%s", code, b.logs)
+	}
+	for done < clients {
+		next()
 	}
 	rows := auditRows(t, e.db)
 	for _, id := range ids {
@@ -128,9 +137,7 @@ func TestDrainOnShutdown(t *testing.T) {
 			t.Fatalf("credential %s handed out during shutdown has no audit row", id)
 		}
 	}
-	if len(ids) == 0 {
-		t.Fatal("no request completed before shutdown")
-	}
+	t.Logf("%d credentials handed out, all audited", len(ids))
 }
 
 // TestQuickstartFromREADME runs the README's first command exactly as

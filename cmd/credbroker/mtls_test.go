@@ -113,7 +113,7 @@ func TestMTLSListener(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.cert)
 	get := func(client tls.Certificate) (int, string, error) {
-		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		c := &http.Client{Timeout: hangBound, Transport: &http.Transport{TLSClientConfig: &tls.Config{
 			RootCAs: roots, Certificates: []tls.Certificate{client},
 		}}}
 		req, _ := http.NewRequest("GET", "https://"+addr+"/v1/credentials/demo", nil)
@@ -155,7 +155,7 @@ func TestMTLSListener(t *testing.T) {
 func logAddr(t *testing.T, b *brokerProc, what string) string {
 	t.Helper()
 	re := regexp.MustCompile(what + `.*addr=?"?:?"?([0-9.]+:[0-9]+)`)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangBound)
 	for time.Now().Before(deadline) {
 		if m := re.FindStringSubmatch(b.logs.String()); m != nil {
 			return m[1]
