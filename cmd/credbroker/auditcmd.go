@@ -16,7 +16,7 @@ const auditUsage = `Usage:
                           [--decision allow|deny|error] [--policy NAME] [--kind KIND|all] [--limit N] [--format table|json|csv]
   credbroker audit verify --db PATH [--checkpoint FILE] [--public-key FILE] [--key-file FILE]
   credbroker audit export --db PATH
-  credbroker audit prune  --db PATH --before DURATION|TIME
+  credbroker audit prune  --db PATH --before DURATION|TIME [--batch N] [--force] [--key-file FILE]
   credbroker audit public-key --key-file FILE   (prints the checkpoint verification key)
 `
 
@@ -136,17 +136,22 @@ func (c *cli) auditPrune(args []string) int {
 	db := dbFlag(fs)
 	before := fs.String("before", "", "delete decisions older than this time (RFC 3339) or this long ago (720h) (required)")
 	keyFile := fs.String("key-file", "", "the install's key file, to sign the new chain anchor (default: the database path + .key)")
+	batch := fs.Int("batch", audit.DefaultPruneBatch, "rows deleted per transaction: larger is faster, and holds the write lock longer against a live broker")
+	force := fs.Bool("force", false, "prune even rows newer than the retention floor (audit.min_retention); the signed anchor records it")
 	if _, err := c.parse(fs, args); err != nil {
 		return exitUsage
 	}
 	if *before == "" {
 		return c.usageErr("--before", fmt.Errorf("is required"))
 	}
+	if *batch < 1 {
+		return c.usageErr("--batch", fmt.Errorf("%d: want 1 or more rows", *batch))
+	}
 	t, err := audit.ParseTimeOrAgo(*before, time.Now())
 	if err != nil {
 		return c.usageErr("--before", err)
 	}
-	n, err := audit.Prune(context.Background(), *db, t, audit.PruneOptions{KeyFile: *keyFile})
+	n, err := audit.Prune(context.Background(), *db, t, audit.PruneOptions{KeyFile: *keyFile, BatchSize: *batch, Force: *force})
 	if err != nil {
 		return c.fail(err)
 	}
