@@ -191,7 +191,7 @@ func TestUnmountedStoreIsNotRecreated(t *testing.T) {
 func TestUndeliveredAfterFailedCommit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.db")
 	logger, logs := captureLogs()
-	l, err := Open(context.Background(), Config{Path: path, Logger: logger})
+	l, err := Open(context.Background(), Config{Path: path, Logger: logger, SignInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,6 +415,35 @@ func TestHealthyRecoversWithoutRequests(t *testing.T) {
 	}
 	waitFor(t, "Healthy to turn nil once the database is back", func() bool { return l.Healthy() == nil })
 	mustRecover(t, l.Log, 2, 2)
+}
+
+// TestHeadsSignedWhileWriting: while rows are written, the head is signed
+// into the log every SignInterval, without waiting for shutdown, and the
+// head file follows it.
+func TestHeadsSignedWhileWriting(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.db")
+	l := startLog(t, Config{Path: path, SignInterval: 5 * time.Millisecond, Logger: discard()})
+	pub := l.PublicKey()
+	for round := range 3 {
+		recs := appendN(t, l.Log, 3, t0)
+		last := recs[len(recs)-1].Seq
+		waitFor(t, "a signed head of the newest row", func() bool {
+			res, err := Verify(context.Background(), path, VerifyOptions{PublicKey: pub})
+			return err == nil && res.SignedSeq >= last
+		})
+		hf, err := readHeadFile(path + ".head")
+		if err != nil || hf == nil || hf.Seq < last || hf.Verify(pub) != nil {
+			t.Fatalf("round %d: head file %+v, %v; want a signed head at seq %d or later", round, hf, err, last)
+		}
+	}
+	// An idle log is not signed again and again.
+	before, _ := Verify(context.Background(), path, VerifyOptions{PublicKey: pub})
+	start := l.signTicks.Load()
+	waitFor(t, "ten more sign ticks", func() bool { return l.signTicks.Load() >= start+10 })
+	after, _ := Verify(context.Background(), path, VerifyOptions{PublicKey: pub})
+	if after.Rows != before.Rows {
+		t.Errorf("an idle log grew from %d to %d rows", before.Rows, after.Rows)
+	}
 }
 
 // holdWriteLock takes the database's write lock from another connection, as

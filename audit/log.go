@@ -174,6 +174,9 @@ type Log struct {
 	stopping chan struct{} // closed when the writer stops taking records
 	stopped  chan struct{} // closed when the writer has finished
 
+	// signTicks counts the sign ticks Run handled (tests wait on it).
+	signTicks atomic.Int64
+
 	// Run's own state.
 	floor        int64       // the newest head signed before: never sign one behind it
 	lastSigned   *Checkpoint // the newest head signed by this Log, nil before the first
@@ -440,6 +443,7 @@ func (l *Log) Run(ctx context.Context) error {
 			if l.health.Load() == nil {
 				l.setHealth(l.sign(), 0)
 			}
+			l.signTicks.Add(1)
 		case <-checkpointTick:
 			l.writeCheckpoint()
 		case <-probe.C:

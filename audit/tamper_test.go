@@ -404,9 +404,9 @@ var errAny = errors.New("any error")
 func TestCheckpointWrittenPeriodically(t *testing.T) {
 	dir := t.TempDir()
 	cp := filepath.Join(dir, "cp.json")
-	l := startLog(t, Config{Path: filepath.Join(dir, "audit.db"), Checkpoint: CheckpointConfig{File: cp, Interval: 10 * time.Millisecond}})
+	l := startLog(t, Config{Path: filepath.Join(dir, "audit.db"), SignInterval: 10 * time.Millisecond, Checkpoint: CheckpointConfig{File: cp, Interval: 10 * time.Millisecond}})
 	appendN(t, l.Log, 3, t0)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		c, err := ReadCheckpoint(cp)
 		if err == nil && c.Seq == 3 {
@@ -420,7 +420,7 @@ func TestCheckpointWrittenPeriodically(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint at seq 3 after 5s (last: %v, %v)", c, err)
+			t.Fatalf("no checkpoint at seq 3 after a minute (last: %v, %v)", c, err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
