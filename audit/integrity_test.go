@@ -474,3 +474,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// TestDeletedWALFoldedAtRestart: a WAL deleted under a running Log cannot
+// come back; the Log refuses until restarted, and the restart keeps every
+// row that was committed into it.
+func TestDeletedWALFoldedAtRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.db")
+	l := startLog(t, Config{Path: path, Logger: discard()})
+	appendN(t, l.Log, 5, t0)
+	if err := os.Remove(path + "-wal"); err != nil {
+		t.Fatal(err)
+	}
+	mustFailClosed(t, l.Log, 5)
+	l.stop(t)
+
+	l = startLog(t, Config{Path: path, Logger: discard()})
+	mustRecover(t, l.Log, 6, 6)
+	l.stop(t)
+	res, err := Verify(context.Background(), path, VerifyOptions{})
+	if err != nil || res.Decisions != 6 {
+		t.Fatalf("Verify = %v, %v; want the 5 decisions of the deleted WAL and 1 more", res, err)
+	}
+}
