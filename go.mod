@@ -9,6 +9,7 @@ require (
 	github.com/coreos/go-oidc/v3 v3.21.0
 	github.com/go-jose/go-jose/v4 v4.1.8 // go-oidc's own JOSE library: header checks before go-oidc, key sets, test tokens
 	github.com/google/cel-go v0.31.0
+	github.com/hanwen/go-fuse/v2 v2.12.1 // test-only: audit/internal/faultfs, a FUSE loopback that fails fsync with a real EIO; only test binaries link it
 	github.com/prometheus/client_golang v1.25.0
 	github.com/spiffe/go-spiffe/v2 v2.9.0
 	go.yaml.in/yaml/v3 v3.0.6 // YAML with node line numbers, for file:line errors (the maintained yaml.v3)
