@@ -10,7 +10,8 @@
 // credential is dropped.
 //
 // The package also serves the socket API (Handler, ListenUnix), the admin
-// endpoints (/healthz, /readyz, /metrics) and reloads policies (Reloader).
+// endpoints (/healthz, /readyz, /metrics), caps each listener's connections
+// (LimitListener) and reloads policies (Reloader).
 // It depends on its collaborators through the small interfaces declared in
 // broker.go; cmd/credbroker wires the concrete attestors, providers and the
 // audit log.

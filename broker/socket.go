@@ -92,8 +92,9 @@ type connKey struct{}
 
 // NewSocketServer returns the HTTP server of the socket API, ready for
 // Serve on a listener from ListenUnix, or on a TLS listener that requires
-// client certificates (the mTLS listener). Each request's connection is
-// kept in its context so the handler can attest the peer.
+// client certificates (the mTLS listener), either of them possibly wrapped
+// by LimitListener. Each request's connection is kept in its context so the
+// handler can attest the peer.
 func (b *Broker) NewSocketServer(errLog *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           b.Handler(),
@@ -104,7 +105,7 @@ func (b *Broker) NewSocketServer(errLog *slog.Logger) *http.Server {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(errLog.Handler(), slog.LevelWarn),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if uc, ok := c.(*net.UnixConn); ok {
+			if uc, ok := unlimited(c).(*net.UnixConn); ok {
 				return context.WithValue(ctx, connKey{}, uc)
 			}
 			return ctx

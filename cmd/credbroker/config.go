@@ -28,6 +28,13 @@ const (
 	defaultAdmin      = "127.0.0.1:9901"
 	defaultAuditPath  = "/var/lib/credbroker/audit.db"
 
+	// defaultMaxConnections caps each listener's open connections; an idle
+	// one holds about 18 KiB (see tuneGC).
+	defaultMaxConnections = 1024
+	// adminMaxConnections caps the admin listener's: scrapers and probes
+	// need a handful.
+	adminMaxConnections = 16
+
 	defaultKubernetesIssuer = "https://kubernetes.default.svc"
 )
 
@@ -39,6 +46,12 @@ type Config struct {
 	Socket string `yaml:"socket"`
 	// SocketMode is the socket's permission bits, octal; default "0660".
 	SocketMode string `yaml:"socket_mode"`
+	// MaxConnections caps the open connections of each listener serving the
+	// socket API (the socket, the mTLS listener); default 1024, at least 1.
+	// At the cap callers wait in the kernel's backlog, and the longest-idle
+	// connection is closed to admit one. The admin listener has its own
+	// cap of 16.
+	MaxConnections *int `yaml:"max_connections"`
 	// Admin is the loopback address of /healthz, /readyz and /metrics;
 	// default 127.0.0.1:9901, "" turns it off.
 	Admin *string `yaml:"admin"`
@@ -332,6 +345,12 @@ func (cfg *Config) merge(file string) []error {
 		}
 		cfg.Admin, cfg.sources["admin"] = one.Admin, src["admin"]
 	}
+	if one.MaxConnections != nil {
+		if cfg.MaxConnections != nil {
+			errs = append(errs, ConfigError{src["max_connections"], "max_connections is already set in " + cfg.sources["max_connections"]})
+		}
+		cfg.MaxConnections, cfg.sources["max_connections"] = one.MaxConnections, src["max_connections"]
+	}
 	if one.Audit.BusyTimeout != 0 {
 		cfg.Audit.BusyTimeout = one.Audit.BusyTimeout
 	}
@@ -487,6 +506,10 @@ func (cfg *Config) applyDefaults() {
 		a := defaultAdmin
 		cfg.Admin = &a
 	}
+	if cfg.MaxConnections == nil {
+		n := defaultMaxConnections
+		cfg.MaxConnections = &n
+	}
 	if cfg.Audit.Path == "" {
 		cfg.Audit.Path = defaultAuditPath
 	}
@@ -509,6 +532,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.Policies == "" {
 		bad("policies", "policies is required: a policy file or directory")
+	}
+	if n := cfg.MaxConnections; n != nil && *n < 1 {
+		bad("max_connections", "max_connections %d: must be at least 1 (default %d)", *n, defaultMaxConnections)
 	}
 	switch cfg.Log.Level {
 	case "", "debug", "info", "warn", "error":
