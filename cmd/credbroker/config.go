@@ -89,6 +89,11 @@ type AuditConfig struct {
 	// BusyTimeout is how long a decision waits for a locked store before it
 	// is refused; default 1s.
 	BusyTimeout Duration `yaml:"busy_timeout"`
+	// MinRetention is the retention floor: `audit prune` refuses, without
+	// --force, to delete decisions newer than this. The broker stores it in
+	// the database when it opens the log, so the prune command honours it
+	// without the configuration. Default (and when 0) 24h.
+	MinRetention Duration `yaml:"min_retention"`
 	// Checkpoint writes signed checkpoints of the chain head for shipping
 	// off the host.
 	Checkpoint CheckpointConfig `yaml:"checkpoint"`
@@ -353,6 +358,9 @@ func (cfg *Config) merge(file string) []error {
 	}
 	if one.Audit.BusyTimeout != 0 {
 		cfg.Audit.BusyTimeout = one.Audit.BusyTimeout
+	}
+	if one.Audit.MinRetention != 0 {
+		cfg.Audit.MinRetention = one.Audit.MinRetention
 	}
 	if one.Audit.Checkpoint.Interval != 0 {
 		cfg.Audit.Checkpoint.Interval = one.Audit.Checkpoint.Interval

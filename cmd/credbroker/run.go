@@ -218,6 +218,7 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 		HeadFile:     cfg.Audit.HeadFile,
 		AcceptRewind: lc.acceptRewind,
 		BusyTimeout:  time.Duration(cfg.Audit.BusyTimeout),
+		MinRetention: time.Duration(cfg.Audit.MinRetention),
 		Checkpoint:   audit.CheckpointConfig{File: cfg.Audit.Checkpoint.File, Interval: time.Duration(cfg.Audit.Checkpoint.Interval)},
 		Logger:       log.With("component", "audit"),
 	})
