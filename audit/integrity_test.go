@@ -496,3 +496,53 @@ func TestDeletedWALFoldedAtRestart(t *testing.T) {
 		t.Fatalf("Verify = %v, %v; want the 5 decisions of the deleted WAL and 1 more", res, err)
 	}
 }
+
+// TestUndeliveredRecordSurvivesItsOwnFailedCommit: when the commit of the
+// undelivered row itself reports failure, the next connection reconciles
+// again, and the refused decision is still named.
+func TestUndeliveredRecordSurvivesItsOwnFailedCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.db")
+	l, err := Open(context.Background(), Config{Path: path, Logger: discard(), SignInterval: -1, ProbeInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failures atomic.Int32 // commits still to report failed
+	l.w.afterCommit = func() error {
+		if failures.Add(-1) >= 0 {
+			return errors.New("disk I/O error (fsync)")
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tl := &testLog{Log: l, cancel: cancel, done: make(chan error, 1)}
+	go func() { tl.done <- l.Run(ctx) }()
+	t.Cleanup(func() { tl.stop(t) })
+
+	mustRecover(t, l, 0, 1)
+	failures.Store(1)
+	refused := testRecord(1, t0)
+	if err := l.Append(context.Background(), refused); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Append = %v", err)
+	}
+	failures.Store(1) // the undelivered row's commit fails too
+	if err := l.Append(context.Background(), testRecord(2, t0)); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Append while the undelivered row fails = %v", err)
+	}
+	if err := l.Append(context.Background(), testRecord(3, t0)); err != nil {
+		t.Fatalf("Append after recovery: %v", err)
+	}
+	tl.stop(t)
+	named := 0
+	Query(context.Background(), path, Filter{Kind: KindUndelivered}, func(r *Record) error {
+		if strings.Contains(string(r.Input), refused.DecisionID) {
+			named++
+		}
+		return nil
+	})
+	if named == 0 {
+		t.Fatal("the refused decision is named by no undelivered row")
+	}
+	if _, err := Verify(context.Background(), path, VerifyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -110,10 +110,16 @@ func (w *writer) connect() error {
 		db.close()
 		return err
 	}
+	known := w.head
 	w.db, w.inserts, w.head, w.signed, w.connected = db, make(map[int]*stmt), head, signed, true
 	w.suspect = false
 	if ev != nil {
-		return w.commitRows([]*row{ev})
+		if err := w.commitRows([]*row{ev}); err != nil {
+			// Until the undelivered row is committed, the rows it names
+			// are not the writer's: the next connection reconciles again.
+			w.head, w.suspect = known, true
+			return err
+		}
 	}
 	return nil
 }
