@@ -19,6 +19,9 @@ func TestExpectHoldsCommitForAnnouncedRecords(t *testing.T) {
 	first := make(chan error, 1)
 	a := testRecord(1, now)
 	go func() { first <- l.Append(context.Background(), a) }()
+	// Give a wrong writer time to commit the first record alone. On a slow
+	// machine the first Append may not even be queued yet; then the second
+	// one waits for it instead, which the check below accepts.
 	select {
 	case err := <-first:
 		t.Fatalf("first record committed (%v) while a second was announced", err)
@@ -31,7 +34,7 @@ func TestExpectHoldsCommitForAnnouncedRecords(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	if b.Seq != a.Seq+1 {
+	if b.Seq != a.Seq+1 && a.Seq != b.Seq+1 {
 		t.Fatalf("seqs %d and %d, want consecutive", a.Seq, b.Seq)
 	}
 }
@@ -40,7 +43,7 @@ func TestExpectHoldsCommitForAnnouncedRecords(t *testing.T) {
 // GroupWait is.
 func TestLoneAppendDoesNotWait(t *testing.T) {
 	l := startLog(t, Config{GroupWait: time.Hour})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	done := l.Expect() // the caller's own announcement
 	defer done()
@@ -62,7 +65,7 @@ func TestAnnouncementsNeverHoldBeyondGroupWait(t *testing.T) {
 	gone := l.Expect()
 	gone()
 	gone() // a second call is harmless
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := l.Append(ctx, testRecord(1, time.Now())); err != nil {
 		t.Fatalf("append held by an announcement that never came: %v", err)

@@ -335,7 +335,7 @@ func TestReloaderStopsAndKeepsGoodSet(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; runtime.NumGoroutine() > before && i < 100; i++ {
+	for deadline := time.Now().Add(time.Minute); runtime.NumGoroutine() > before && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if n := runtime.NumGoroutine(); n > before {

@@ -21,6 +21,10 @@ type Reloader struct {
 	Stamp func() string
 	// Trigger forces a reload, e.g. on SIGHUP.
 	Trigger <-chan struct{}
+	// Initial is the stamp of the files the broker's current set was loaded
+	// from, taken before loading them, so that an edit made before Run
+	// starts is still seen; "" means Stamp() when Run starts.
+	Initial string
 	// Interval between stamp checks; default 1s.
 	Interval time.Duration
 	// Logger; default slog.Default().
@@ -39,7 +43,10 @@ func (r *Reloader) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	last := r.Stamp()
+	last := r.Initial
+	if last == "" {
+		last = r.Stamp()
+	}
 	for {
 		select {
 		case <-ctx.Done():

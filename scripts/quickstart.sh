@@ -12,7 +12,7 @@ mkdir -p "$state"
 "$bin" run --config examples/quickstart 2>"$state/broker.log" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
+for _ in $(seq 1 600); do   # up to a minute on a busy machine
   [ -S "$sock" ] && break
   kill -0 $pid 2>/dev/null || { cat "$state/broker.log" >&2; exit 1; }
   sleep 0.1

@@ -45,6 +45,8 @@ type loadedConfig struct {
 	policies *policies.Set
 	// acceptRewind is run's --accept-audit-rewind.
 	acceptRewind bool
+	// policyStamp is the policy files' stamp, taken before they were loaded.
+	policyStamp string
 }
 
 // loadAll loads and validates the configuration at path and its policies,
@@ -63,7 +65,9 @@ func loadAll(path string, override func(*Config)) (*loadedConfig, error) {
 		errs = append(errs, err)
 	}
 	var set *policies.Set
+	var stamp string
 	if cfg.Policies != "" {
+		stamp = policyStamp(cfg.Policies)
 		set, err = loadPolicies(cfg.Policies, cfg.Files)
 		if err != nil {
 			errs = append(errs, err)
@@ -72,7 +76,7 @@ func loadAll(path string, override func(*Config)) (*loadedConfig, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &loadedConfig{cfg: cfg, policies: set}, nil
+	return &loadedConfig{cfg: cfg, policies: set, policyStamp: stamp}, nil
 }
 
 func (c *cli) run(args []string) int {
@@ -264,6 +268,32 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 		return err
 	}
 
+	// Reloads are wired before the socket exists: a SIGHUP sent as soon as
+	// it answers must reload, not kill, and an edit made since the policies
+	// were loaded must be seen.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	trigger := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case trigger <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	defer stopReload()
+	go (&broker.Reloader{
+		Broker:  b,
+		Load:    func() (*policies.Set, error) { return loadPolicies(cfg.Policies, cfg.Files) },
+		Stamp:   func() string { return policyStamp(cfg.Policies) },
+		Trigger: trigger,
+		Initial: lc.policyStamp,
+		Logger:  log,
+	}).Run(reloadCtx)
+
 	mode, _ := cfg.socketMode()
 	ln, err := broker.ListenUnix(cfg.Socket, mode)
 	if err != nil {
@@ -317,28 +347,6 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 		go func() { _ = adminSrv.Serve(alim) }()
 		log.Info("admin listening", "addr", aln.Addr().String())
 	}
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	trigger := make(chan struct{}, 1)
-	go func() {
-		for range hup {
-			select {
-			case trigger <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	reloadCtx, stopReload := context.WithCancel(ctx)
-	defer stopReload()
-	go (&broker.Reloader{
-		Broker:  b,
-		Load:    func() (*policies.Set, error) { return loadPolicies(cfg.Policies, cfg.Files) },
-		Stamp:   func() string { return policyStamp(cfg.Policies) },
-		Trigger: trigger,
-		Logger:  log,
-	}).Run(reloadCtx)
 
 	log.Info("credbroker serving", "socket", cfg.Socket, "audit", cfg.Audit.Path,
 		"policies", lc.policies.Len(), "credentials", strings.Join(sortedKeys(creds), ","), "version", version)
