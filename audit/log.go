@@ -178,6 +178,8 @@ type Log struct {
 	signTicks atomic.Int64
 
 	// Run's own state.
+	files        *fileWriter // while Run runs
+	headOnDisk   bool        // the head file exists
 	floor        int64       // the newest head signed before: never sign one behind it
 	lastSigned   *Checkpoint // the newest head signed by this Log, nil before the first
 	checkpointed int64       // seq of the last checkpoint file written, -1 before the first
@@ -254,7 +256,7 @@ func (l *Log) open() error {
 		return fmt.Errorf("audit: head file: %w", err)
 	}
 	if hf != nil {
-		l.floor = hf.Seq
+		l.floor, l.headOnDisk = hf.Seq, true
 	}
 	p, err := checkSignedHead(w.db, hf, k.public(), cfg.HeadFile, w.head)
 	if err != nil {
@@ -432,6 +434,7 @@ func (l *Log) Run(ctx context.Context) error {
 	}
 	probe := time.NewTicker(l.cfg.ProbeInterval)
 	defer probe.Stop()
+	l.files = l.startFiles()
 	batch := make([]*request, 0, l.cfg.MaxBatch)
 	wait := time.NewTimer(time.Hour)
 	wait.Stop()
@@ -445,7 +448,7 @@ func (l *Log) Run(ctx context.Context) error {
 			}
 			l.signTicks.Add(1)
 		case <-checkpointTick:
-			l.writeCheckpoint()
+			l.files.post(l.files.checkpoint, l.lastSigned)
 		case <-probe.C:
 			l.probe()
 		case <-ctx.Done():
@@ -581,9 +584,13 @@ func (l *Log) setHealth(err error, rows int) {
 }
 
 // shutdown stops taking records, commits those already queued, signs the
-// final head and writes the checkpoint file.
+// final head and writes the head and checkpoint files.
 func (l *Log) shutdown(batch []*request) {
 	close(l.stopping)
+	if l.files != nil {
+		l.files.stop()
+		l.files = nil
+	}
 	for {
 		b := l.fill(batch[:0])
 		if len(b) == 0 {
@@ -594,13 +601,19 @@ func (l *Log) shutdown(batch []*request) {
 	if err := l.sign(); err != nil {
 		l.logger.Warn("audit: final chain head not signed", logKeyError, err)
 	}
-	l.writeCheckpoint()
+	l.writeCheckpoint(l.lastSigned)
 }
 
 // sign signs the committed chain head into the log, unless it is signed
-// already: it records the head in the head file, then commits a
-// KindSignedHead row holding the signature. It never signs a head behind
-// one signed before.
+// already: it commits a KindSignedHead row holding the signature and
+// records the head in the head file. It never signs a head behind one
+// signed before.
+//
+// The head file is written before the row when there is none yet (so that a
+// log with signed heads always has one) or when Run's file writer is not
+// running (Open, shutdown); otherwise after the row, by the file writer, so
+// that its fsyncs do not hold up commits. Either way it never names a head
+// the log does not reach: it may only lag behind the log.
 func (l *Log) sign() error {
 	w := l.w
 	if w.signed || w.head.seq == 0 || w.db == nil && l.health.Load() != nil {
@@ -613,10 +626,9 @@ func (l *Log) sign() error {
 	if err != nil {
 		return err
 	}
-	// The head file first: it may then name a head whose signed_head row is
-	// not committed, never the other way round, so it is never behind the log.
-	if err := writeHeadFile(l.cfg.HeadFile, cp); err != nil {
-		l.logger.Warn("audit head file not written", logKeyFile, l.cfg.HeadFile, logKeyError, err)
+	now := !l.headOnDisk || l.files == nil
+	if now && l.writeHead(cp) {
+		l.headOnDisk = true
 	}
 	rw, err := signedHeadRow(cp, cp.Time)
 	if err != nil {
@@ -626,13 +638,24 @@ func (l *Log) sign() error {
 		return fmt.Errorf("%w: signing the chain head: %w", ErrUnavailable, err)
 	}
 	l.floor, l.lastSigned = cp.Seq, cp
+	if !now {
+		l.files.post(l.files.head, cp)
+	}
 	return nil
 }
 
-// writeCheckpoint writes the newest signed head to the checkpoint file when
-// it is not there yet.
-func (l *Log) writeCheckpoint() {
-	cp := l.lastSigned
+// writeHead writes cp to the head file and reports whether it did.
+func (l *Log) writeHead(cp *Checkpoint) bool {
+	if err := writeHeadFile(l.cfg.HeadFile, cp); err != nil {
+		l.logger.Warn("audit head file not written", logKeyFile, l.cfg.HeadFile, logKeyError, err)
+		return false
+	}
+	return true
+}
+
+// writeCheckpoint writes cp to the checkpoint file unless it is there
+// already.
+func (l *Log) writeCheckpoint(cp *Checkpoint) {
 	if l.cfg.Checkpoint.File == "" || cp == nil || cp.Seq == l.checkpointed {
 		return
 	}
@@ -641,6 +664,69 @@ func (l *Log) writeCheckpoint() {
 		return
 	}
 	l.checkpointed = cp.Seq
+}
+
+// fileWriter writes the head file and the checkpoint file off the writer's
+// goroutine: each write is two fsyncs and a rename, which would otherwise
+// hold up the commits queued behind it. Only the newest of each waits.
+type fileWriter struct {
+	head, checkpoint chan *Checkpoint // 1-buffered; the writer's goroutine is the only sender
+	quit, done       chan struct{}
+}
+
+// startFiles starts l's file writer.
+func (l *Log) startFiles() *fileWriter {
+	f := &fileWriter{
+		head: make(chan *Checkpoint, 1), checkpoint: make(chan *Checkpoint, 1),
+		quit: make(chan struct{}), done: make(chan struct{}),
+	}
+	go func() {
+		defer close(f.done)
+		for {
+			select {
+			case cp := <-f.head:
+				l.writeHead(cp)
+			case cp := <-f.checkpoint:
+				l.writeCheckpoint(cp)
+			case <-f.quit:
+				select {
+				case cp := <-f.head:
+					l.writeHead(cp)
+				default:
+				}
+				select {
+				case cp := <-f.checkpoint:
+					l.writeCheckpoint(cp)
+				default:
+				}
+				return
+			}
+		}
+	}()
+	return f
+}
+
+// post hands cp to the file writer, replacing one still waiting.
+func (f *fileWriter) post(ch chan *Checkpoint, cp *Checkpoint) {
+	if cp == nil {
+		return
+	}
+	select {
+	case ch <- cp:
+		return
+	default:
+	}
+	select {
+	case <-ch:
+	default:
+	}
+	ch <- cp
+}
+
+// stop writes what is waiting and ends the file writer.
+func (f *fileWriter) stop() {
+	close(f.quit)
+	<-f.done
 }
 
 // Close stops Run if it is running (committing what is queued, as when its
