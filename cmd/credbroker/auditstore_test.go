@@ -11,6 +11,37 @@ import (
 	"time"
 )
 
+// decide starts the broker, fetches demo n times, each of which must be
+// granted, and stops it.
+func (e *env) decide(n int) {
+	e.t.Helper()
+	b := e.start()
+	c := socketClient(e.socket)
+	for range n {
+		if r := call(e.t, c, "GET", "/v1/credentials/demo", nil, nil); r.Status != 200 {
+			e.t.Fatalf("GET demo: %d %s", r.Status, r.Body)
+		}
+	}
+	if code := b.stop(syscall.SIGTERM); code != 0 {
+		e.t.Fatalf("broker exit %d:\n%s", code, b.logs)
+	}
+}
+
+// publicKeyFile writes the public key of a key file where a verifier
+// without the key file would keep it, and returns that path.
+func publicKeyFile(t *testing.T, keyFile string) string {
+	t.Helper()
+	out, errOut, code := credbroker(t, "audit", "public-key", "--key-file", keyFile)
+	if code != 0 || !strings.Contains(out, "BEGIN PUBLIC KEY") {
+		t.Fatalf("public-key: exit %d %s %s", code, out, errOut)
+	}
+	p := filepath.Join(t.TempDir(), "audit.pub")
+	if err := os.WriteFile(p, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // waitUntil polls cond until it holds; the deadline only bounds a hang.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -169,14 +200,8 @@ func grepLines(s, sub string) string {
 func TestAuditLogCutShortIsRefused(t *testing.T) {
 	e := newEnv(t, e2ePolicies, e2eCredentials())
 	e.write("secrets/demo", "s3cr3t")
-	b := e.start()
+	e.decide(5)
 	c := socketClient(e.socket)
-	for range 5 {
-		if r := call(t, c, "GET", "/v1/credentials/demo", nil, nil); r.Status != 200 {
-			t.Fatalf("%d %s", r.Status, r.Body)
-		}
-	}
-	b.stop(syscall.SIGTERM)
 	checkpoint := filepath.Join(e.dir, "checkpoint.json")
 	before := mustRead(t, checkpoint)
 	sqlite(t, e.db, "DELETE FROM decisions WHERE seq > 3")
@@ -192,7 +217,7 @@ func TestAuditLogCutShortIsRefused(t *testing.T) {
 		t.Fatalf("verify against the checkpoint: exit %d %s %s", code, out, errOut)
 	}
 
-	b = e.start("--accept-audit-rewind")
+	b := e.start("--accept-audit-rewind")
 	if r := call(t, c, "GET", "/v1/credentials/demo", nil, nil); r.Status != 200 {
 		t.Fatalf("after the override: %d %s", r.Status, r.Body)
 	}
@@ -222,11 +247,7 @@ func TestAuditKeyFileGuarded(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, e2ePolicies, e2eCredentials())
 			e.write("secrets/demo", "s3cr3t")
-			b := e.start()
-			if r := call(t, socketClient(e.socket), "GET", "/v1/credentials/demo", nil, nil); r.Status != 200 {
-				t.Fatalf("%d %s", r.Status, r.Body)
-			}
-			b.stop(syscall.SIGTERM)
+			e.decide(1)
 			if err := tt.tamper(e.db + ".key"); err != nil {
 				t.Fatal(err)
 			}
@@ -248,18 +269,8 @@ func TestAuditKeyFileGuarded(t *testing.T) {
 func TestAuditVerifyWithPublicKeyOnly(t *testing.T) {
 	e := newEnv(t, e2ePolicies, e2eCredentials())
 	e.write("secrets/demo", "s3cr3t")
-	b := e.start()
-	c := socketClient(e.socket)
-	for range 4 {
-		call(t, c, "GET", "/v1/credentials/demo", nil, nil)
-	}
-	b.stop(syscall.SIGTERM)
-	pub := filepath.Join(t.TempDir(), "audit.pub")
-	pubOut, errOut, code := credbroker(t, "audit", "public-key", "--key-file", e.db+".key")
-	if code != 0 {
-		t.Fatalf("public-key: %s %s", pubOut, errOut)
-	}
-	os.WriteFile(pub, []byte(pubOut), 0o644)
+	e.decide(4)
+	pub := publicKeyFile(t, e.db+".key")
 	// The auditor's copy of the log, without the key file beside it.
 	copyDir := t.TempDir()
 	db := filepath.Join(copyDir, "audit.db")
@@ -277,11 +288,8 @@ func TestAuditVerifyWithPublicKeyOnly(t *testing.T) {
 	// Another install's key does not verify this log's signed heads.
 	other := newEnv(t, e2ePolicies, e2eCredentials())
 	other.write("secrets/demo", "s3cr3t")
-	other.start().stop(syscall.SIGTERM)
-	otherPub := filepath.Join(t.TempDir(), "other.pub")
-	pubOut, _, _ = credbroker(t, "audit", "public-key", "--key-file", other.db+".key")
-	os.WriteFile(otherPub, []byte(pubOut), 0o644)
-	out, errOut, code = credbroker(t, "audit", "verify", "--db", db, "--public-key", otherPub)
+	other.decide(1)
+	out, errOut, code = credbroker(t, "audit", "verify", "--db", db, "--public-key", publicKeyFile(t, other.db+".key"))
 	if code == 0 || !strings.Contains(out+errOut, "signature does not verify") {
 		t.Fatalf("verify with another install's key: exit %d %s %s", code, out, errOut)
 	}

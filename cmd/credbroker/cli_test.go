@@ -195,18 +195,8 @@ func TestGetFormats(t *testing.T) {
 func TestAuditVerifyCLI(t *testing.T) {
 	e := newEnv(t, e2ePolicies, e2eCredentials())
 	e.write("secrets/demo", "s3cr3t")
-	b := e.start()
-	c := socketClient(e.socket)
-	for range 10 {
-		call(t, c, "GET", "/v1/credentials/demo", nil, nil)
-	}
-	b.stop(syscall.SIGTERM)
-	pub := filepath.Join(e.dir, "audit.pub")
-	out, _, code := credbroker(t, "audit", "public-key", "--key-file", e.db+".key")
-	if code != 0 || !strings.Contains(out, "BEGIN PUBLIC KEY") {
-		t.Fatalf("public-key: %d %s", code, out)
-	}
-	os.WriteFile(pub, []byte(out), 0o644)
+	e.decide(10)
+	pub := publicKeyFile(t, e.db+".key")
 	checkpoint := filepath.Join(e.dir, "checkpoint.json")
 
 	for _, tt := range []struct {
