@@ -49,13 +49,16 @@ type openedFiles struct {
 // check reports, wrapping errMoved, a path that no longer names its file.
 func (f *openedFiles) check() error {
 	for _, p := range [...]struct {
-		path, what string
-		want       fileID
-	}{{f.dbPath, "database", f.db}, {f.walPath, "write-ahead log", f.wal}} {
+		path, what, remedy string
+		want               fileID
+	}{
+		{f.dbPath, "database", "restore it", f.db},
+		{f.walPath, "write-ahead log", "restore it, or restart credbroker, which folds the rows it holds into the database", f.wal},
+	} {
 		id, err := statID(p.path)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("the audit %s %s is gone (deleted, moved, or its volume unmounted): %w; restore it, or restart to start anew", p.what, p.path, errMoved)
+			return fmt.Errorf("the audit %s %s is gone (deleted, moved, or its volume unmounted): %w; %s", p.what, p.path, errMoved, p.remedy)
 		case err != nil:
 			return fmt.Errorf("the audit %s %s cannot be checked: %w", p.what, p.path, err)
 		case id != p.want:

@@ -129,7 +129,7 @@ func (w *writer) checkDB() error {
 	id, err := statID(w.path)
 	switch {
 	case err != nil:
-		return fmt.Errorf("the audit database %s is gone (deleted, moved, or its volume unmounted): %w; restore it, or restart to start anew", w.path, errMoved)
+		return fmt.Errorf("the audit database %s is gone (deleted, moved, or its volume unmounted): %w; restore it", w.path, errMoved)
 	case id != w.dbID:
 		return fmt.Errorf("the file at %s is %w of the audit database (it was replaced, or its volume remounted); restore the original", w.path, errMoved)
 	}
