@@ -266,7 +266,7 @@ func (l *Log) open() error {
 		return nil
 	}
 	if !cfg.AcceptRewind {
-		return fmt.Errorf("%w: %s %s", ErrRewound, cfg.Path, p.msg)
+		return fmt.Errorf("%w: %s: %s", ErrRewound, cfg.Path, p.msg)
 	}
 	l.logger.Warn("audit log accepted by operator override although it does not reach its signed head",
 		logKeyPath, cfg.Path, logKeyError, p.msg)
