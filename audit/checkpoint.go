@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,7 +38,7 @@ type Checkpoint struct {
 
 // signCheckpoint returns a checkpoint of head signed by key.
 func signCheckpoint(head chainHead, at time.Time, key ed25519.PrivateKey) (*Checkpoint, error) {
-	cp := &Checkpoint{Seq: head.seq, Hash: hex.EncodeToString(head.hash[:]), Time: at.UTC()}
+	cp := &Checkpoint{Seq: head.seq, Hash: head.hashHex(), Time: at.UTC()}
 	msg, err := cp.message()
 	if err != nil {
 		return nil, err

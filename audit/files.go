@@ -46,24 +46,31 @@ type openedFiles struct {
 	dbPath, walPath string
 }
 
+// What to do when the database or the WAL is gone from its path.
+const (
+	remedyDB  = "restore it"
+	remedyWAL = "restore it, or restart credbroker, which folds the rows it holds into the database"
+)
+
 // check reports, wrapping errMoved, a path that no longer names its file.
 func (f *openedFiles) check() error {
-	for _, p := range [...]struct {
-		path, what, remedy string
-		want               fileID
-	}{
-		{f.dbPath, "database", "restore it", f.db},
-		{f.walPath, "write-ahead log", "restore it, or restart credbroker, which folds the rows it holds into the database", f.wal},
-	} {
-		id, err := statID(p.path)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("the audit %s %s is gone (deleted, moved, or its volume unmounted): %w; %s", p.what, p.path, errMoved, p.remedy)
-		case err != nil:
-			return fmt.Errorf("the audit %s %s cannot be checked: %w", p.what, p.path, err)
-		case id != p.want:
-			return fmt.Errorf("the file at %s is %w of the audit %s (it was replaced, or its volume remounted); restore the original", p.path, errMoved, p.what)
-		}
+	if err := checkPath(f.dbPath, "database", remedyDB, f.db); err != nil {
+		return err
+	}
+	return checkPath(f.walPath, "write-ahead log", remedyWAL, f.wal)
+}
+
+// checkPath reports, wrapping errMoved, when path no longer names the file
+// want: what names the file in the message, remedy says what to do.
+func checkPath(path, what, remedy string, want fileID) error {
+	id, err := statID(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("the audit %s %s is gone (deleted, moved, or its volume unmounted): %w; %s", what, path, errMoved, remedy)
+	case err != nil:
+		return fmt.Errorf("the audit %s %s cannot be checked: %w", what, path, err)
+	case id != want:
+		return fmt.Errorf("the file at %s is %w of the audit %s (it was replaced, or its volume remounted); restore the original", path, errMoved, what)
 	}
 	return nil
 }

@@ -2,13 +2,10 @@ package audit
 
 import (
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"strconv"
-	"time"
 )
 
 // metaSignedSeq is the seq of the head the newest signed_head row signs,
@@ -33,7 +30,7 @@ func checkSignedHead(db *conn, hf *Checkpoint, pub ed25519.PublicKey, headFile s
 		return nil, err
 	}
 	storedSeq, _ := strconv.ParseInt(stored, 10, 64)
-	p := &rewindProblem{details: rewind{Override: "accept-rewind", LogSeq: head.seq, LogHash: hashHex(head.hash)}}
+	p := &rewindProblem{details: rewind{Override: "accept-rewind", LogSeq: head.seq, LogHash: head.hashHex()}}
 	if hf == nil {
 		if !hasStored {
 			return nil, nil // a new log, or one written before heads were signed
@@ -87,14 +84,4 @@ func writeHeadFile(path string, cp *Checkpoint) error {
 		return err
 	}
 	return replaceFile(path, data, 0o600)
-}
-
-// hashHex is the stored form of a hash.
-func hashHex(h [sha256.Size]byte) string {
-	return hex.EncodeToString(h[:])
-}
-
-// signedHeadRow returns the signed_head row for cp.
-func signedHeadRow(cp *Checkpoint, at time.Time) (*row, error) {
-	return newEvent(KindSignedHead, reasonSignedHead, at, cp)
 }

@@ -178,6 +178,7 @@ type Log struct {
 	signTicks atomic.Int64
 
 	// Run's own state.
+	rows         []*row      // the batch being committed, reused
 	files        *fileWriter // while Run runs
 	headOnDisk   bool        // the head file exists
 	floor        int64       // the newest head signed before: never sign one behind it
@@ -523,11 +524,11 @@ func (l *Log) gather(batch []*request, wait *time.Timer) []*request {
 
 // commit writes batch and tells each waiter the outcome.
 func (l *Log) commit(batch []*request) {
-	rows := make([]*row, len(batch))
-	for i, req := range batch {
-		rows[i] = req.row
+	l.rows = l.rows[:0]
+	for _, req := range batch {
+		l.rows = append(l.rows, req.row)
 	}
-	err := l.w.write(rows)
+	err := l.w.write(l.rows)
 	if err != nil {
 		err = fmt.Errorf("%w: commit: %w", ErrUnavailable, err)
 	}
@@ -630,7 +631,7 @@ func (l *Log) sign() error {
 	if now && l.writeHead(cp) {
 		l.headOnDisk = true
 	}
-	rw, err := signedHeadRow(cp, cp.Time)
+	rw, err := newEvent(KindSignedHead, reasonSignedHead, cp.Time, cp)
 	if err != nil {
 		return err
 	}

@@ -163,6 +163,11 @@ type chainHead struct {
 	hash [sha256.Size]byte
 }
 
+// hashHex is the head's hash in its stored form.
+func (h chainHead) hashHex() string {
+	return hex.EncodeToString(h.hash[:])
+}
+
 // loadHead reads the chain head: the newest row, else the row before the
 // prune anchor when every row was pruned, else the genesis (seq 0, zero
 // hash). signed reports whether the newest row is a signed head.

@@ -126,14 +126,7 @@ func (w *writer) connect() error {
 
 // checkDB makes sure the database path still names the file of start-up.
 func (w *writer) checkDB() error {
-	id, err := statID(w.path)
-	switch {
-	case err != nil:
-		return fmt.Errorf("the audit database %s is gone (deleted, moved, or its volume unmounted): %w; restore it", w.path, errMoved)
-	case id != w.dbID:
-		return fmt.Errorf("the file at %s is %w of the audit database (it was replaced, or its volume remounted); restore the original", w.path, errMoved)
-	}
-	return nil
+	return checkPath(w.path, "database", remedyDB, w.dbID)
 }
 
 // recordFiles notes the database and WAL files of the new connection.
@@ -199,7 +192,7 @@ func (w *writer) reconcile(db *conn, head chainHead) (*row, error) {
 		return nil, fmt.Errorf("%w: rows %d to %d appeared that this writer did not commit", errRewound, known.seq+1, head.seq)
 	}
 	u := undelivered{FirstSeq: known.seq + 1, LastSeq: head.seq, DecisionIDs: []string{}}
-	next, prev := known.seq+1, hex.EncodeToString(known.hash[:])
+	next, prev := known.seq+1, known.hashHex()
 	err := eachRow(context.Background(), db, "SELECT seq, prev_hash, hash, decision_id, kind FROM decisions WHERE seq > ? ORDER BY seq", []any{known.seq},
 		func(v []driver.Value) error {
 			seq, _ := v[0].(int64)
@@ -336,7 +329,7 @@ func (w *writer) insert(head chainHead, rows []*row) (chainHead, error) {
 // new head.
 func (w *writer) chain(prev chainHead, rw *row) chainHead {
 	rw.seq = prev.seq + 1
-	rw.prevHash = hex.EncodeToString(prev.hash[:])
+	rw.prevHash = prev.hashHex()
 	h := w.hasher.sum(rw.seq, &prev.hash, rw)
 	rw.hash = hex.EncodeToString(h[:])
 	return chainHead{seq: rw.seq, hash: h}
