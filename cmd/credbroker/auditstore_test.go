@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,6 +43,33 @@ func publicKeyFile(t *testing.T, keyFile string) string {
 	return p
 }
 
+// grants fetches demo and remembers the decision of every credential
+// handed out.
+type grants struct {
+	t   *testing.T
+	c   *http.Client
+	ids []string
+}
+
+func (g *grants) get() apiReply {
+	r := call(g.t, g.c, "GET", "/v1/credentials/demo", nil, nil)
+	if r.Status == 200 {
+		g.ids = append(g.ids, r.OK.DecisionID)
+	}
+	return r
+}
+
+// audited checks that every credential handed out has its allow row in db.
+func (g *grants) audited(db string) {
+	g.t.Helper()
+	rows := auditRows(g.t, db)
+	for _, id := range g.ids {
+		if rows[id].Decision != "allow" {
+			g.t.Errorf("granted decision %s has no allow row", id)
+		}
+	}
+}
+
 // waitUntil polls cond until it holds; the deadline only bounds a hang.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -71,14 +99,8 @@ func TestAuditStoreMovedAway(t *testing.T) {
 	b := e.start("--audit-db", e.db, "--admin", "127.0.0.1:0")
 	admin := "http://" + adminAddr(t, b)
 	c := socketClient(e.socket)
-	var granted []string
-	get := func() apiReply {
-		r := call(t, c, "GET", "/v1/credentials/demo", nil, nil)
-		if r.Status == 200 {
-			granted = append(granted, r.OK.DecisionID)
-		}
-		return r
-	}
+	g := &grants{t: t, c: c}
+	get := g.get
 	ready := func() bool { code, _ := httpGet(t, admin+"/readyz"); return code == 200 }
 	if r := get(); r.Status != 200 {
 		t.Fatalf("before: %d %s", r.Status, r.Body)
@@ -136,12 +158,7 @@ func TestAuditStoreMovedAway(t *testing.T) {
 	if b.stop(syscall.SIGTERM) != 0 {
 		t.Fatalf("exit:\n%s", b.logs)
 	}
-	rows := auditRows(t, e.db)
-	for _, id := range granted {
-		if rows[id].Decision != "allow" {
-			t.Errorf("granted decision %s has no allow row", id)
-		}
-	}
+	g.audited(e.db)
 	if out, errOut, code := credbroker(t, "audit", "verify", "--db", e.db); code != 0 {
 		t.Fatalf("audit verify: %s %s", out, errOut)
 	}

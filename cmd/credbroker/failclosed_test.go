@@ -75,14 +75,8 @@ func TestFailClosedDiskFullAndReadOnly(t *testing.T) {
 	b := e.start("--audit-db", e.db, "--admin", "127.0.0.1:0")
 	admin := "http://" + adminAddr(t, b)
 	c := socketClient(e.socket)
-	var granted []string
-	get := func() apiReply {
-		r := call(t, c, "GET", "/v1/credentials/demo", nil, nil)
-		if r.Status == 200 {
-			granted = append(granted, r.OK.DecisionID)
-		}
-		return r
-	}
+	g := &grants{t: t, c: c}
+	get := g.get
 	if r := get(); r.Status != 200 {
 		t.Fatalf("before: status %d %s", r.Status, r.Body)
 	}
@@ -124,12 +118,7 @@ func TestFailClosedDiskFullAndReadOnly(t *testing.T) {
 		t.Errorf("audit failures not counted:\n%s", metrics)
 	}
 	b.stop(syscall.SIGTERM)
-	rows := auditRows(t, e.db)
-	for _, id := range granted {
-		if rows[id].Decision != "allow" {
-			t.Errorf("granted decision %s has no allow row", id)
-		}
-	}
+	g.audited(e.db)
 	if !strings.Contains(b.logs.String(), "audit record not committed") {
 		t.Errorf("the refusal was not logged:\n%s", b.logs)
 	}
