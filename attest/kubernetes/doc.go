@@ -16,6 +16,14 @@
 // authenticated, with an audience of ours and the same service account, so a
 // token of a deleted pod or service account is refused before it expires.
 //
+// Config.BearerTokenFile, the broker's own service-account token, is sent
+// to the TokenReview API and with discovery and JWKS requests, but only to
+// the origin (scheme, host and port) of Config.Issuer or Config.APIServer.
+// A jwks_uri (or Config.JWKSURL, or a redirect) on any other origin is
+// fetched without it: the keys are public and the tokens they sign are
+// verified as usual, and a key host that demands authentication fails the
+// fetch ("signing keys unavailable") rather than receive the token.
+//
 // The Identity is
 //
 //	Method:  "kubernetes"

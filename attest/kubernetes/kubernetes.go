@@ -53,7 +53,9 @@ type Config struct {
 	CAFile string
 	// BearerTokenFile holds the broker's own token for the TokenReview
 	// call, re-read on every call (projected tokens rotate). Required with
-	// TokenReview.
+	// TokenReview. It also authenticates discovery and JWKS requests, but
+	// only to the origin (scheme, host, port) of Issuer or APIServer: a
+	// jwks_uri, JWKSURL or redirect elsewhere is fetched without it.
 	BearerTokenFile string
 	// AllowedAlgs defaults to RS256 and ES256.
 	AllowedAlgs []string
@@ -83,8 +85,11 @@ func (c *Config) Validate() error {
 	if c.JWKSURL != "" && c.JWKSFile != "" {
 		errs = append(errs, errors.New("set at most one of jwks_url and jwks_file"))
 	}
+	if u, err := url.Parse(c.APIServer); c.APIServer != "" && (err != nil || u.Scheme != "https" || u.Host == "") {
+		errs = append(errs, errors.New("api_server must be an https URL"))
+	}
 	if c.TokenReview {
-		if u, err := url.Parse(c.APIServer); err != nil || u.Scheme != "https" || u.Host == "" {
+		if c.APIServer == "" {
 			errs = append(errs, errors.New("token_review needs api_server, an https URL"))
 		}
 		if c.BearerTokenFile == "" {
@@ -147,8 +152,8 @@ func New(ctx context.Context, cfg Config) (*Attestor, error) {
 	} else {
 		keys, err = oidc.NewRemoteKeys(oidc.RemoteConfig{
 			Issuer: cfg.Issuer, JWKSURL: cfg.JWKSURL, HTTPClient: cfg.HTTPClient,
-			Header: bearerHeader(cfg.BearerTokenFile),
-			Now:    cfg.Now, Logger: cfg.Logger,
+			Header: bearerHeader(cfg.BearerTokenFile), HeaderOrigins: headerOrigins(cfg.APIServer),
+			Now: cfg.Now, Logger: cfg.Logger,
 		})
 	}
 	if err != nil {
@@ -289,7 +294,8 @@ func (a *Attestor) tokenReview(ctx context.Context, token, subject string) error
 // /.well-known/openid-configuration and /openid/v1/jwks to service
 // accounts (system:service-account-issuer-discovery), not to anonymous
 // callers, unless an admin allowed that. The file is re-read on each fetch,
-// as projected tokens rotate.
+// as projected tokens rotate. oidc.RemoteKeys sends it only to the issuer
+// and headerOrigins.
 func bearerHeader(tokenFile string) func() (http.Header, error) {
 	if tokenFile == "" {
 		return nil
@@ -301,4 +307,13 @@ func bearerHeader(tokenFile string) func() (http.Header, error) {
 		}
 		return http.Header{"Authorization": {"Bearer " + strings.TrimSpace(string(b))}}, nil
 	}
+}
+
+// headerOrigins are the origins besides the issuer's that may receive the
+// broker's token: the API server's, when one is configured.
+func headerOrigins(apiServer string) []string {
+	if apiServer == "" {
+		return nil
+	}
+	return []string{apiServer}
 }

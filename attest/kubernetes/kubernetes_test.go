@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -411,6 +412,7 @@ func TestNewValidates(t *testing.T) {
 		"API server audience": {func(cfg *kubernetes.Config) { cfg.Audiences = []string{kubernetes.APIServerAudience} }, "the API server's own"},
 		"both key sources":    {func(cfg *kubernetes.Config) { cfg.JWKSURL, cfg.JWKSFile = "https://x", "/x" }, "at most one"},
 		"review without URL":  {func(cfg *kubernetes.Config) { cfg.TokenReview = true }, "token_review needs api_server"},
+		"http API server":     {func(cfg *kubernetes.Config) { cfg.APIServer = "http://10.0.0.1:6443" }, "api_server must be an https URL"},
 		"leeway too large":    {func(cfg *kubernetes.Config) { cfg.Leeway = 2 * time.Minute }, "leeway"},
 		"HS256":               {func(cfg *kubernetes.Config) { cfg.AllowedAlgs = []string{"HS256"} }, `algorithm "HS256" is not allowed`},
 		"none":                {func(cfg *kubernetes.Config) { cfg.AllowedAlgs = []string{"none"} }, `algorithm "none" is not allowed`},
@@ -512,6 +514,63 @@ func TestDiscoveryUsesBrokerToken(t *testing.T) {
 			_, err = a.Attest(context.Background(), token)
 			if (err == nil) != tt.ok {
 				t.Fatalf("Attest: %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+}
+
+// TestBrokerTokenOnlyToIssuerAndAPIServer: the broker's own token goes to
+// the issuer's origin and the configured API server's, never to a jwks_uri
+// that discovery names elsewhere; those keys are fetched without it, and
+// tokens they sign verify.
+func TestBrokerTokenOnlyToIssuerAndAPIServer(t *testing.T) {
+	c := newCluster(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(c.brokerToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seen []string
+	keyHost := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("Authorization"))
+		mu.Unlock()
+		_, _ = w.Write(c.iss.JWKS())
+	}))
+	defer keyHost.Close()
+	c.iss.RequireBearer(c.brokerToken)
+	defer c.iss.RequireBearer("")
+	c.iss.SetJWKSURI(keyHost.URL + "/openid/v1/jwks")
+	defer c.iss.SetJWKSURI("")
+	token := oidctest.Sign(t, c.rsa, c.claims(), nil)
+
+	for _, tt := range []struct {
+		name      string
+		apiServer string
+		want      string // Authorization the key host receives
+	}{
+		{"key host is neither issuer nor API server", "", ""},
+		{"key host is the API server", keyHost.URL, "Bearer " + c.brokerToken},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := kubernetes.New(context.Background(), kubernetes.Config{
+				Issuer: c.iss.URL, Audiences: []string{brokerAudience}, BearerTokenFile: tokenFile,
+				APIServer: tt.apiServer, HTTPClient: c.iss.Client(), Now: c.clock.Now,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			before := len(seen)
+			mu.Unlock()
+			if _, err := a.Attest(context.Background(), token); err != nil {
+				t.Fatalf("Attest: %v", err)
+			}
+			mu.Lock()
+			got := seen[before:]
+			mu.Unlock()
+			if len(got) != 1 || got[0] != tt.want {
+				t.Errorf("key host received Authorization %q, want one request with %q", got, tt.want)
 			}
 		})
 	}

@@ -31,6 +31,9 @@
 // Keys come from a [KeySet]: [RemoteKeys] (OIDC discovery or a JWKS URL,
 // refetched on an unknown kid and after DefaultKeysMaxAge, so rotation
 // needs no restart) or [FileKeys] (a JWKS file re-read when it changes).
+// RemoteConfig.Header (a credential for the key source) is sent only to the
+// origin of RemoteConfig.Issuer and RemoteConfig.HeaderOrigins; a jwks_uri
+// or redirect elsewhere is fetched with no header but Accept.
 //
 // Usage:
 //

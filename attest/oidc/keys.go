@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -107,9 +108,16 @@ type RemoteConfig struct {
 	JWKSURL string
 	// HTTPClient makes the requests; nil means a client with a 10s timeout.
 	HTTPClient *http.Client
-	// Header is added to every request (for example an Authorization
-	// header for a Kubernetes API server); nil for none.
+	// Header is added to the requests sent to the origin (scheme, host and
+	// port) of Issuer and to HeaderOrigins — for example the broker's own
+	// Authorization header for a Kubernetes API server; nil for none. A
+	// request to any other origin goes without it: a jwks_uri or JWKSURL
+	// elsewhere, and every redirect that leaves those origins. Header is
+	// called only for a request that carries it.
 	Header func() (http.Header, error)
+	// HeaderOrigins are further https URLs whose origins receive Header
+	// (the configured API server); paths are ignored.
+	HeaderOrigins []string
 	// MaxAge defaults to DefaultKeysMaxAge.
 	MaxAge time.Duration
 	// RefetchInterval defaults to DefaultRefetchInterval.
@@ -131,6 +139,11 @@ type RemoteKeys struct {
 	sem   chan struct{} // one fetch at a time
 	state atomic.Pointer[keyState]
 	jwks  atomic.Pointer[string] // discovered JWKS URL
+	// headerOrigins are the origins that receive cfg.Header; client is
+	// cfg.HTTPClient, with a CheckRedirect that strips the header from a
+	// redirect to any other origin when there is a header.
+	headerOrigins map[string]bool
+	client        *http.Client
 }
 
 type keyState struct {
@@ -170,7 +183,21 @@ func NewRemoteKeys(cfg RemoteConfig) (*RemoteKeys, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	r := &RemoteKeys{cfg: cfg, sem: make(chan struct{}, 1)}
+	r := &RemoteKeys{cfg: cfg, sem: make(chan struct{}, 1), client: cfg.HTTPClient}
+	if cfg.Header != nil {
+		r.headerOrigins = map[string]bool{}
+		for _, u := range append([]string{cfg.Issuer}, cfg.HeaderOrigins...) {
+			if u == "" {
+				continue
+			}
+			o, err := origin(u)
+			if err != nil || !strings.HasPrefix(o, "https://") {
+				return nil, fmt.Errorf("oidc: header origin %q is not an https URL", u)
+			}
+			r.headerOrigins[o] = true
+		}
+		r.client = r.headerClient()
+	}
 	if cfg.JWKSURL != "" {
 		r.jwks.Store(&cfg.JWKSURL)
 	}
@@ -281,15 +308,19 @@ func (r *RemoteKeys) get(ctx context.Context, u string) ([]byte, error) {
 	}
 	req.Header.Set("Accept", "application/json")
 	if r.cfg.Header != nil {
-		h, err := r.cfg.Header()
-		if err != nil {
-			return nil, fmt.Errorf("oidc: request header for %s: %w", u, err)
-		}
-		for k, vs := range h {
-			req.Header[k] = vs
+		if r.sendsHeader(req.URL) {
+			h, err := r.cfg.Header()
+			if err != nil {
+				return nil, fmt.Errorf("oidc: request header for %s: %w", u, err)
+			}
+			for k, vs := range h {
+				req.Header[k] = vs
+			}
+		} else {
+			r.cfg.Logger.DebugContext(ctx, "oidc: fetching without the configured header: not the issuer's origin nor a header origin", "url", u)
 		}
 	}
-	resp, err := r.cfg.HTTPClient.Do(req)
+	resp, err := r.client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("oidc: fetching %s: %w", u, err)
 	}
@@ -305,6 +336,53 @@ func (r *RemoteKeys) get(ctx context.Context, u string) ([]byte, error) {
 		return nil, fmt.Errorf("oidc: %s is larger than %d bytes", u, maxDocumentSize)
 	}
 	return body, nil
+}
+
+// maxRedirects is how many redirects a key fetch follows, as http.Client
+// does by default.
+const maxRedirects = 10
+
+// headerClient returns a copy of the HTTP client whose redirects to an
+// origin that may not receive Header carry no header but Accept. (net/http
+// alone forwards Authorization to the same domain and its subdomains, on
+// any port and scheme.)
+func (r *RemoteKeys) headerClient() *http.Client {
+	c := *r.cfg.HTTPClient
+	next := c.CheckRedirect
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if !r.sendsHeader(req.URL) {
+			req.Header = http.Header{"Accept": req.Header.Values("Accept")}
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= maxRedirects {
+			return fmt.Errorf("oidc: stopped after %d redirects", maxRedirects)
+		}
+		return nil
+	}
+	return &c
+}
+
+// sendsHeader reports whether a request to u carries Header.
+func (r *RemoteKeys) sendsHeader(u *url.URL) bool {
+	o, err := origin(u.String())
+	return err == nil && r.headerOrigins[o]
+}
+
+// origin returns the origin of an http(s) URL as "scheme://host:port",
+// lowercased, with the scheme's default port made explicit.
+func origin(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" {
+		return "", fmt.Errorf("%q is not an http(s) URL", raw)
+	}
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443", "http": "80"}[scheme]
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port), nil
 }
 
 // ParseJWKS parses a JSON Web Key Set and keeps the public signing keys

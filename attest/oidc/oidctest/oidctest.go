@@ -90,6 +90,20 @@ type Issuer struct {
 	// requiredBearer, when set, is the bearer token discovery and the JWKS
 	// demand, as a Kubernetes API server does of service accounts.
 	requiredBearer atomic.Pointer[string]
+	// jwksURI, when set, is the jwks_uri discovery names instead of the
+	// issuer's own JWKS.
+	jwksURI atomic.Pointer[string]
+}
+
+// SetJWKSURI makes discovery name u as jwks_uri — another server's JWKS,
+// as a cluster or an identity provider may publish its keys elsewhere;
+// "" restores the issuer's own.
+func (iss *Issuer) SetJWKSURI(u string) {
+	if u == "" {
+		iss.jwksURI.Store(nil)
+		return
+	}
+	iss.jwksURI.Store(&u)
 }
 
 // RequireBearer makes discovery and the JWKS answer 401 to requests
@@ -127,10 +141,14 @@ func NewIssuer(t testing.TB, keys ...*Key) *Issuer {
 		if !iss.authorized(w, r) {
 			return
 		}
+		jwksURI := iss.URL + JWKSPath
+		if u := iss.jwksURI.Load(); u != nil {
+			jwksURI = *u
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{
 			"issuer":                                iss.URL,
-			"jwks_uri":                              iss.URL + JWKSPath,
+			"jwks_uri":                              jwksURI,
 			"response_types_supported":              []string{"id_token"},
 			"subject_types_supported":               []string{"public"},
 			"id_token_signing_alg_values_supported": []string{"RS256", "ES256"},
