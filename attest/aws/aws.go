@@ -49,6 +49,7 @@ const (
 	reasonStale         = "stale signature"
 	reasonReplay        = "replay"
 	reasonCacheFull     = "too many recent attestations, retry later"
+	reasonReplayStore   = "replay store unavailable"
 	reasonUnreachable   = "STS unreachable"
 	reasonRedirect      = "STS redirected the request"
 	reasonRejected      = "STS rejected the signature"
@@ -75,9 +76,14 @@ type Config struct {
 	// remembered to refuse replays. Default DefaultMaxAge; at most 15m, the
 	// skew STS itself allows.
 	MaxAge time.Duration
-	// ReplayCacheSize bounds the signatures remembered. When it is full of
+	// Replay remembers the signatures accepted within MaxAge. Default: an
+	// in-memory store of ReplayCacheSize entries, forgotten at a restart;
+	// attest/aws/replaydb keeps them in a file. When Replay cannot record
+	// a signature, Attest refuses the request ("replay store unavailable").
+	Replay ReplayStore
+	// ReplayCacheSize bounds the in-memory default store. When it is full of
 	// unexpired entries Attest refuses new requests rather than forget one.
-	// Default DefaultReplayCacheSize.
+	// Default DefaultReplayCacheSize; unused with Replay.
 	ReplayCacheSize int
 	// HTTPClient sends requests to STS. Attest uses a copy whose
 	// CheckRedirect refuses every redirect. Default: a client with a 10s
@@ -128,7 +134,7 @@ type Attestor struct {
 	client   *http.Client
 	now      func() time.Time
 	log      *slog.Logger
-	replay   *replayCache
+	replay   ReplayStore
 }
 
 // New validates cfg, fills in defaults and returns an Attestor.
@@ -160,11 +166,14 @@ func New(cfg Config) (*Attestor, error) {
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
-	size := cfg.ReplayCacheSize
-	if size == 0 {
-		size = DefaultReplayCacheSize
+	a.replay = cfg.Replay
+	if a.replay == nil {
+		size := cfg.ReplayCacheSize
+		if size == 0 {
+			size = DefaultReplayCacheSize
+		}
+		a.replay = newReplayCache(size)
 	}
-	a.replay = newReplayCache(size)
 	var c http.Client
 	if cfg.HTTPClient != nil {
 		c = *cfg.HTTPClient
@@ -272,17 +281,24 @@ func (a *Attestor) Attest(ctx context.Context, r Request) (attest.Identity, erro
 
 	// A signature counts once: reserve it before STS sees it, so that two
 	// concurrent submissions cannot both pass, and release it only when STS
-	// did not accept it.
-	switch a.replay.reserve(az.signature, signed.Add(a.maxAge+time.Second), now) {
-	case reserveReplay:
+	// did not accept it. A signature that cannot be recorded is refused.
+	key := replayKey(az.signature)
+	switch err := a.replay.Reserve(ctx, key, signed.Add(a.maxAge+time.Second), now); {
+	case errors.Is(err, ErrReplay):
 		return attest.Identity{}, fail(reasonReplay, nil)
-	case reserveFull:
+	case errors.Is(err, ErrReplayFull):
 		a.log.WarnContext(ctx, "aws attestor: replay cache full, refusing request")
 		return attest.Identity{}, fail(reasonCacheFull, nil)
+	case err != nil:
+		a.log.WarnContext(ctx, "aws attestor: recording the signature failed, refusing request", slog.Any("error", err))
+		return attest.Identity{}, fail(reasonReplayStore, err)
 	}
 	id, err := a.call(req)
 	if err != nil {
-		a.replay.release(az.signature)
+		if rerr := a.replay.Release(context.WithoutCancel(ctx), key); rerr != nil {
+			// Fail closed: the signature stays used; the caller signs anew.
+			a.log.WarnContext(ctx, "aws attestor: releasing a signature STS did not accept failed", slog.Any("error", rerr))
+		}
 		return attest.Identity{}, err
 	}
 	a.log.DebugContext(ctx, "aws attestor: attested", slog.String("subject", id.Subject), slog.String("arn", id.Claims["arn"].(string)))

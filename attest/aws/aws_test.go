@@ -391,17 +391,49 @@ func TestReplayWindow(t *testing.T) {
 
 func TestReplayCacheFull(t *testing.T) {
 	c := newReplayCache(2)
-	if c.reserve("a", t0.Add(time.Minute), t0) != reserveOK || c.reserve("b", t0.Add(2*time.Minute), t0) != reserveOK {
+	ctx := context.Background()
+	a, b, k := replayKey("a"), replayKey("b"), replayKey("c")
+	if c.Reserve(ctx, a, t0.Add(time.Minute), t0) != nil || c.Reserve(ctx, b, t0.Add(2*time.Minute), t0) != nil {
 		t.Fatal("reserve failed")
 	}
-	if got := c.reserve("a", t0.Add(time.Minute), t0); got != reserveReplay {
+	if got := c.Reserve(ctx, a, t0.Add(time.Minute), t0); got != ErrReplay {
 		t.Errorf("reserve(a) again = %v, want replay", got)
 	}
-	if got := c.reserve("c", t0.Add(time.Minute), t0); got != reserveFull {
+	if got := c.Reserve(ctx, k, t0.Add(time.Minute), t0); got != ErrReplayFull {
 		t.Errorf("reserve(c) = %v, want full", got)
 	}
-	if got := c.reserve("c", t0.Add(2*time.Minute), t0.Add(time.Minute)); got != reserveOK {
+	if got := c.Reserve(ctx, k, t0.Add(2*time.Minute), t0.Add(time.Minute)); got != nil {
 		t.Errorf("reserve(c) after a expired = %v, want ok", got)
+	}
+}
+
+// failingStore stands for a replay store whose disk refuses writes.
+type failingStore struct{ err error }
+
+func (f failingStore) Reserve(context.Context, ReplayKey, time.Time, time.Time) error { return f.err }
+func (f failingStore) Release(context.Context, ReplayKey) error                       { return f.err }
+
+// A signature the store cannot record is refused before STS sees it.
+func TestReplayStoreFailureRefuses(t *testing.T) {
+	e := newEnv(t, roleARN, "AROAX:s", true)
+	a, err := New(Config{
+		ServerID: testServerID, STSEndpoint: e.sts.Server.URL, HTTPClient: e.sts.Server.Client(),
+		Now: func() time.Time { return t0 }, Replay: failingStore{errors.New("disk I/O error")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.sign(t, t0)
+	_, err = a.Attest(context.Background(), r)
+	var ae *attest.Error
+	if !errors.As(err, &ae) || ae.Reason != reasonReplayStore {
+		t.Fatalf("Attest = %v, want %q", err, reasonReplayStore)
+	}
+	if strings.Contains(err.Error(), signature(r)) {
+		t.Error("the error holds the signature")
+	}
+	if n := e.sts.Calls.Load(); n != 0 {
+		t.Errorf("STS called %d times", n)
 	}
 }
 

@@ -45,9 +45,13 @@
 //   - an X-Amz-Date older than Config.MaxAge or more than a minute ahead
 //     ("stale signature");
 //   - a signature already seen within MaxAge ("replay"). Signatures are
-//     reserved before STS is called and kept when STS accepts them; the cache
-//     is bounded (Config.ReplayCacheSize) and refuses new requests when full
-//     of unexpired entries rather than forget one.
+//     reserved in Config.Replay (a [ReplayStore], which keeps only their
+//     SHA-256) before STS is called and kept when STS accepts them. The
+//     in-memory default forgets them at a restart; attest/aws/replaydb keeps
+//     them in a SQLite file so that they survive one. A store is bounded and
+//     refuses new requests when full of unexpired entries rather than forget
+//     one ("too many recent attestations, retry later"), and a signature it
+//     cannot record is refused ("replay store unavailable").
 //
 // Redirects are never followed (a 3xx fails), the response is read up to
 // 64 KiB, and the GetCallerIdentityResponse XML is parsed strictly: exact
