@@ -8,9 +8,21 @@ import (
 	"github.com/credbroker/credbroker/attest"
 )
 
-// DefaultTokenCacheTTL is how long a verified bearer token's identity is
-// reused without verifying the token again.
-const DefaultTokenCacheTTL = 30 * time.Second
+// Lifetimes of the token cache.
+const (
+	// DefaultTokenCacheTTL is how long a verified bearer token's identity
+	// is reused without verifying the token again.
+	DefaultTokenCacheTTL = 30 * time.Second
+	// ReviewedTokenCacheTTL is the longest a token that its issuer is asked
+	// about online (a Kubernetes TokenReview) should be reused: a token
+	// the issuer revoked — its pod or service account deleted — stops
+	// working within it.
+	ReviewedTokenCacheTTL = 5 * time.Second
+	// MaxTokenCacheTTL caps any TTL: keys an issuer removed stop verifying
+	// after oidc.DefaultKeysMaxAge (5m), and a cached identity should not
+	// outlive them.
+	MaxTokenCacheTTL = 5 * time.Minute
+)
 
 // maxCachedTokens bounds the token cache.
 const maxCachedTokens = 4096
@@ -33,6 +45,8 @@ type cachedToken struct {
 	until time.Time
 }
 
+// newTokenCache returns a cache of ttl (0: DefaultTokenCacheTTL, at most
+// MaxTokenCacheTTL), or nil — no caching — for a negative ttl.
 func newTokenCache(ttl time.Duration) *tokenCache {
 	if ttl == 0 {
 		ttl = DefaultTokenCacheTTL
@@ -40,6 +54,7 @@ func newTokenCache(ttl time.Duration) *tokenCache {
 	if ttl < 0 {
 		return nil
 	}
+	ttl = min(ttl, MaxTokenCacheTTL)
 	return &tokenCache{ttl: ttl, entries: map[[sha256.Size]byte]cachedToken{}}
 }
 

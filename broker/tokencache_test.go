@@ -41,6 +41,16 @@ func TestTokenCache(t *testing.T) {
 		t.Fatalf("%d entries, limit %d", n, maxCachedTokens)
 	}
 
+	// Capped: however long the TTL asked for, MaxTokenCacheTTL bounds it.
+	long := newTokenCache(time.Hour)
+	long.put("x", id, now, time.Time{})
+	if _, ok := long.get("x", now.Add(MaxTokenCacheTTL-time.Second)); !ok {
+		t.Error("entry gone before MaxTokenCacheTTL")
+	}
+	if _, ok := long.get("x", now.Add(MaxTokenCacheTTL)); ok {
+		t.Error("entry outlived MaxTokenCacheTTL")
+	}
+
 	// Off: a negative TTL caches nothing.
 	off := newTokenCache(-1)
 	off.put("x", id, now, time.Time{})
