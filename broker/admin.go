@@ -11,8 +11,8 @@ import (
 type Health func() error
 
 // AdminHandler serves /healthz (the process is up), /readyz (every check
-// passes: the audit store is open and writable, policies are loaded) and
-// /metrics (Prometheus, from gatherer).
+// passes: the audit store is open and writable, the policy set in force
+// has policies) and /metrics (Prometheus, from gatherer).
 func AdminHandler(gatherer prometheus.Gatherer, ready map[string]Health) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

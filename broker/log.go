@@ -12,6 +12,7 @@ const (
 	keyAddr       = "addr"
 	keyPath       = "path"
 	keyVersion    = "version"
+	keyPolicies   = "policies"
 	keyRepeated   = "repeated"
 	keyInterval   = "interval"
 )
