@@ -118,6 +118,9 @@ func (c *cli) run(args []string) int {
 	for _, w := range lc.policies.Warnings() {
 		log.Warn("policy warning", "position", fmt.Sprintf("%s:%d", w.File, w.Line), "warning", w.Message)
 	}
+	if lc.policies.Len() == 0 {
+		log.Warn("no policies loaded: every request is denied, and /readyz is not ready, until a policy file holds one", "path", lc.cfg.Policies)
+	}
 	tuneGC(lc.cfg, log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -334,7 +337,7 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 		adminSrv = &http.Server{
 			Handler: broker.AdminHandler(reg, map[string]broker.Health{
 				"audit":    alog.Healthy,
-				"policies": func() error { return nil }, // loaded before we listen; reloads keep a set in force
+				"policies": b.PoliciesHealth,
 			}),
 			ReadHeaderTimeout: 5 * time.Second,
 		}
