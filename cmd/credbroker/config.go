@@ -114,6 +114,10 @@ type AttestorsConfig struct {
 	GitHub     *GitHubConfig     `yaml:"github"`
 	AWS        *AWSConfig        `yaml:"aws"`
 	Ambient    *AmbientConfig    `yaml:"ambient"`
+	// TokenCacheTTL is how long a verified bearer token's identity is
+	// reused (never past its exp); 0s turns the cache off. Default 30s, or
+	// 5s with kubernetes token_review, which allows at most 5s; at most 5m.
+	TokenCacheTTL *Duration `yaml:"token_cache_ttl"`
 }
 
 // KubernetesConfig verifies projected service-account tokens.
@@ -130,7 +134,9 @@ type KubernetesConfig struct {
 	// TokenReview also asks the API server (APIServer, with CAFile and
 	// BearerTokenFile) to confirm each token. BearerTokenFile, the broker's
 	// own service-account token, also authenticates discovery and JWKS
-	// requests, which clusters serve to service accounts only by default.
+	// requests, which clusters serve to service accounts only by default —
+	// sent only to the origins of Issuer and APIServer (https); a jwks_uri
+	// elsewhere is fetched without it.
 	TokenReview     bool   `yaml:"token_review"`
 	APIServer       string `yaml:"api_server"`
 	CAFile          string `yaml:"ca_file"`
@@ -179,6 +185,11 @@ type AWSConfig struct {
 	STSEndpoint string `yaml:"sts_endpoint"`
 	// Region is the signing region; default us-east-1.
 	Region string `yaml:"region"`
+	// ReplayDB is the SQLite file keeping the signatures accepted within
+	// their validity window (as SHA-256 hashes), so that a signed request
+	// cannot be replayed after a restart; default the audit database's
+	// path + ".aws-replay".
+	ReplayDB string `yaml:"replay_db"`
 }
 
 // AmbientConfig attests callers that present no evidence of their own with
@@ -379,6 +390,7 @@ func (cfg *Config) merge(file string) []error {
 	errs = append(errs, setOnce(cfg, src, "attestors.github", &cfg.Attestors.GitHub, one.Attestors.GitHub)...)
 	errs = append(errs, setOnce(cfg, src, "attestors.aws", &cfg.Attestors.AWS, one.Attestors.AWS)...)
 	errs = append(errs, setOnce(cfg, src, "attestors.ambient", &cfg.Attestors.Ambient, one.Attestors.Ambient)...)
+	errs = append(errs, setOnce(cfg, src, "attestors.token_cache_ttl", &cfg.Attestors.TokenCacheTTL, one.Attestors.TokenCacheTTL)...)
 	for _, n := range one.Listeners {
 		errs = append(errs, ConfigError{fmt.Sprintf("%s:%d", file, n.Line), "injection listeners are not supported by this version of credbroker"})
 	}
@@ -405,6 +417,9 @@ func (cfg *Config) resolvePaths(dir string) {
 	}
 	if a := cfg.Attestors.Ambient; a != nil {
 		a.TokenFile = resolve(dir, a.TokenFile)
+	}
+	if a := cfg.Attestors.AWS; a != nil {
+		a.ReplayDB = resolve(dir, a.ReplayDB)
 	}
 	if k := cfg.Attestors.Kubernetes; k != nil {
 		for _, p := range []*string{&k.JWKSFile, &k.CAFile, &k.BearerTokenFile} {
@@ -521,6 +536,9 @@ func (cfg *Config) applyDefaults() {
 	if cfg.Audit.Path == "" {
 		cfg.Audit.Path = defaultAuditPath
 	}
+	if a := cfg.Attestors.AWS; a != nil && a.ReplayDB == "" {
+		a.ReplayDB = defaultReplayDB(cfg.Audit.Path)
+	}
 	if cfg.Log.Level == "" {
 		cfg.Log.Level = "info"
 	}
@@ -570,6 +588,9 @@ func (cfg *Config) Validate() error {
 	}
 	if a := cfg.Attestors.Ambient; a != nil && a.TokenFile == "" {
 		bad("attestors.ambient", "attestors.ambient needs token_file")
+	}
+	if msg := cfg.Attestors.tokenCacheProblem(); msg != "" {
+		bad("attestors.token_cache_ttl", "%s", msg)
 	}
 	seen := map[string]int{}
 	for i, c := range cfg.Credentials {

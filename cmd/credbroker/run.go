@@ -25,6 +25,7 @@ import (
 
 	"github.com/credbroker/credbroker/attest"
 	awsattest "github.com/credbroker/credbroker/attest/aws"
+	"github.com/credbroker/credbroker/attest/aws/replaydb"
 	githubattest "github.com/credbroker/credbroker/attest/github"
 	k8sattest "github.com/credbroker/credbroker/attest/kubernetes"
 	spiffeattest "github.com/credbroker/credbroker/attest/spiffe"
@@ -117,9 +118,6 @@ func (c *cli) run(args []string) int {
 	log := newLogger(c.stderr, lc.cfg.Log)
 	for _, w := range lc.policies.Warnings() {
 		log.Warn("policy warning", "position", fmt.Sprintf("%s:%d", w.File, w.Line), "warning", w.Message)
-	}
-	if lc.policies.Len() == 0 {
-		log.Warn("no policies loaded: every request is denied, and /readyz is not ready, until a policy file holds one", "path", lc.cfg.Policies)
 	}
 	tuneGC(lc.cfg, log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -250,22 +248,26 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if r := evidence.replay; r != nil {
+		defer r.Close() // after the listeners drained
+	}
 	if sp := evidence.spiffe; sp != nil {
 		defer sp.Close()
 		go func() { _ = sp.Run(auditCtx) }()
 	}
 	b, err := broker.New(broker.Config{
-		Peer:        peer,
-		Tokens:      evidence.tokens,
-		Certs:       certAttestor(evidence.spiffe),
-		AWS:         evidence.aws,
-		Ambient:     evidence.ambient,
-		Credentials: creds,
-		Kinds:       kinds,
-		Policies:    lc.policies,
-		Audit:       alog,
-		Registerer:  reg,
-		Logger:      log,
+		Peer:          peer,
+		Tokens:        evidence.tokens,
+		Certs:         certAttestor(evidence.spiffe),
+		AWS:           evidence.aws,
+		Ambient:       evidence.ambient,
+		TokenCacheTTL: cfg.Attestors.tokenCacheTTL(),
+		Credentials:   creds,
+		Kinds:         kinds,
+		Policies:      lc.policies,
+		Audit:         alog,
+		Registerer:    reg,
+		Logger:        log,
 	})
 	if err != nil {
 		return err
@@ -337,7 +339,7 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 		adminSrv = &http.Server{
 			Handler: broker.AdminHandler(reg, map[string]broker.Health{
 				"audit":    alog.Healthy,
-				"policies": b.PoliciesHealth,
+				"policies": func() error { return nil }, // loaded before we listen; reloads keep a set in force
 			}),
 			ReadHeaderTimeout: 5 * time.Second,
 		}
@@ -389,6 +391,7 @@ type evidence struct {
 	aws     broker.AWSAttestor
 	ambient func() (string, error)
 	spiffe  *spiffeattest.Attestor // runs in the background, closed at shutdown
+	replay  *replaydb.DB           // the aws attestor's used signatures, closed at shutdown
 }
 
 // buildAttestors creates the configured attestors beyond unix.
@@ -426,11 +429,17 @@ func buildAttestors(ctx context.Context, cfg *Config, log *slog.Logger) (evidenc
 	if a := cfg.Attestors.AWS; a != nil {
 		c := a.config()
 		c.Logger = logFor(attest.MethodAWS)
+		replay, err := replaydb.Open(ctx, replaydb.Config{Path: a.ReplayDB})
+		if err != nil {
+			return ev, ConfigError{cfg.pos("attestors.aws.replay_db"), err.Error()}
+		}
+		c.Replay = replay
 		att, err := awsattest.New(c)
 		if err != nil {
+			replay.Close()
 			return ev, ConfigError{cfg.pos("attestors.aws"), err.Error()}
 		}
-		ev.aws = awsAdapter{att}
+		ev.aws, ev.replay = awsAdapter{att}, replay
 	}
 	if a := cfg.Attestors.Ambient; a != nil {
 		ev.ambient = (&ambientToken{path: a.TokenFile}).Token
