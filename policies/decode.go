@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +45,7 @@ type decoder struct {
 	overrun  bool
 
 	conds map[string]compiledCondition // by expression text
+	self  Self                         // what `uid: self` and `gid: self` stand for
 }
 
 type compiledCondition struct {
@@ -53,8 +53,9 @@ type compiledCondition struct {
 	issues []conditionIssue
 }
 
-func newDecoder(files []File) *decoder {
+func newDecoder(files []File, self Self) *decoder {
 	d := &decoder{
+		self:     self,
 		problems: problemList{order: make(map[string]int, len(files))},
 		warned:   map[Problem]bool{},
 		names:    map[string]string{},
@@ -281,6 +282,8 @@ func (d *decoder) policy(n *yaml.Node) {
 		ttlNode  *yaml.Node
 		nameNode *yaml.Node
 		canon    = map[string]any{}
+
+		workloadsLine int
 	)
 	for _, kv := range pairs {
 		key, v := kv.key.Value, kv.val
@@ -302,6 +305,7 @@ func (d *decoder) policy(n *yaml.Node) {
 				d.addf(v.Line, "effect must be %q or %q, not %s", Allow, Deny, quoteScalar(v))
 			}
 		case "workloads":
+			workloadsLine = kv.key.Line
 			entries, ok := d.list(v, "workloads")
 			var canonWL []any
 			for _, e := range entries {
@@ -384,6 +388,9 @@ func (d *decoder) policy(n *yaml.Node) {
 	}
 	sum := sha256.Sum256(content)
 	p.version = shortHash(sum[:])
+	if p.effect == Deny {
+		d.tokenOnlyDeny(p, workloadsLine)
+	}
 	p.allowReason = "allowed by policy " + p.name
 	p.denyReason = "denied by policy " + p.name
 	d.policies = append(d.policies, p)
@@ -505,7 +512,43 @@ func (d *decoder) selector(w *workload, n *yaml.Node) (map[string]string, bool) 
 	if ok && w.method == attest.MethodGitHub {
 		ok = d.githubRepository(w)
 	}
+	if ok && w.method == attest.MethodUnix {
+		d.unpinnedExe(w)
+	}
 	return canon, ok
+}
+
+// unpinnedExe warns about a unix selector with exe and no exe_sha256: the
+// kernel reports the executable's path as the caller's mount namespace
+// sees it, and an unprivileged user can make a mount namespace (through a
+// user namespace) in which any binary is bind-mounted over an allowed path.
+// The digest is read from the executable itself.
+func (d *decoder) unpinnedExe(w *workload) {
+	var exe *field
+	for i := range w.fields {
+		switch w.fields[i].spec.key {
+		case "exe":
+			exe = &w.fields[i]
+		case "exe_sha256":
+			return
+		}
+	}
+	if exe != nil {
+		d.warnf(exe.line, "unix selector matches exe %q without exe_sha256: the path is the one the caller's mount namespace shows, and an unprivileged user can bind-mount any binary over it in a user namespace; add exe_sha256 to the same selector", clip(exe.pat.text))
+	}
+}
+
+// tokenOnlyDeny warns about a deny policy every workload entry of which
+// needs a token-attested identity: a caller escapes it by presenting no
+// token, and is then attested as its unix peer.
+func (d *decoder) tokenOnlyDeny(p *policy, line int) {
+	var methods []string
+	for i := range p.workloads {
+		if !p.workloads[i].tokenMethods(&methods) {
+			return
+		}
+	}
+	d.warnf(line, "deny policy %q selects only callers that present a token (%s): a caller escapes it by presenting none, and is then attested as its unix peer; add a unix entry (uid, exe_sha256, pod_uid or container_id) for the same workload", p.name, strings.Join(methods, ", "))
 }
 
 // githubRepository refuses a github selector that matches every repository
@@ -570,8 +613,11 @@ func (d *decoder) field(spec *fieldSpec, v *yaml.Node) (field, string, bool) {
 	f := field{spec: spec, line: v.Line}
 	if spec.kind == kindInt {
 		if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!str" && v.Value == selfValue {
-			f.num = selfID(spec.key)
-			return f, selfValue, true
+			// The canonical form, and so the version, is the resolved id:
+			// the same file compiled for brokers under different uids
+			// decides differently and gets different versions.
+			f.num = d.self.id(spec.key)
+			return f, strconv.FormatInt(f.num, 10), true
 		}
 		var n int64
 		if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(&n) != nil || n < 0 || n > 1<<32-1 {
@@ -661,13 +707,6 @@ func (d *decoder) when(p *policy, v *yaml.Node) {
 }
 
 // selfValue in a uid or gid selector stands for the uid or gid of the
-// process compiling the policies — the broker itself — so that a policy
-// can say "the user the broker runs as" without naming it.
+// broker (CompileOptions.Self), so that a policy can say "the user the
+// broker runs as" without naming it.
 const selfValue = "self"
-
-func selfID(key string) int64 {
-	if key == "gid" {
-		return int64(os.Getgid())
-	}
-	return int64(os.Getuid())
-}

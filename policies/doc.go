@@ -1,7 +1,9 @@
 // Package policies parses, validates, compiles and evaluates credbroker
 // policy documents. It is pure: callers hand it bytes and inputs, and it
 // does no file or network I/O, keeps no global state, and returns an
-// immutable Set that is safe for concurrent use.
+// immutable Set that is safe for concurrent use. Its one look at the
+// process is a default, like time.Now for a zero Input.Now: the caller's
+// uid and gid stand for `uid: self` when CompileOptions.Self is nil.
 //
 // # Documents
 //
@@ -43,7 +45,14 @@
 // A selector matches an identity of its own method, comparing keys with the
 // claims of the same name. A unix selector also matches the kernel-attested
 // peer (Identity.Peer) of a caller that attested with a token over the
-// Unix socket. Globs follow path.Match: `*` does not cross `/`. Other
+// Unix socket. Globs match one '/'-separated segment at a time: within a
+// segment `*`, `?`, `[class]` and `\` escapes follow path.Match and never
+// match '/'; a segment that is exactly `**` matches any number of whole
+// segments, and at least one when it ends the pattern, so
+// "spiffe://td/ns/payments/**" matches every ID below .../payments but not
+// .../payments itself, and "a/**/b" matches a/b and a/x/y/b. Compile
+// refuses `**` within a segment ("payments**") and a '/' that is escaped
+// or in a class. The same rule applies to credential globs. Other
 // values compare exactly and case-sensitively, except exe_sha256, which is
 // hexadecimal and compares case-insensitively. Values may be written as
 // unquoted numbers (account: 123456789012) and are then taken as written; a
@@ -51,6 +60,27 @@
 // compared values cannot contain glob characters, so that a glob written
 // for a key that does not take one is reported rather than never matching.
 // An absent claim never matches.
+//
+// `uid: self` and `gid: self` stand for the uid and gid of the broker
+// that evaluates the Set, given as CompileOptions.Self (by default the
+// process calling Compile). The policy's version covers the resolved
+// number: `uid: self` compiled for uid 1000 has the version of `uid: 1000`.
+//
+// # Warnings
+//
+// Besides the GitHub warnings below, Set.Warnings lists selectors a
+// caller can get around:
+//
+//   - a unix selector with exe but no exe_sha256. The kernel reports the
+//     executable's path as the caller's mount namespace sees it, and an
+//     unprivileged user can create a mount namespace (inside a user
+//     namespace) with any binary bind-mounted over an allowed path;
+//     exe_sha256 is a digest of the executable itself. Positioned at the
+//     exe value.
+//   - a deny policy every workload entry of which needs a token identity
+//     (a kubernetes, spiffe, github or aws selector, or an `all:` with
+//     one): a caller that presents no token is attested as its unix peer
+//     and escapes the deny. Positioned at the `workloads:` key.
 //
 // # GitHub repositories
 //

@@ -115,3 +115,51 @@ policies:
 	// Output:
 	// deploy.yaml:6: github selector does not pin a repository: add repository_id or repository_owner_id, or an exact repository (repository names can be re-registered by someone else after a rename or deletion)
 }
+
+// A `**` segment matches every segment below; `*` stays within one.
+func ExampleSet_Evaluate_doubleStar() {
+	set, err := policies.Compile([]policies.File{{Name: "spiffe.yaml", Data: []byte(`
+policies:
+  - name: payments
+    effect: allow
+    workloads: [{spiffe: {id: "spiffe://prod.example.org/ns/payments/**"}}]
+    credentials: [stripe-live]
+`)}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, id := range []string{"spiffe://prod.example.org/ns/payments/sa/api", "spiffe://prod.example.org/ns/payments"} {
+		d := set.Evaluate(policies.Input{
+			Identity: attest.Identity{Method: attest.MethodSPIFFE, Subject: id},
+			Request:  policies.Request{Channel: "socket", Credential: "stripe-live"},
+		})
+		fmt.Println(id, d.Effect)
+	}
+	// Output:
+	// spiffe://prod.example.org/ns/payments/sa/api allow
+	// spiffe://prod.example.org/ns/payments deny
+}
+
+// Compiling for a broker that runs as another user: `uid: self` is that
+// user's uid, and the version covers it.
+func ExampleCompileOptions_Compile() {
+	files := []policies.File{{Name: "self.yaml", Data: []byte(`
+policies:
+  - name: broker-user-reads-demo
+    effect: allow
+    workloads: [{unix: {uid: self}}]
+    credentials: [demo]
+`)}}
+	a, _ := policies.CompileOptions{Self: &policies.Self{UID: 1000, GID: 1000}}.Compile(files)
+	b, _ := policies.CompileOptions{Self: &policies.Self{UID: 1001, GID: 1001}}.Compile(files)
+	fmt.Println("same version:", a.Version() == b.Version())
+	in := policies.Input{
+		Identity: attest.Identity{Method: attest.MethodUnix, Subject: "unix:uid:1000", Claims: map[string]any{"uid": int64(1000)}},
+		Request:  policies.Request{Channel: "socket", Credential: "demo"},
+	}
+	fmt.Println(a.Evaluate(in).Effect, b.Evaluate(in).Effect)
+	// Output:
+	// same version: false
+	// allow deny
+}

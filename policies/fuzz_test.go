@@ -29,6 +29,13 @@ func FuzzCompile(f *testing.F) {
 	for _, tc := range conditionCases[:5] {
 		f.Add([]byte(conditionPolicy(Deny, tc.when)))
 	}
+	for _, tc := range globCases {
+		f.Add(fmt.Appendf(nil, "policies:\n  - name: p\n    effect: allow\n    workloads:\n      - spiffe: {id: %q}\n      - unix: {exe: %q}\n    credentials: [%q]\n", tc.glob, tc.glob, tc.glob))
+	}
+	for _, tc := range warningCases {
+		f.Add([]byte(warningPolicy(tc.effect, tc.workloads)))
+	}
+	f.Add([]byte(dedent(selfPolicy)))
 	f.Add([]byte(dedent(decisionPolicies)))
 	f.Add([]byte("a: &a [x, *a]\npolicies: *a\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/credbroker/credbroker/attest"
@@ -137,13 +138,55 @@ const versionLen = 12
 
 func shortHash(sum []byte) string { return hex.EncodeToString(sum)[:versionLen] }
 
+// Self is the user and group of the broker that evaluates a Set: what
+// `uid: self` and `gid: self` in a unix selector stand for.
+type Self struct {
+	UID, GID uint32
+}
+
+// id returns the uid, or the gid for the selector key "gid".
+func (s Self) id(key string) int64 {
+	if key == "gid" {
+		return int64(s.GID)
+	}
+	return int64(s.UID)
+}
+
+// processSelf is the user and group of this process.
+func processSelf() Self {
+	return Self{UID: uint32(syscall.Getuid()), GID: uint32(syscall.Getgid())}
+}
+
+// CompileOptions says what Compile needs to know about the process that
+// will evaluate the Set.
+type CompileOptions struct {
+	// Self is the broker's uid and gid, which `uid: self` and `gid: self`
+	// stand for. A policy's version covers the resolved ids, not the word,
+	// so the same file compiled for brokers under different users has
+	// different versions. Nil means the process calling Compile, as a zero
+	// Input.Now means the time of the call: a broker compiling its own
+	// policies can leave it nil; a tool that compiles them on the broker's
+	// behalf, such as `credbroker explain`, names the broker's ids.
+	Self *Self
+}
+
+// Compile compiles files with the zero CompileOptions: `uid: self` is the
+// uid of the calling process.
+func Compile(files []File) (*Set, error) {
+	return CompileOptions{}.Compile(files)
+}
+
 // Compile parses, validates and compiles policy documents. Files are read
 // in the order given and policies in file order; that load order decides
 // among several matching allow policies. When any document is invalid,
 // Compile returns a nil Set and a Problems error listing every problem
 // found, each with its file and line.
-func Compile(files []File) (*Set, error) {
-	d := newDecoder(files)
+func (o CompileOptions) Compile(files []File) (*Set, error) {
+	self := processSelf()
+	if o.Self != nil {
+		self = *o.Self
+	}
+	d := newDecoder(files, self)
 	for _, f := range files {
 		d.file(f)
 	}
@@ -178,8 +221,9 @@ func (s *Set) Version() string {
 var emptyVersion = func() string { sum := sha256.Sum256(nil); return shortHash(sum[:]) }()
 
 // Warnings lists what Compile accepted but a reviewer should look at, in
-// file order and then line order, each positioned like a Problem: today, a
-// github selector that pins no repository (see the package documentation).
+// file order and then line order, each positioned like a Problem: a github
+// selector that pins no repository, a unix exe without exe_sha256, a deny
+// that only token identities trigger (see the package documentation).
 // The Set decides the same way whatever its warnings.
 func (s *Set) Warnings() []Problem {
 	if s == nil {

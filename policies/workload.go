@@ -1,9 +1,11 @@
 package policies
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -15,7 +17,7 @@ type fieldKind int
 
 const (
 	kindExact fieldKind = iota // string equality (integer claims compare numerically)
-	kindGlob                   // path.Match pattern
+	kindGlob                   // glob, segment by segment (see pattern)
 	kindInt                    // integer, such as a uid
 	kindHash                   // SHA-256 hex digest, case-insensitive
 )
@@ -71,42 +73,107 @@ var selectorSpecs = map[string][]fieldSpec{
 // methodAll is the workload entry key that ANDs its entries.
 const methodAll = "all"
 
-// pattern is a name or path.Match glob, validated at load. Common glob
-// shapes ("prefix*", "*suffix") are matched without path.Match.
+// pattern is a name or glob, validated at load. A glob matches one
+// '/'-separated segment of the name per segment of the pattern: `*`, `?`
+// and `[class]` follow path.Match within a segment and never match '/',
+// and a segment that is exactly `**` matches whole segments — any number
+// of them, and at least one at the end of the pattern, so "a/**" matches
+// everything below a but not a itself. Common glob shapes ("prefix*",
+// "*suffix", "prefix/**") are matched without splitting.
 type pattern struct {
 	text  string
 	kind  patternKind
-	fixed string // patPrefix, patSuffix: the text without its star
+	fixed string   // patPrefix, patSuffix, patSubtree: the text without its stars
+	segs  []string // patSegments: the segments, a trailing "**" as "*", "**"
 }
 
 type patternKind uint8
 
 const (
-	patLiteral patternKind = iota // no metacharacters: equality
-	patPrefix                     // "fixed*"
-	patSuffix                     // "*fixed"
-	patGlob                       // anything else: path.Match
+	patLiteral  patternKind = iota // no metacharacters: equality
+	patPrefix                      // "fixed*"
+	patSuffix                      // "*fixed"
+	patSubtree                     // "fixed/**"
+	patSegments                    // anything else: segment by segment
 )
+
+// doubleStar is the glob segment that matches any number of segments.
+const doubleStar = "**"
 
 func newPattern(text string) (pattern, error) {
 	if _, err := path.Match(text, ""); err != nil {
 		return pattern{}, err
 	}
-	p := pattern{text: text, kind: patGlob}
+	p := pattern{text: text, kind: patSegments}
+	segs := strings.Split(text, "/")
+	for _, seg := range segs {
+		if seg == doubleStar {
+			continue
+		}
+		if err := checkSegment(seg); err != nil {
+			return pattern{}, err
+		}
+	}
 	switch n := strings.Count(text, "*"); {
 	case !strings.ContainsAny(text, `*?[\`):
 		p.kind = patLiteral
-	case strings.ContainsAny(text, `?[\`) || n != 1:
-	case strings.HasSuffix(text, "*"):
+		return p, nil
+	case strings.ContainsAny(text, `?[\`):
+	case n == 1 && strings.HasSuffix(text, "*"):
 		p.kind, p.fixed = patPrefix, text[:len(text)-1]
-	case strings.HasPrefix(text, "*"):
+		return p, nil
+	case n == 1 && strings.HasPrefix(text, "*"):
 		p.kind, p.fixed = patSuffix, text[1:]
+		return p, nil
+	case n == 2 && strings.HasSuffix(text, "/"+doubleStar):
+		p.kind, p.fixed = patSubtree, text[:len(text)-len(doubleStar)]
+		return p, nil
+	}
+	// Consecutive "**" segments match what one does.
+	p.segs = make([]string, 0, len(segs)+1)
+	for _, seg := range segs {
+		if seg == doubleStar && len(p.segs) > 0 && p.segs[len(p.segs)-1] == doubleStar {
+			continue
+		}
+		p.segs = append(p.segs, seg)
+	}
+	if last := len(p.segs) - 1; p.segs[last] == doubleStar {
+		p.segs = append(p.segs[:last], "*", doubleStar) // at least one segment
 	}
 	return p, nil
 }
 
+// checkSegment validates one segment of a valid path.Match pattern: no
+// '*' follows a '*', and the pattern did not escape the '/' that ended the
+// segment or put it in a class (the segment alone would be malformed).
+func checkSegment(seg string) error {
+	if _, err := path.Match(seg, ""); err != nil {
+		return errSlashInClass
+	}
+	for i := 0; i < len(seg); i++ {
+		switch seg[i] {
+		case '\\':
+			i++
+		case '[':
+			for i++; i < len(seg) && seg[i] != ']'; i++ {
+				if seg[i] == '\\' {
+					i++
+				}
+			}
+		case '*':
+			if i+1 < len(seg) && seg[i+1] == '*' {
+				return fmt.Errorf("%q is not a whole segment: ** must stand between slashes (or at an end); * matches within one segment", clip(seg))
+			}
+		}
+	}
+	return nil
+}
+
+// errSlashInClass refuses a glob whose '/' is escaped or in a [class].
+var errSlashInClass = errors.New(`'/' separates segments and cannot be escaped or stand in a [class]`)
+
 // literal makes p compare for equality whatever its text.
-func (p *pattern) literal() { p.kind, p.fixed = patLiteral, "" }
+func (p *pattern) literal() { p.kind, p.fixed, p.segs = patLiteral, "", nil }
 
 // isGlob reports whether p has glob metacharacters.
 func (p *pattern) isGlob() bool { return p.kind != patLiteral }
@@ -119,8 +186,62 @@ func (p *pattern) match(s string) bool {
 		return strings.HasPrefix(s, p.fixed) && !strings.Contains(s[len(p.fixed):], "/")
 	case patSuffix:
 		return strings.HasSuffix(s, p.fixed) && !strings.Contains(s[:len(s)-len(p.fixed)], "/")
+	case patSubtree: // fixed ends in '/': whatever follows is one segment or more
+		return strings.HasPrefix(s, p.fixed)
 	}
-	ok, _ := path.Match(p.text, s) // validated by newPattern
+	return matchSegments(p.segs, s)
+}
+
+// matchSegments matches s, segment by segment, against segs, in which
+// "**" stands for any number of segments. When a segment fails to match,
+// the most recent "**" takes one more segment and matching resumes after
+// it, which finds a match if there is one (as for '*' in a string
+// wildcard) in at most len(segs) × segments-of-s steps.
+func matchSegments(segs []string, s string) bool {
+	var (
+		pi, pos         int // next pattern segment; start of the next segment of s, len(s)+1 at the end
+		starPi, starPos = -1, 0
+	)
+	for pos <= len(s) {
+		if pi < len(segs) && segs[pi] == doubleStar {
+			starPi, starPos = pi, pos
+			pi++
+			continue
+		}
+		if pi < len(segs) {
+			seg, next := segmentAt(s, pos)
+			if matchSegment(segs[pi], seg) {
+				pi, pos = pi+1, next
+				continue
+			}
+		}
+		if starPi < 0 {
+			return false
+		}
+		_, starPos = segmentAt(s, starPos)
+		pi, pos = starPi+1, starPos
+	}
+	for pi < len(segs) && segs[pi] == doubleStar {
+		pi++
+	}
+	return pi == len(segs)
+}
+
+// segmentAt returns the segment of s that starts at pos and the start of
+// the segment after it, len(s)+1 after the last.
+func segmentAt(s string, pos int) (seg string, next int) {
+	if i := strings.IndexByte(s[pos:], '/'); i >= 0 {
+		return s[pos : pos+i], pos + i + 1
+	}
+	return s[pos:], len(s) + 1
+}
+
+// matchSegment matches one segment, which holds no '/'.
+func matchSegment(pat, seg string) bool {
+	if pat == "*" {
+		return true
+	}
+	ok, _ := path.Match(pat, seg) // validated by newPattern
 	return ok
 }
 
@@ -253,6 +374,26 @@ func (w *workload) target(id *attest.Identity) *attest.Identity {
 		return id.Peer
 	}
 	return nil
+}
+
+// tokenMethods reports whether w matches only identities attested from a
+// token — by a method other than unix — and adds those methods to
+// methods once each. An `all:` needs a token when any of its entries does.
+func (w *workload) tokenMethods(methods *[]string) bool {
+	if w.method == methodAll {
+		token := false
+		for i := range w.all {
+			token = w.all[i].tokenMethods(methods) || token
+		}
+		return token
+	}
+	if w.method == attest.MethodUnix {
+		return false
+	}
+	if !slices.Contains(*methods, w.method) {
+		*methods = append(*methods, w.method)
+	}
+	return true
 }
 
 func (w *workload) match(id *attest.Identity) bool {
