@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/credbroker/credbroker/attest"
+	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/policies"
 )
 
@@ -21,6 +24,7 @@ import (
 func (c *cli) check(args []string) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	configPath := fs.String("config", "", "configuration file or directory (required)")
+	self := brokerSelfFlags(fs)
 	if _, err := c.parse(fs, args); err != nil {
 		return exitUsage
 	}
@@ -28,7 +32,7 @@ func (c *cli) check(args []string) int {
 		fmt.Fprintln(c.stderr, "credbroker check: --config is required")
 		return exitUsage
 	}
-	lc, err := loadAll(*configPath, nil)
+	lc, err := loadAll(*configPath, self, nil)
 	if err == nil {
 		_, _, err = buildProviders(lc.cfg)
 	}
@@ -95,47 +99,79 @@ func warnings(lc *loadedConfig) []string {
 }
 
 // explain dry-runs one decision and prints which policy decided it and why
-// every policy did or did not match.
+// every policy did or did not match. It builds the policy input the broker
+// would build for the same caller and request: on the socket API's
+// channels the request method and path default to what the API passes
+// (GET, /v1/credentials/NAME), a token caller's unix peer is described
+// with --peer-claim, and `uid: self` is the uid of the broker — by default
+// the user explain runs as, --broker-uid otherwise.
 func (c *cli) explain(args []string) int {
 	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
 	configPath := fs.String("config", "", "configuration file or directory (required)")
 	credential := fs.String("credential", "", "credential name (required)")
 	subject := fs.String("subject", "", `workload subject, e.g. "unix:uid:1000" (required)`)
-	attestor := fs.String("attestor", "", "identity method (default: inferred from the subject)")
-	method := fs.String("method", "", "request method (GET, POST, …); an attestor name (unix, kubernetes, spiffe, github, aws) sets the identity method instead")
-	reqPath := fs.String("path", "", "request path")
-	host := fs.String("host", "", "request host")
-	channel := fs.String("channel", "socket", "request channel")
+	attestor := fs.String("attestor", "", "identity method: unix, kubernetes, spiffe, github or aws (default: inferred from the subject)")
+	httpMethod := fs.String("http-method", "", `request.method (default on the socket and mtls channels: "GET", as the socket API passes it)`)
+	reqPath := fs.String("path", "", `request.path (default on the socket and mtls channels: "/v1/credentials/NAME")`)
+	host := fs.String("host", "", "request.host")
+	channel := fs.String("channel", broker.ChannelSocket, "request.channel")
+	at := fs.String("at", "", "evaluate at this time, RFC 3339 (default: now)")
+	var removed *string
+	fs.Func("method", "removed: use --attestor for the identity method, --http-method for request.method", func(v string) error {
+		removed = &v
+		return nil
+	})
+	self := brokerSelfFlags(fs)
 	asJSON := fs.Bool("json", false, "print the explanation as JSON")
-	var claims stringList
+	var claims, peerClaims stringList
 	fs.Var(&claims, "claim", "identity claim k=v (repeatable; k:=JSON for a typed value)")
+	fs.Var(&peerClaims, "peer-claim", "claim k=v of the unix peer behind a token caller, as the kernel attests it (repeatable; needs uid)")
 	if _, err := c.parse(fs, args); err != nil {
+		return exitUsage
+	}
+	if removed != nil {
+		use := "--http-method " + *removed + " for request.method"
+		if isMethod(*removed) {
+			use = "--attestor " + *removed + " for the identity method"
+		}
+		fmt.Fprintf(c.stderr, "credbroker explain: --method is gone, it meant both the identity method and request.method: use %s\n", use)
 		return exitUsage
 	}
 	if *configPath == "" || *credential == "" || *subject == "" {
 		fmt.Fprintln(c.stderr, "credbroker explain: --config, --credential and --subject are required")
 		return exitUsage
 	}
-	if isMethod(*method) {
-		*attestor, *method = *method, ""
+	now := time.Now()
+	if *at != "" {
+		t, err := time.Parse(time.RFC3339Nano, *at)
+		if err != nil {
+			fmt.Fprintf(c.stderr, "credbroker explain: --at %q is not an RFC 3339 time such as 2026-03-14T15:09:26Z\n", *at)
+			return exitUsage
+		}
+		now = t
 	}
-	id, err := identityFromFlags(*attestor, *subject, claims)
+	id, err := identityFromFlags(*attestor, *subject, claims, peerClaims)
 	if err != nil {
 		fmt.Fprintln(c.stderr, "credbroker explain:", err)
 		return exitUsage
 	}
-	lc, err := loadAll(*configPath, nil)
+	req := policies.Request{Channel: *channel, Credential: *credential, Method: *httpMethod, Path: *reqPath, Host: *host}
+	if req.Channel == broker.ChannelSocket || req.Channel == broker.ChannelMTLS {
+		if req.Method == "" {
+			req.Method = http.MethodGet
+		}
+		if req.Path == "" {
+			req.Path = "/v1/credentials/" + req.Credential
+		}
+	}
+	lc, err := loadAll(*configPath, self, nil)
 	if err != nil {
 		for _, line := range problemLines(err) {
 			fmt.Fprintln(c.stderr, line)
 		}
 		return 1
 	}
-	in := policies.Input{
-		Identity: id,
-		Request:  policies.Request{Channel: *channel, Credential: *credential, Method: *method, Path: *reqPath, Host: *host},
-		Now:      time.Now(),
-	}
+	in := policies.Input{Identity: id, Request: req, Now: now}
 	ex := lc.policies.Explain(in)
 	if *asJSON {
 		b, _ := json.MarshalIndent(ex, "", "  ")
@@ -147,6 +183,27 @@ func (c *cli) explain(args []string) int {
 		return 3
 	}
 	return 0
+}
+
+// brokerSelfFlags adds --broker-uid and --broker-gid to fs and returns
+// the ids `uid: self` and `gid: self` stand for: the flags' values once fs
+// is parsed, else those of this process, as when the broker itself
+// compiles its policies.
+func brokerSelfFlags(fs *flag.FlagSet) *policies.Self {
+	self := &policies.Self{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	id := func(dst *uint32) func(string) error {
+		return func(v string) error {
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil {
+				return errors.New("want a number from 0 to 4294967295")
+			}
+			*dst = uint32(n)
+			return nil
+		}
+	}
+	fs.Func("broker-uid", `uid of the broker, which "uid: self" stands for (default: the uid this command runs as)`, id(&self.UID))
+	fs.Func("broker-gid", `gid of the broker, which "gid: self" stands for (default: the gid this command runs as)`, id(&self.GID))
+	return self
 }
 
 func printExplanation(c *cli, lc *loadedConfig, in policies.Input, ex policies.Explanation) {
@@ -193,13 +250,17 @@ func isMethod(s string) bool {
 }
 
 // identityFromFlags builds the identity explain evaluates. For a unix
-// subject the uid claim is derived from it.
-func identityFromFlags(method, subject string, claims []string) (attest.Identity, error) {
+// subject the uid claim is derived from it. peerClaims, when given,
+// describe the unix peer of a token caller, as the broker attaches it.
+func identityFromFlags(method, subject string, claims, peerClaims []string) (attest.Identity, error) {
 	if method == "" {
 		method = inferMethod(subject)
 	}
 	if method == "" {
-		return attest.Identity{}, fmt.Errorf("cannot tell the identity method of %q; pass --method unix|kubernetes|spiffe|github|aws", subject)
+		return attest.Identity{}, fmt.Errorf("cannot tell the identity method of %q; pass --attestor unix|kubernetes|spiffe|github|aws", subject)
+	}
+	if !isMethod(method) {
+		return attest.Identity{}, fmt.Errorf("--attestor %q: want one of %s", method, strings.Join(attest.Methods, ", "))
 	}
 	id := attest.Identity{Method: method, Subject: subject, Claims: map[string]any{}}
 	if method == attest.MethodUnix {
@@ -207,29 +268,54 @@ func identityFromFlags(method, subject string, claims []string) (attest.Identity
 			id.Claims["uid"] = uid
 		}
 	}
-	for _, kv := range claims {
+	if err := setClaims(id.Claims, method, "--claim", claims); err != nil {
+		return id, err
+	}
+	if len(peerClaims) == 0 {
+		return id, nil
+	}
+	if method == attest.MethodUnix {
+		return id, errors.New("--peer-claim describes the unix peer of a token caller; a unix identity has none")
+	}
+	peer := attest.Identity{Method: attest.MethodUnix, Claims: map[string]any{}}
+	if err := setClaims(peer.Claims, attest.MethodUnix, "--peer-claim", peerClaims); err != nil {
+		return id, err
+	}
+	uid, ok := peer.Claims["uid"].(int64)
+	if !ok {
+		return id, errors.New("--peer-claim needs uid=N: the kernel always attests the peer's uid")
+	}
+	peer.Subject = "unix:uid:" + strconv.FormatInt(uid, 10)
+	id.Peer = &peer
+	return id, nil
+}
+
+// setClaims parses k=v and k:=JSON flags into claims. Unix uid, gid and
+// pid are integers, as the unix attestor stores them.
+func setClaims(claims map[string]any, method, flagName string, kvs []string) error {
+	for _, kv := range kvs {
 		if k, v, ok := strings.Cut(kv, ":="); ok {
 			var val any
 			if err := json.Unmarshal([]byte(v), &val); err != nil {
-				return id, fmt.Errorf("--claim %s: value is not JSON: %v", k, err)
+				return fmt.Errorf("%s %s: value is not JSON: %v", flagName, k, err)
 			}
-			id.Claims[k] = normalizeJSON(val)
+			claims[k] = normalizeJSON(val)
 			continue
 		}
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return id, fmt.Errorf("--claim %q: use key=value", kv)
+			return fmt.Errorf("%s %q: use key=value", flagName, kv)
 		}
-		id.Claims[k] = v
+		claims[k] = v
 		if method == attest.MethodUnix && (k == "uid" || k == "gid" || k == "pid") {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {
-				return id, fmt.Errorf("--claim %s=%s: not an integer", k, v)
+				return fmt.Errorf("%s %s=%s: not an integer", flagName, k, v)
 			}
-			id.Claims[k] = n
+			claims[k] = n
 		}
 	}
-	return id, nil
+	return nil
 }
 
 // normalizeJSON turns whole JSON numbers into int64, as attestors do.

@@ -148,7 +148,7 @@ func TestExplain(t *testing.T) {
 			[]string{"decision:   deny", "policy:     no-prod"}},
 		{[]string{"--credential", "demo", "--subject", "unix:uid:1001"}, 3,
 			[]string{"decision:   deny", "none matched: default deny"}},
-		{[]string{"--credential", "demo", "--subject", "unix:uid:1000", "--method", "DELETE", "--path", "/x"}, 3,
+		{[]string{"--credential", "demo", "--subject", "unix:uid:1000", "--http-method", "DELETE", "--path", "/x"}, 3,
 			[]string{"decision:   deny", "condition"}},
 		{[]string{"--credential", "nope", "--subject", "unix:uid:1000"}, 0,
 			[]string{"credential \"nope\" is not configured"}},

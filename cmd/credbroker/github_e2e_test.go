@@ -174,7 +174,7 @@ func TestGitHubActionsTokenEndToEnd(t *testing.T) {
 
 	// explain dry-runs the same decision from the claims alone.
 	out, errOut, code := credbroker(t, "explain", "--config", e.config, "--credential", "demo",
-		"--subject", "repo:acme/payments:ref:refs/heads/main", "--method", "github",
+		"--subject", "repo:acme/payments:ref:refs/heads/main", "--attestor", "github",
 		"--claim", "repository=acme/payments", "--claim", "repository_owner_id=1234", "--claim", "ref=refs/heads/main")
 	if code != 0 || !strings.Contains(out, "policy:     payments-main") {
 		t.Errorf("explain: exit %d\n%s%s", code, out, errOut)

@@ -3,8 +3,9 @@
 // credentials and records every decision in a tamper-evident audit log.
 //
 //	credbroker run --config FILE|DIR [--socket PATH] [--audit-db PATH] [--checkpoint FILE] [--admin ADDR|off]
-//	credbroker check --config FILE|DIR
-//	credbroker explain --config FILE|DIR --credential NAME --subject SUBJECT [--claim k=v …] [--method M] [--path P]
+//	credbroker check --config FILE|DIR [--broker-uid N] [--broker-gid N]
+//	credbroker explain --config FILE|DIR --credential NAME --subject SUBJECT [--attestor M] [--claim k=v …] [--peer-claim k=v …]
+//	                   [--http-method GET] [--path P] [--channel C] [--at TIME] [--broker-uid N] [--broker-gid N] [--json]
 //	credbroker get NAME [--socket PATH] [--token-file F] [--format json|env]
 //	credbroker audit query|verify|export|prune --db PATH …
 //	credbroker version
@@ -45,8 +46,9 @@ const usage = `credbroker — a credential broker sidecar
 
 Usage:
   credbroker run     --config FILE|DIR [--socket PATH] [--audit-db PATH] [--checkpoint FILE] [--admin ADDR|off]
-  credbroker check   --config FILE|DIR
-  credbroker explain --config FILE|DIR --credential NAME --subject SUBJECT [--claim k=v …] [--method M] [--path P]
+  credbroker check   --config FILE|DIR [--broker-uid N] [--broker-gid N]
+  credbroker explain --config FILE|DIR --credential NAME --subject SUBJECT [--attestor M] [--claim k=v …] [--peer-claim k=v …]
+                     [--http-method GET] [--path P] [--channel C] [--at TIME] [--broker-uid N] [--broker-gid N] [--json]
   credbroker get     NAME [--socket PATH] [--token-file FILE] [--format json|env]
   credbroker audit   query|verify|export|prune --db PATH …
   credbroker version

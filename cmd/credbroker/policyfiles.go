@@ -106,10 +106,17 @@ func notRegular(name string, fi fs.FileInfo) policies.Problem {
 	return policies.Problem{File: name, Message: msg}
 }
 
-// loadPolicies reads and compiles the policy files at path. In a directory
-// shared with broker configuration, files that are not policy documents are
-// skipped.
+// loadPolicies reads and compiles the policy files at path for this
+// process, the broker: `uid: self` is its uid.
 func loadPolicies(path string, configFiles []string) (*policies.Set, error) {
+	return loadPoliciesFor(nil, path, configFiles)
+}
+
+// loadPoliciesFor reads and compiles the policy files at path for a broker
+// whose uid and gid are self (nil: this process's). In a directory shared
+// with broker configuration, files that are not policy documents are
+// skipped.
+func loadPoliciesFor(self *policies.Self, path string, configFiles []string) (*policies.Set, error) {
 	names, err := policyFiles(path)
 	if err != nil {
 		return nil, err
@@ -132,7 +139,7 @@ func loadPolicies(path string, configFiles []string) (*policies.Set, error) {
 	if len(files) == 0 {
 		return nil, fmt.Errorf("policies: no policy files (*.yaml, *.yml) at %s", path)
 	}
-	return policies.Compile(files)
+	return policies.CompileOptions{Self: self}.Compile(files)
 }
 
 // policyStamp summarises the policy files at path: for each, its name, the

@@ -51,8 +51,9 @@ type loadedConfig struct {
 }
 
 // loadAll loads and validates the configuration at path and its policies,
-// reporting every problem it can find.
-func loadAll(path string, override func(*Config)) (*loadedConfig, error) {
+// reporting every problem it can find. self is the broker's uid and gid,
+// which `uid: self` and `gid: self` stand for; nil means this process's.
+func loadAll(path string, self *policies.Self, override func(*Config)) (*loadedConfig, error) {
 	cfg, err := LoadConfig(path)
 	if cfg == nil {
 		return nil, err
@@ -69,7 +70,7 @@ func loadAll(path string, override func(*Config)) (*loadedConfig, error) {
 	var stamp string
 	if cfg.Policies != "" {
 		stamp = policyStamp(cfg.Policies)
-		set, err = loadPolicies(cfg.Policies, cfg.Files)
+		set, err = loadPoliciesFor(self, cfg.Policies, cfg.Files)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -95,7 +96,7 @@ func (c *cli) run(args []string) int {
 		fmt.Fprintln(c.stderr, "credbroker run: --config is required")
 		return exitUsage
 	}
-	lc, err := loadAll(*configPath, func(cfg *Config) {
+	lc, err := loadAll(*configPath, nil, func(cfg *Config) { // nil: the broker is this process
 		if *socket != "" {
 			cfg.Socket = *socket
 		}
