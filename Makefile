@@ -9,7 +9,8 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/credbroker
 
 # Start the broker on examples/quickstart, fetch the demo credential, show
-# its audit row, stop the broker.
+# its audit row, stop the broker. State is kept in a directory of the user's
+# own: $XDG_RUNTIME_DIR/credbroker-quickstart or /tmp/credbroker-quickstart-UID.
 quickstart: build
 	@scripts/quickstart.sh $(BIN)
 

@@ -106,7 +106,7 @@ func newHarnessCache(tb testing.TB, cacheTTL time.Duration, tokens ...broker.Tok
 		tb.Fatal(err)
 	}
 	h.socket = filepath.Join(sockDir, "s")
-	ln, err := broker.ListenUnix(h.socket, 0o600)
+	ln, err := broker.ListenUnix(h.socket, 0o600, -1)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -46,6 +48,11 @@ type Config struct {
 	Socket string `yaml:"socket"`
 	// SocketMode is the socket's permission bits, octal; default "0660".
 	SocketMode string `yaml:"socket_mode"`
+	// SocketGroup is the group the socket is given, a name or a numeric
+	// gid: with socket_mode 0660 its members may connect. A name must be in
+	// /etc/group (the binary is static: no NSS); a gid need not be named.
+	// Default none: the socket keeps the broker's group.
+	SocketGroup string `yaml:"socket_group"`
 	// MaxConnections caps the open connections of each listener serving the
 	// socket API (the socket, the mTLS listener); default 1024, at least 1.
 	// At the cap callers wait in the kernel's backlog, and the longest-idle
@@ -348,6 +355,7 @@ func (cfg *Config) merge(file string) []error {
 	}
 	set("socket", &cfg.Socket, one.Socket)
 	set("socket_mode", &cfg.SocketMode, one.SocketMode)
+	set("socket_group", &cfg.SocketGroup, one.SocketGroup)
 	set("policies", &cfg.Policies, one.Policies)
 	set("audit.path", &cfg.Audit.Path, one.Audit.Path)
 	set("audit.key_file", &cfg.Audit.KeyFile, one.Audit.KeyFile)
@@ -553,8 +561,14 @@ func (cfg *Config) Validate() error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, ConfigError{cfg.pos(key), fmt.Sprintf(format, args...)})
 	}
-	if _, err := cfg.socketMode(); err != nil {
-		bad("socket_mode", "%v", err)
+	mode, modeErr := cfg.socketMode()
+	if modeErr != nil {
+		bad("socket_mode", "%v", modeErr)
+	}
+	if _, err := cfg.socketGID(); err != nil {
+		bad("socket_group", "%v", err)
+	} else if cfg.SocketGroup != "" && modeErr == nil && mode&0o020 == 0 {
+		bad("socket_group", "socket_group %q: socket_mode %q does not let the group connect (connecting needs write permission); use \"0660\"", cfg.SocketGroup, cfg.SocketMode)
 	}
 	if cfg.Policies == "" {
 		bad("policies", "policies is required: a policy file or directory")
@@ -627,6 +641,26 @@ func (cfg *Config) socketMode() (os.FileMode, error) {
 		return 0, fmt.Errorf("socket_mode %q: use octal permission bits such as \"0660\"", cfg.SocketMode)
 	}
 	return os.FileMode(m), nil
+}
+
+// socketGID is the socket_group's gid, or -1 when it is not set.
+func (cfg *Config) socketGID() (int, error) {
+	if cfg.SocketGroup == "" {
+		return -1, nil
+	}
+	id := cfg.SocketGroup
+	if _, err := strconv.Atoi(id); err != nil {
+		g, err := user.LookupGroup(cfg.SocketGroup)
+		if err != nil {
+			return 0, fmt.Errorf("socket_group %q: no such group in /etc/group (a numeric gid needs none)", cfg.SocketGroup)
+		}
+		id = g.Gid
+	}
+	gid, err := strconv.ParseUint(id, 10, 32)
+	if err != nil || gid == math.MaxUint32 {
+		return 0, fmt.Errorf("socket_group %q: not a group name or a gid", cfg.SocketGroup)
+	}
+	return int(gid), nil
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)

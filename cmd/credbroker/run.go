@@ -301,7 +301,8 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	}).Run(reloadCtx)
 
 	mode, _ := cfg.socketMode()
-	ln, err := broker.ListenUnix(cfg.Socket, mode)
+	gid, _ := cfg.socketGID() // both checked by Validate
+	ln, err := broker.ListenUnix(cfg.Socket, mode, gid)
 	if err != nil {
 		return err
 	}
