@@ -12,9 +12,11 @@ import (
 	"log/slog"
 	"net"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -24,10 +26,12 @@ import (
 	"github.com/credbroker/credbroker/providers"
 )
 
-// PeerAttestor attests the process on the other end of a Unix socket from
-// kernel peer credentials.
+// PeerAttestor attests the process that wrote a request on a Unix socket
+// connection, from kernel credentials. With a failure it may return the
+// ids the kernel reported (unix claims uid, gid, pid) for the record; such
+// an identity attests nothing.
 type PeerAttestor interface {
-	Attest(ctx context.Context, conn *net.UnixConn) (attest.Identity, error)
+	Attest(ctx context.Context, conn net.Conn) (attest.Identity, error)
 }
 
 // TokenAttestor verifies a bearer token (a Kubernetes service-account
@@ -208,9 +212,9 @@ type Request struct {
 	// Method, Path and Host describe the request where the channel has them;
 	// policies see them as request.method, request.path, request.host.
 	Method, Path, Host string
-	// Conn is the caller's Unix socket connection, attested from kernel peer
-	// credentials.
-	Conn *net.UnixConn
+	// Conn is the caller's Unix socket connection, attested from kernel
+	// credentials of the process that wrote the request.
+	Conn net.Conn
 	// PeerCerts is the verified client certificate chain of an mTLS
 	// caller, leaf first.
 	PeerCerts []*x509.Certificate
@@ -219,8 +223,10 @@ type Request struct {
 	// AWSIAM is the signed sts:GetCallerIdentity request of an aws_iam
 	// body, if any.
 	AWSIAM json.RawMessage
-	// Invalid is set by a listener that could not decode the request. The
-	// caller is still attested and the refusal recorded.
+	// Invalid is set by a listener that could not decode the request: its
+	// message is shown to the caller, and an *Error's Kind is kept (a
+	// bad request otherwise). The caller is still attested and the refusal
+	// recorded.
 	Invalid error
 }
 
@@ -278,6 +284,13 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 		defer e.Expect()()
 	}
 	start := b.now()
+	// A name that is not a credential name is refused; until then the
+	// record, the logs and the policy input carry only a bounded stand-in,
+	// whatever the caller sent.
+	if req.Invalid == nil && req.Credential != "" && !ValidName(req.Credential) {
+		req.Invalid = errBadName
+	}
+	req.Credential, req.Method, req.Path, req.Host = bounded(req.Credential), bounded(req.Method), bounded(req.Path), bounded(req.Host)
 	rec := &audit.Record{
 		Time:       start.UTC(),
 		DecisionID: newDecisionID(start),
@@ -309,7 +322,12 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 	rec.Input = encodeInput(in)
 
 	if req.Invalid != nil {
-		return nil, b.refuse(ctx, rec, start, &Error{Kind: KindBadRequest, Message: req.Invalid.Error()})
+		refusal := &Error{Kind: KindBadRequest, Message: req.Invalid.Error()}
+		var e *Error
+		if errors.As(req.Invalid, &e) {
+			refusal = &Error{Kind: e.Kind, Message: e.Message}
+		}
+		return nil, b.refuse(ctx, rec, start, refusal)
 	}
 	prov, ok := b.creds[req.Credential]
 	if !ok {
@@ -346,6 +364,8 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 func (b *Broker) attest(ctx context.Context, req *Request, rec *audit.Record) (attest.Identity, error) {
 	peer, err := b.attestPeer(ctx, req)
 	if err != nil {
+		// What the kernel reported of a refused peer is still recorded.
+		describePeer(rec, peer)
 		return attest.Identity{}, err
 	}
 	describeIdentity(rec, peer)
@@ -464,24 +484,40 @@ func (b *Broker) finish(ctx context.Context, rec *audit.Record, start time.Time,
 		return nil
 	}
 	outcome.DecisionID = rec.DecisionID
-	b.log.Info("decision", keyDecisionID, rec.DecisionID, keyDecision, rec.Decision, keySubject, rec.Subject, keyCredential, rec.Credential, keyPolicy, rec.Policy, keyReason, rec.Reason)
+	// The internal cause goes to the log, never to the caller; causes
+	// carry no secret or token by contract (attest.Error, provider errors).
+	level := slog.LevelInfo
+	if outcome.Kind == KindUnavailable {
+		level = slog.LevelWarn
+	}
+	if outcome.Err != nil {
+		b.log.Log(ctx, level, "decision", keyDecisionID, rec.DecisionID, keyDecision, rec.Decision, keySubject, rec.Subject, keyCredential, rec.Credential, keyPolicy, rec.Policy, keyReason, rec.Reason, keyError, outcome.Err)
+	} else {
+		b.log.Log(ctx, level, "decision", keyDecisionID, rec.DecisionID, keyDecision, rec.Decision, keySubject, rec.Subject, keyCredential, rec.Credential, keyPolicy, rec.Policy, keyReason, rec.Reason)
+	}
 	return outcome
 }
 
 // describeIdentity copies the identity's audit fields into rec.
 func describeIdentity(rec *audit.Record, id attest.Identity) {
 	rec.Attestor, rec.Subject, rec.Claims = id.Method, id.Subject, id.Claims
-	peer := &id
+	peer := id
 	if id.Peer != nil {
-		peer = id.Peer
+		peer = *id.Peer
 	}
-	if peer.Method == attest.MethodUnix {
-		if pid, ok := peer.Claims["pid"].(int64); ok {
-			rec.PeerPID = pid
-		}
-		if uid, ok := peer.Claims["uid"].(int64); ok {
-			rec.PeerUID = uid
-		}
+	describePeer(rec, peer)
+}
+
+// describePeer copies a unix peer's pid and uid into rec.
+func describePeer(rec *audit.Record, peer attest.Identity) {
+	if peer.Method != attest.MethodUnix {
+		return
+	}
+	if pid, ok := peer.Claims["pid"].(int64); ok {
+		rec.PeerPID = pid
+	}
+	if uid, ok := peer.Claims["uid"].(int64); ok {
+		rec.PeerUID = uid
 	}
 }
 
@@ -531,6 +567,50 @@ func canonicalSecret(data map[string]providers.Secret) []byte {
 		buf.Write(v)
 	}
 	return buf.Bytes()
+}
+
+// Credential names: what ValidName accepts.
+const (
+	// MaxNameLen is the longest credential name.
+	MaxNameLen = 128
+	// maxField bounds a request attribute (path, method, host) as
+	// recorded and logged.
+	maxField = 256
+)
+
+// errBadName refuses a request for a name no credential can have.
+var errBadName = &Error{Kind: KindBadRequest, Message: fmt.Sprintf("invalid credential name: use 1 to %d characters of A-Z a-z 0-9 . _ -, starting with a letter or digit", MaxNameLen)}
+
+// ValidName reports whether s can name a credential: 1 to MaxNameLen
+// characters of A-Z a-z 0-9 . _ -, the first a letter or digit.
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > MaxNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// bounded returns s, or its first maxField bytes (at a rune boundary)
+// followed by how much was cut, so that what a caller sends cannot bloat
+// the audit record or a log line.
+func bounded(s string) string {
+	if len(s) <= maxField {
+		return s
+	}
+	cut := maxField
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…(" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 // newDecisionID returns a time-ordered, unguessable id: 48 bits of

@@ -110,8 +110,12 @@ func newHarnessCache(tb testing.TB, cacheTTL time.Duration, tokens ...broker.Tok
 	if err != nil {
 		tb.Fatal(err)
 	}
+	pln, err := peer.Listen(ln)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	srv := h.broker.NewSocketServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	go func() { _ = srv.Serve(ln) }()
+	go func() { _ = srv.Serve(pln) }()
 	h.client = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer

@@ -44,10 +44,7 @@ func (b *Broker) NewSocketServer(errLog *slog.Logger) *http.Server {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(errLog.Handler(), slog.LevelWarn),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if uc, ok := unlimited(c).(*net.UnixConn); ok {
-				return context.WithValue(ctx, connKey{}, uc)
-			}
-			return ctx
+			return context.WithValue(ctx, connKey{}, unlimited(c))
 		},
 	}
 }
@@ -55,15 +52,23 @@ func (b *Broker) NewSocketServer(errLog *slog.Logger) *http.Server {
 // Handler serves the socket API:
 //
 //	GET|POST /v1/credentials/{name}   with header Credbroker-Request: 1
+//
+// Any other request (another path, another method, HEAD included) is a
+// refusal, decided and recorded like any other: the caller is attested and
+// gets the JSON error shape.
 func (b *Broker) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/credentials/{name}", b.serveCredential)
 	mux.HandleFunc("POST /v1/credentials/{name}", b.serveCredential)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "unknown endpoint; use GET or POST /v1/credentials/{name}", "")
-	})
+	// GET patterns also match HEAD, whose reply has no body: a HEAD must
+	// not obtain a credential nobody can read.
+	mux.HandleFunc("HEAD /v1/credentials/{name}", b.serveUnrouted)
+	mux.HandleFunc("/", b.serveUnrouted)
 	return mux
 }
+
+// errUnrouted is the refusal of a request no route of the API matches.
+var errUnrouted = &Error{Kind: KindNotFound, Message: "unknown endpoint; use GET or POST /v1/credentials/{name}"}
 
 // credentialBody is the optional JSON body of a credential request. Unknown
 // fields are refused.
@@ -82,23 +87,41 @@ type reply struct {
 }
 
 func (b *Broker) serveCredential(w http.ResponseWriter, r *http.Request) {
-	conn, _ := r.Context().Value(connKey{}).(*net.UnixConn)
-	req := &Request{
-		Credential: r.PathValue("name"),
-		Channel:    ChannelSocket,
-		Method:     r.Method,
-		Path:       r.URL.Path,
-		Conn:       conn,
-	}
-	if r.TLS != nil {
-		req.Channel, req.PeerCerts = ChannelMTLS, r.TLS.PeerCertificates
-	}
+	req := b.request(r, r.PathValue("name"))
 	body, err := decodeCredentialRequest(w, r)
 	if err == nil {
 		req.AWSIAM = body.AWSIAM
 		req.Bearer, err = bearerToken(r.Header.Get("Authorization"))
 	}
 	req.Invalid = err
+	b.serve(w, r, req)
+}
+
+// serveUnrouted refuses, and records, a request no route matches.
+func (b *Broker) serveUnrouted(w http.ResponseWriter, r *http.Request) {
+	req := b.request(r, "")
+	req.Invalid = errUnrouted
+	b.serve(w, r, req)
+}
+
+// request is the broker's view of r, for credential name.
+func (b *Broker) request(r *http.Request, name string) *Request {
+	req := &Request{
+		Credential: name,
+		Channel:    ChannelSocket,
+		Method:     r.Method,
+		Path:       r.URL.Path,
+	}
+	if r.TLS != nil {
+		req.Channel, req.PeerCerts = ChannelMTLS, r.TLS.PeerCertificates
+	} else {
+		req.Conn, _ = r.Context().Value(connKey{}).(net.Conn)
+	}
+	return req
+}
+
+// serve decides req and writes the reply.
+func (b *Broker) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 	g, err := b.Decide(r.Context(), req)
 	if err != nil {
 		var e *Error

@@ -30,6 +30,9 @@ const (
 	reasonFiles     = "cannot read the peer's open files"
 	reasonProc      = "cannot read the peer's process information"
 	reasonCancelled = "attestation cancelled"
+	reasonSender    = "the request was not written by the process that opened the connection"
+	reasonExec      = "the peer process has executed another program since it connected"
+	reasonListener  = "the connection was not accepted through the attestor's listener"
 )
 
 // Attestor attests the peers of Unix-domain socket connections from kernel
@@ -44,6 +47,10 @@ type Attestor struct {
 	// noPidfd is set when SO_PEERPIDFD is disabled or the kernel lacks it;
 	// Attest then uses the start-time fallback.
 	noPidfd atomic.Bool
+	// maxExe bounds the size of an executable that is hashed; hashing
+	// admits hashSlots executables at a time.
+	maxExe    int64
+	hashSlots chan struct{}
 	// hashed counts executables read and hashed (cache misses).
 	hashed atomic.Uint64
 }
@@ -58,10 +65,12 @@ func New(cfg Config) (*Attestor, error) {
 	}
 	cfg = cfg.withDefaults()
 	a := &Attestor{
-		procRoot: cfg.ProcRoot,
-		hooks:    cfg.Hooks,
-		log:      cfg.Logger,
-		cache:    newHashCache(cfg.HashCacheSize),
+		procRoot:  cfg.ProcRoot,
+		hooks:     cfg.Hooks,
+		log:       cfg.Logger,
+		cache:     newHashCache(cfg.HashCacheSize),
+		maxExe:    cfg.MaxExeBytes,
+		hashSlots: make(chan struct{}, cfg.HashConcurrency),
 	}
 	a.bufs.New = func() any { b := make([]byte, 4096); return &b }
 
@@ -108,47 +117,86 @@ type peer struct {
 	sockIno  uint64 // inode of our end, for the fallback
 }
 
-// Attest returns the identity of the process at the other end of conn. Its
-// claims come only from the kernel: SO_PEERCRED, /proc/PID/exe and
-// /proc/PID/cgroup. A failure is an *attest.Error, so errors.Is(err,
-// attest.ErrFailed) holds; a peer that exited, or whose pid was taken over
-// by another process, before the reads were confirmed is refused.
-func (a *Attestor) Attest(ctx context.Context, conn *net.UnixConn) (attest.Identity, error) {
-	if conn == nil {
-		return attest.Identity{}, fail(reasonCred, errors.New("unix: nil connection"))
+// Attest returns the identity of the process that wrote the request read
+// so far from conn, which must come from a Listener. Its claims come only
+// from the kernel: the writer's credentials attached to each read
+// (SCM_CREDENTIALS, SCM_PIDFD), SO_PEERCRED, /proc/PID/exe and
+// /proc/PID/cgroup. It refuses a connection any byte of which was written
+// by a process other than the one that connected, and one whose connecting
+// process has executed another program since the connection was accepted.
+// uid and gid are the writer's real ids; before any byte is read, those
+// the kernel recorded at connect time.
+//
+// A failure is an *attest.Error, so errors.Is(err, attest.ErrFailed) holds;
+// a peer that exited, or whose pid was taken over by another process,
+// before the reads were confirmed is refused. With a failure, the returned
+// Identity holds the uid, gid and pid the kernel reported, when known, for
+// the record; it attests nothing.
+func (a *Attestor) Attest(ctx context.Context, conn net.Conn) (attest.Identity, error) {
+	c, ok := conn.(*Conn)
+	if !ok || c == nil {
+		return attest.Identity{}, fail(reasonListener, fmt.Errorf("unix: connection of type %T", conn))
 	}
 	if err := ctx.Err(); err != nil {
 		return attest.Identity{}, fail(reasonCancelled, err)
 	}
-	p, err := a.takePeer(conn)
+	p, err := a.takePeer(c.UnixConn)
 	if err != nil {
-		return a.refuse(0, err)
+		return a.refuse(p, err)
+	}
+	s := c.senderState()
+	if s.seen {
+		p.uid, p.gid = s.uid, s.gid
+	}
+	switch {
+	case c.origin.err != nil:
+		err = c.origin.err
+	case s.foreign != nil:
+		err = fail(reasonSender, s.foreign)
+	}
+	if err != nil {
+		if p.pidfd >= 0 {
+			sys.Close(p.pidfd)
+		}
+		return a.refuse(p, err)
 	}
 	var id attest.Identity
+	var f procFacts
 	if p.pidfd >= 0 {
 		defer sys.Close(p.pidfd)
-		id, err = a.attestPidfd(ctx, &p)
+		id, err = a.attestPidfd(ctx, &p, &f)
 	} else {
-		id, err = a.attestStartTime(ctx, &p)
+		id, err = a.attestStartTime(ctx, &p, &f)
+	}
+	if err == nil && f.start != c.origin.start {
+		err = fail(reasonGone, fmt.Errorf("unix: pid %d started at %d, the connecting process at %d", p.pid, f.start, c.origin.start))
+	}
+	if err == nil && f.exeID != c.origin.exe {
+		err = fail(reasonExec, fmt.Errorf("unix: pid %d: executable changed from %d:%d to %d:%d", p.pid, c.origin.exe.dev, c.origin.exe.ino, f.exeID.dev, f.exeID.ino))
 	}
 	if err != nil {
-		return a.refuse(p.pid, err)
+		return a.refuse(p, err)
 	}
 	return id, nil
 }
 
 // refuse logs a failure at debug level (the caller logs and audits it too)
-// and returns it.
-func (a *Attestor) refuse(pid int32, err error) (attest.Identity, error) {
+// and returns it, with the peer's kernel-reported ids when known.
+func (a *Attestor) refuse(p peer, err error) (attest.Identity, error) {
 	if a.log.Enabled(context.Background(), slog.LevelDebug) {
 		var ae *attest.Error
 		reason := ""
 		if errors.As(err, &ae) {
 			reason = ae.Reason
 		}
-		a.log.Debug("unix attestation refused", logKeyPID, pid, logKeyReason, reason, logKeyError, err)
+		a.log.Debug("unix attestation refused", logKeyPID, p.pid, logKeyReason, reason, logKeyError, err)
 	}
-	return attest.Identity{}, err
+	if p.pid <= 0 {
+		return attest.Identity{}, err
+	}
+	return attest.Identity{Method: attest.MethodUnix, Claims: map[string]any{
+		ClaimUID: int64(p.uid), ClaimGID: int64(p.gid), ClaimPID: int64(p.pid),
+	}}, err
 }
 
 // takePeer reads the peer credentials and, when available, the peer's pidfd
@@ -198,34 +246,34 @@ func (a *Attestor) takePeer(conn *net.UnixConn) (peer, error) {
 			}
 		case errors.Is(pidfdErr, sys.ESRCH), errors.Is(pidfdErr, sys.EINVAL):
 			// Kernels 6.5 to 6.15 refuse a pidfd for a reaped peer with EINVAL.
-			return peer{}, fail(reasonGone, fmt.Errorf("unix: SO_PEERPIDFD: %w", pidfdErr))
+			return p, fail(reasonGone, fmt.Errorf("unix: SO_PEERPIDFD: %w", pidfdErr))
 		default:
-			return peer{}, fail(reasonCred, fmt.Errorf("unix: SO_PEERPIDFD: %w", pidfdErr))
+			return p, fail(reasonCred, fmt.Errorf("unix: SO_PEERPIDFD: %w", pidfdErr))
 		}
 	}
 	if statErr != nil {
-		return peer{}, fail(reasonCred, fmt.Errorf("unix: fstat socket: %w", statErr))
+		return p, fail(reasonCred, fmt.Errorf("unix: fstat socket: %w", statErr))
 	}
 	if p.pid <= 0 {
 		if p.pidfd >= 0 {
 			sys.Close(p.pidfd)
+			p.pidfd = -1
 		}
-		return peer{}, fail(reasonPidNS, fmt.Errorf("unix: SO_PEERCRED pid %d", p.pid))
+		return p, fail(reasonPidNS, fmt.Errorf("unix: SO_PEERCRED pid %d", p.pid))
 	}
 	return p, nil
 }
 
 // attestPidfd reads /proc/PID and then confirms through the pidfd that the
 // process that connected is still there, hence was the one read.
-func (a *Attestor) attestPidfd(ctx context.Context, p *peer) (attest.Identity, error) {
+func (a *Attestor) attestPidfd(ctx context.Context, p *peer, facts *procFacts) (attest.Identity, error) {
 	if h := a.hooks.AfterPeerCred; h != nil {
 		h(p.pid)
 	}
-	var facts procFacts
 	dirfd, err := a.openProcDir(p.pid)
 	if err == nil {
 		defer sys.Close(dirfd)
-		err = a.readFacts(ctx, dirfd, &facts)
+		err = a.readFacts(ctx, dirfd, facts)
 	} else {
 		err = fail(reasonProc, err)
 	}
@@ -236,7 +284,7 @@ func (a *Attestor) attestPidfd(ctx context.Context, p *peer) (attest.Identity, e
 	if err != nil {
 		return attest.Identity{}, err
 	}
-	return a.identity(p, &facts), nil
+	return a.identity(p, facts), nil
 }
 
 // pidfdAlive reports whether the process behind pidfd still exists. A null
@@ -254,7 +302,7 @@ func pidfdAlive(pidfd int) error {
 // /proc/PID handle opened first is tied to one process; the start time read
 // through it before and after, and the requirement that the process holds
 // the connection's other end, tie that process to the connection.
-func (a *Attestor) attestStartTime(ctx context.Context, p *peer) (attest.Identity, error) {
+func (a *Attestor) attestStartTime(ctx context.Context, p *peer, facts *procFacts) (attest.Identity, error) {
 	peerIno, err := peerInode(p.sockIno)
 	if err != nil {
 		return attest.Identity{}, fail(reasonCred, err)
@@ -277,11 +325,11 @@ func (a *Attestor) attestStartTime(ctx context.Context, p *peer) (attest.Identit
 		}
 		return attest.Identity{}, fail(reasonProc, err)
 	}
+	facts.start = before
 	if h := a.hooks.AfterPeerCred; h != nil {
 		h(p.pid)
 	}
-	var facts procFacts
-	readErr := a.readFacts(ctx, dirfd, &facts)
+	readErr := a.readFacts(ctx, dirfd, facts)
 	var holds bool
 	var holdsErr error
 	if readErr == nil {
@@ -300,12 +348,14 @@ func (a *Attestor) attestStartTime(ctx context.Context, p *peer) (attest.Identit
 	case !holds:
 		return attest.Identity{}, fail(reasonGone, fmt.Errorf("unix: pid %d does not hold the peer socket (inode %d)", p.pid, peerIno))
 	}
-	return a.identity(p, &facts), nil
+	return a.identity(p, facts), nil
 }
 
 // procFacts are what is read from /proc/PID.
 type procFacts struct {
 	exe, exeSHA256      string
+	exeID               exeID
+	start               uint64 // start time, read in the fallback mode only
 	podUID, containerID string
 }
 
@@ -368,6 +418,7 @@ func (a *Attestor) readFacts(ctx context.Context, dirfd int, f *procFacts) error
 		return fail(reasonExe, errors.New("unix: readlink exe: path too long"))
 	}
 	f.exe = string(buf[:n])
+	f.exeID = exeID{dev: st.Dev, ino: st.Ino}
 	if f.exeSHA256, err = a.exeHash(ctx, dirfd, &st); err != nil {
 		return err
 	}
@@ -437,6 +488,15 @@ func (a *Attestor) exeHash(ctx context.Context, dirfd int, st *sys.Stat_t) (stri
 	if sum, ok := a.cache.get(statID(st)); ok {
 		return sum, nil
 	}
+	if st.Size > a.maxExe {
+		return "", fail(a.tooLarge(), fmt.Errorf("unix: executable of %d bytes", st.Size))
+	}
+	select {
+	case a.hashSlots <- struct{}{}:
+		defer func() { <-a.hashSlots }()
+	case <-ctx.Done():
+		return "", fail(reasonCancelled, ctx.Err())
+	}
 	fd, err := sys.Openat(dirfd, "exe", sys.O_RDONLY|sys.O_CLOEXEC, 0)
 	if err != nil {
 		return "", fail(reasonExe, fmt.Errorf("unix: open exe: %w", err))
@@ -446,8 +506,14 @@ func (a *Attestor) exeHash(ctx context.Context, dirfd int, st *sys.Stat_t) (stri
 		return "", fail(reasonExe, fmt.Errorf("unix: fstat exe: %w", err))
 	}
 	id := statID(st)
+	if st.Size > a.maxExe {
+		return "", fail(a.tooLarge(), fmt.Errorf("unix: executable of %d bytes", st.Size))
+	}
 	h := sha256.New()
-	if _, err := io.CopyBuffer(h, &fdReader{ctx: ctx, fd: fd}, make([]byte, 64<<10)); err != nil {
+	// Never read past the limit, even if the file grows meanwhile; growth
+	// changes its identity and is refused below.
+	r := io.LimitReader(&fdReader{ctx: ctx, fd: fd}, a.maxExe+1)
+	if _, err := io.CopyBuffer(h, r, make([]byte, 64<<10)); err != nil {
 		if ctx.Err() != nil {
 			return "", fail(reasonCancelled, err)
 		}
@@ -463,6 +529,11 @@ func (a *Attestor) exeHash(ctx context.Context, dirfd int, st *sys.Stat_t) (stri
 	sum := hex.EncodeToString(h.Sum(nil))
 	a.cache.put(id, sum)
 	return sum, nil
+}
+
+// tooLarge is the caller-safe reason for an executable over the limit.
+func (a *Attestor) tooLarge() string {
+	return fmt.Sprintf("the peer's executable is larger than the %d-byte hashing limit (attestors.unix.max_exe_bytes)", a.maxExe)
 }
 
 func statID(st *sys.Stat_t) fileID {

@@ -64,6 +64,10 @@ func TestHelperProcess(t *testing.T) {
 		err = helperHoldFD()
 	case "pidns":
 		err = helperPidns()
+	case "sender":
+		err = helperSender()
+	case "write":
+		err = helperWrite()
 	default:
 		err = fmt.Errorf("unknown helper %q", os.Getenv(envHelper))
 	}
@@ -243,7 +247,7 @@ func TestAttestSelf(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			a := newAttestor(t, Config{DisablePidfd: m.noPidfd})
 			server, _ := selfPair(t)
-			id, err := a.Attest(context.Background(), server)
+			id, err := a.Attest(context.Background(), a.newConn(server))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -340,7 +344,7 @@ func TestAttestOtherUID(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			a := newAttestor(t, Config{DisablePidfd: m.noPidfd})
 			cmd, conn := startPeer(t, ln, exe, &syscall.Credential{Uid: uid, Gid: gid})
-			id, err := a.Attest(context.Background(), conn)
+			id, err := a.Attest(context.Background(), a.newConn(conn))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -358,7 +362,7 @@ func TestExeHashCache(t *testing.T) {
 	ctx := context.Background()
 
 	_, conn1 := startPeer(t, ln, exe, nil)
-	id, err := a.Attest(ctx, conn1)
+	id, err := a.Attest(ctx, a.newConn(conn1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +374,7 @@ func TestExeHashCache(t *testing.T) {
 		t.Fatalf("hashed %d executables after the first Attest, want 1", n)
 	}
 	for range 3 {
-		if _, err := a.Attest(ctx, conn1); err != nil {
+		if _, err := a.Attest(ctx, a.newConn(conn1)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -385,7 +389,7 @@ func TestExeHashCache(t *testing.T) {
 		t.Fatal("replacement has the same hash")
 	}
 	_, conn2 := startPeer(t, ln, exe, nil)
-	id, err = a.Attest(ctx, conn2)
+	id, err = a.Attest(ctx, a.newConn(conn2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +402,7 @@ func TestExeHashCache(t *testing.T) {
 	// The first peer still runs the old, now unlinked file: still its own
 	// hash. Unlinking changed the inode's ctime, so it is hashed once more.
 	for range 2 {
-		id, err = a.Attest(ctx, conn1)
+		id, err = a.Attest(ctx, a.newConn(conn1))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -426,7 +430,7 @@ func TestExeHashCacheInPlaceRewrite(t *testing.T) {
 	ctx := context.Background()
 
 	cmd, conn := startPeer(t, ln, exe, nil)
-	id, err := a.Attest(ctx, conn)
+	id, err := a.Attest(ctx, a.newConn(conn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +468,7 @@ func TestExeHashCacheInPlaceRewrite(t *testing.T) {
 	sum2 := fileSHA256(t, exe)
 
 	_, conn2 := startPeer(t, ln, exe, nil)
-	id, err = a.Attest(ctx, conn2)
+	id, err = a.Attest(ctx, a.newConn(conn2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +483,7 @@ func TestAttestRefusals(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := a.Attest(ctx, server); !errors.Is(err, attest.ErrFailed) || !errors.Is(err, context.Canceled) {
+	if _, err := a.Attest(ctx, a.newConn(server)); !errors.Is(err, attest.ErrFailed) || !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled context: error = %v", err)
 	}
 	if _, err := a.Attest(context.Background(), nil); !errors.Is(err, attest.ErrFailed) {
@@ -487,7 +491,7 @@ func TestAttestRefusals(t *testing.T) {
 	}
 	closed, _ := selfPair(t)
 	closed.Close()
-	_, err := a.Attest(context.Background(), closed)
+	_, err := a.Attest(context.Background(), a.newConn(closed))
 	var ae *attest.Error
 	if !errors.As(err, &ae) || ae.Method != attest.MethodUnix || !strings.Contains(err.Error(), "unix: ") {
 		t.Errorf("closed conn: error = %v", err)
@@ -508,12 +512,12 @@ func TestAttestClosesDescriptors(t *testing.T) {
 				}
 				return len(ents)
 			}
-			if _, err := a.Attest(context.Background(), server); err != nil {
+			if _, err := a.Attest(context.Background(), a.newConn(server)); err != nil {
 				t.Fatal(err)
 			}
 			before := countFDs()
 			for range 20 {
-				if _, err := a.Attest(context.Background(), server); err != nil {
+				if _, err := a.Attest(context.Background(), a.newConn(server)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -533,7 +537,7 @@ func TestAttestConcurrent(t *testing.T) {
 		go func() {
 			var err error
 			for range 20 {
-				if _, err = a.Attest(context.Background(), server); err != nil {
+				if _, err = a.Attest(context.Background(), a.newConn(server)); err != nil {
 					break
 				}
 			}
@@ -746,7 +750,7 @@ func helperPidns() error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), helperTimeout)
 	defer cancel()
-	id, err := a.Attest(ctx, conn)
+	id, err := a.Attest(ctx, a.newConn(conn))
 	if hookErr != nil {
 		return hookErr
 	}
@@ -803,13 +807,14 @@ func BenchmarkAttest(b *testing.B) {
 		b.Run(m.name, func(b *testing.B) {
 			a := newAttestor(b, Config{DisablePidfd: m.noPidfd})
 			server, _ := selfPair(b)
+			conn := a.newConn(server)
 			ctx := context.Background()
-			if _, err := a.Attest(ctx, server); err != nil { // warm the cache
+			if _, err := a.Attest(ctx, conn); err != nil { // warm the cache
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := a.Attest(ctx, server); err != nil {
+				if _, err := a.Attest(ctx, conn); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -27,6 +27,11 @@ func New(cfg Config) (*Attestor, error) {
 }
 
 // Attest always fails on this platform.
-func (a *Attestor) Attest(ctx context.Context, conn *net.UnixConn) (attest.Identity, error) {
+func (a *Attestor) Attest(ctx context.Context, conn net.Conn) (attest.Identity, error) {
 	return attest.Identity{}, &attest.Error{Method: attest.MethodUnix, Reason: "unix attestation is not supported on this platform", Err: errUnsupported}
+}
+
+// Listen always fails on this platform.
+func (a *Attestor) Listen(ln *net.UnixListener) (net.Listener, error) {
+	return nil, errUnsupported
 }

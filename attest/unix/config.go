@@ -22,6 +22,12 @@ const (
 const (
 	DefaultProcRoot      = "/proc"
 	DefaultHashCacheSize = 1024
+	// DefaultMaxExeBytes is larger than any real executable seen in
+	// practice (statically linked toolchains and browsers stay well below
+	// it), and hashing it takes well under a second.
+	DefaultMaxExeBytes = 512 << 20
+	// DefaultHashConcurrency is how many executables are hashed at once.
+	DefaultHashConcurrency = 2
 )
 
 // Log attribute keys.
@@ -44,6 +50,14 @@ type Config struct {
 	// HashCacheSize bounds the number of executable hashes kept, keyed by
 	// file identity. Default 1024; negative is an error.
 	HashCacheSize int
+	// MaxExeBytes is the largest executable hashed; a peer whose executable
+	// is larger is refused with that reason rather than stalling its
+	// request. Default DefaultMaxExeBytes (512 MiB); negative is an error.
+	MaxExeBytes int64
+	// HashConcurrency bounds how many executables are hashed at once (cache
+	// misses); others wait, as long as their request lets them. Default
+	// DefaultHashConcurrency; negative is an error.
+	HashConcurrency int
 	// Hooks are test seams; all are optional.
 	Hooks Hooks
 	// Logger receives the attestor's own logs. Default: discard.
@@ -69,6 +83,12 @@ func (c Config) Validate() error {
 	if c.HashCacheSize < 0 {
 		errs = append(errs, fmt.Errorf("unix: hash_cache_size %d must not be negative", c.HashCacheSize))
 	}
+	if c.MaxExeBytes < 0 {
+		errs = append(errs, fmt.Errorf("unix: max_exe_bytes %d must not be negative", c.MaxExeBytes))
+	}
+	if c.HashConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("unix: hash_concurrency %d must not be negative", c.HashConcurrency))
+	}
 	return errors.Join(errs...)
 }
 
@@ -80,6 +100,12 @@ func (c Config) withDefaults() Config {
 	c.ProcRoot = filepath.Clean(c.ProcRoot)
 	if c.HashCacheSize == 0 {
 		c.HashCacheSize = DefaultHashCacheSize
+	}
+	if c.MaxExeBytes == 0 {
+		c.MaxExeBytes = DefaultMaxExeBytes
+	}
+	if c.HashConcurrency == 0 {
+		c.HashConcurrency = DefaultHashConcurrency
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

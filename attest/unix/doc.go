@@ -1,10 +1,12 @@
 // Package unix attests the process at the other end of a Unix-domain socket
 // from facts the kernel holds about it, and nothing the caller says.
 //
-// An [Attestor] takes the peer credentials the kernel recorded when the peer
-// called connect(2) (SO_PEERCRED: pid, uid, gid), then reads the peer's
-// executable and cgroup membership from /proc, and returns an
-// [attest.Identity]:
+// An [Attestor] attests the process that wrote a request: connections come
+// from its [Listener], which has the kernel attach the writer's
+// credentials to every write (SO_PASSCRED, SO_PASSPIDFD) and notes, at
+// accept, which process connected (SO_PEERCRED, SO_PEERPIDFD) and which
+// executable it ran. Attest then reads the process's executable and cgroup
+// membership from /proc, and returns an [attest.Identity]:
 //
 //	Method:  "unix"
 //	Subject: "unix:uid:1000"
@@ -17,8 +19,24 @@
 //
 //	a, err := unix.New(unix.Config{Logger: logger})
 //	if err != nil { … }
-//	id, err := a.Attest(ctx, conn) // conn is the accepted *net.UnixConn
+//	ln, err := a.Listen(unixListener) // serve the API on ln
+//	…
+//	id, err := a.Attest(ctx, conn) // conn came from ln.Accept; the request was read
 //	if errors.Is(err, attest.ErrFailed) { … refuse the request … }
+//
+// # The sender, not the connector
+//
+// SO_PEERCRED describes the process that connected. A connection can be
+// inherited by a child, passed to another process, or kept across setuid
+// or execve; the connector's credentials would then vouch for bytes
+// someone else wrote. A [Conn] records, per read, the writer's pid, uid and
+// gid (SCM_CREDENTIALS) and pidfd (SCM_PIDFD); the kernel never merges two
+// writers' bytes into one read. Attest refuses the connection once any
+// byte came from a process other than the connecting one (compared by
+// pidfd inode on pidfs, Linux 6.9 and later, by pid otherwise), came
+// without credentials or with descriptors, and refuses when the connecting
+// process's executable (device and inode) differs from the one it ran at
+// accept. uid and gid are the writer's real ids.
 //
 // # The race it closes
 //
@@ -56,12 +74,13 @@
 //
 // # What it does not close
 //
-// exe and exe_sha256 describe the peer's executable when /proc is read, not
-// when the peer connected: a process that connects and then calls execve(2)
-// keeps its pid, its pidfd and its start time, and is attested with the new
-// image. Policies that rely on exe or exe_sha256 should also select on uid,
-// pod or container. Peer credentials are those of connect time: a process
-// that changes uid afterwards is attested with the uid it connected with.
+// exe and exe_sha256 describe the peer's executable when /proc is read. A
+// process that writes its request and calls execve(2) before the broker
+// accepts the connection is attested with the new image: the kernel keeps
+// no exec time to compare with the write. An execve of the same file is
+// not seen. Code that can ptrace the peer (same uid, or root) can make it
+// write anything. Policies that rely on exe or exe_sha256 should also
+// select on uid, pod or container.
 //
 // The executable is reached through /proc/PID/exe, which needs the broker to
 // be allowed to ptrace-read the peer (same uid, or CAP_SYS_PTRACE); when it

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/credbroker/credbroker/attest/oidc/oidctest"
 )
 
 // adminAddr finds the admin listener's address in the broker's log.
@@ -52,6 +54,26 @@ func TestCanaryNeverLeaks(t *testing.T) {
 	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), `admin: ""`, `admin: "127.0.0.1:0"`, 1)), 0o600)
 	// Grant "gone" too, so the provider failure is reached.
 	e.write("policies.yaml", strings.Replace(e2ePolicies, "[demo, other, forbidden]", "[demo, other, forbidden, gone]", 1))
+	// A kubernetes attestor, so that real verification failures (their
+	// causes now logged) are reached with tokens that carry the canary.
+	key := oidctest.NewRSAKey(t, "k1")
+	jwks := e.write("jwks.json", string(jwksOf(t, key)))
+	cfg, _ = os.ReadFile(e.config)
+	os.WriteFile(e.config, append(cfg, []byte("attestors:\n  kubernetes: {issuer: "+testIssuer+", audiences: [credbroker], jwks_file: "+jwks+"}\n")...), 0o600)
+	now := time.Now()
+	canaryClaims := func(mutate func(map[string]any)) map[string]any {
+		return k8sClaims(now, func(c map[string]any) {
+			c["sub"] = "system:serviceaccount:payments:" + token
+			if mutate != nil {
+				mutate(c)
+			}
+		})
+	}
+	signed := []string{
+		oidctest.Sign(t, key, canaryClaims(func(c map[string]any) { c["exp"] = now.Add(-time.Hour).Unix() }), nil),
+		oidctest.Sign(t, key, canaryClaims(func(c map[string]any) { c["aud"] = []any{token} }), nil),
+		oidctest.Sign(t, oidctest.NewRSAKey(t, "k2"), canaryClaims(nil), nil),
+	}
 	b := e.start()
 	admin := adminAddr(t, b)
 	c := socketClient(e.socket)
@@ -81,6 +103,9 @@ func TestCanaryNeverLeaks(t *testing.T) {
 		{"POST", "/v1/credentials/demo", withToken, `{"` + secret + `": 1}`},
 		{"POST", "/v1/credentials/demo", withToken, `{"aws_iam": {"body": "` + secret + `"}}`},
 		{"POST", "/v1/credentials/demo", withToken, strings.Repeat(secret, 5000)},
+		{"GET", "/v1/credentials/demo", http.Header{"Credbroker-Request": {"1"}, "Authorization": {"Bearer " + signed[0]}}, ""},
+		{"GET", "/v1/credentials/demo", http.Header{"Credbroker-Request": {"1"}, "Authorization": {"Bearer " + signed[1]}}, ""},
+		{"GET", "/v1/credentials/demo", http.Header{"Credbroker-Request": {"1"}, "Authorization": {"Bearer " + signed[2]}}, ""},
 	} {
 		var body io.Reader
 		if req.body != "" {
@@ -94,6 +119,19 @@ func TestCanaryNeverLeaks(t *testing.T) {
 	}
 	if r := call(t, c, "GET", "/v1/credentials/gone", nil, nil); r.Status != 503 {
 		t.Fatalf("provider failure: status %d, want 503", r.Status)
+	}
+	// Each refusal's internal cause is logged: the provider's at warn.
+	var causes, warned int
+	for _, line := range strings.Split(b.logs.String(), "\n") {
+		if strings.Contains(line, `"msg":"decision"`) && strings.Contains(line, `"error":`) {
+			causes++
+			if strings.Contains(line, `"level":"WARN"`) && strings.Contains(line, `"credential":"gone"`) {
+				warned++
+			}
+		}
+	}
+	if causes < 4 || warned == 0 {
+		t.Errorf("%d decision lines with a cause (%d at warn for the provider), want the token and provider failures'", causes, warned)
 	}
 	_, metrics := httpGet(t, "http://"+admin+"/metrics")
 	if !strings.Contains(metrics, `credbroker_decisions_total{result="allow"} 1`) {
@@ -121,7 +159,11 @@ func TestCanaryNeverLeaks(t *testing.T) {
 		t.Fatalf("expected a WAL while running and a checkpoint after stopping; have %v", len(places))
 	}
 	for where, text := range places {
-		for _, canary := range []string{secret, token} {
+		canaries := []string{secret, token}
+		for _, tok := range signed {
+			canaries = append(canaries, tok, tok[strings.LastIndex(tok, ".")+1:])
+		}
+		for _, canary := range canaries {
 			if strings.Contains(text, canary) {
 				t.Errorf("%s leaks %s", where, canary)
 			}

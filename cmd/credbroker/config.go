@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"os/user"
@@ -21,6 +22,8 @@ import (
 	githubattest "github.com/credbroker/credbroker/attest/github"
 	k8sattest "github.com/credbroker/credbroker/attest/kubernetes"
 	spiffeattest "github.com/credbroker/credbroker/attest/spiffe"
+	unixattest "github.com/credbroker/credbroker/attest/unix"
+	"github.com/credbroker/credbroker/broker"
 )
 
 // Defaults of the configuration file.
@@ -114,8 +117,10 @@ type CheckpointConfig struct {
 	Interval Duration `yaml:"interval"`
 }
 
-// AttestorsConfig holds the attestors beyond unix, which is always on.
+// AttestorsConfig configures the attestors: unix is always on, the others
+// when their section is present.
 type AttestorsConfig struct {
+	Unix       *UnixConfig       `yaml:"unix"`
 	Kubernetes *KubernetesConfig `yaml:"kubernetes"`
 	SPIFFE     *SPIFFEConfig     `yaml:"spiffe"`
 	GitHub     *GitHubConfig     `yaml:"github"`
@@ -125,6 +130,18 @@ type AttestorsConfig struct {
 	// reused (never past its exp); 0s turns the cache off. Default 30s, or
 	// 5s with kubernetes token_review, which allows at most 5s; at most 5m.
 	TokenCacheTTL *Duration `yaml:"token_cache_ttl"`
+}
+
+// UnixConfig tunes the unix attestor, which attests every caller on the
+// socket from kernel credentials.
+type UnixConfig struct {
+	// MaxExeBytes is the largest executable the attestor hashes for
+	// exe_sha256; a caller running a larger one is refused with that reason.
+	// Default 512 MiB.
+	MaxExeBytes int64 `yaml:"max_exe_bytes"`
+	// HashConcurrency is how many executables are hashed at once (first
+	// sight of a file; later requests use the cache). Default 2.
+	HashConcurrency int `yaml:"hash_concurrency"`
 }
 
 // KubernetesConfig verifies projected service-account tokens.
@@ -393,6 +410,7 @@ func (cfg *Config) merge(file string) []error {
 		}
 		cfg.Credentials = append(cfg.Credentials, c)
 	}
+	errs = append(errs, setOnce(cfg, src, "attestors.unix", &cfg.Attestors.Unix, one.Attestors.Unix)...)
 	errs = append(errs, setOnce(cfg, src, "attestors.kubernetes", &cfg.Attestors.Kubernetes, one.Attestors.Kubernetes)...)
 	errs = append(errs, setOnce(cfg, src, "attestors.spiffe", &cfg.Attestors.SPIFFE, one.Attestors.SPIFFE)...)
 	errs = append(errs, setOnce(cfg, src, "attestors.github", &cfg.Attestors.GitHub, one.Attestors.GitHub)...)
@@ -587,6 +605,7 @@ func (cfg *Config) Validate() error {
 		bad("log.format", "log format %q: use json or text", cfg.Log.Format)
 	}
 	attestors := map[string]interface{ Validate() error }{
+		"attestors.unix":       cfg.Attestors.Unix.config(nil),
 		"attestors.kubernetes": cfg.Attestors.Kubernetes.config(), "attestors.github": cfg.Attestors.GitHub.config(),
 		"attestors.spiffe": cfg.Attestors.SPIFFE.config(), "attestors.aws": cfg.Attestors.AWS.config(),
 	}
@@ -663,9 +682,9 @@ func (cfg *Config) socketGID() (int, error) {
 	return int(gid), nil
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
-func validName(s string) bool { return len(s) <= 128 && nameRE.MatchString(s) }
+// validName is the rule for credential names, which the socket API
+// enforces too.
+func validName(s string) bool { return broker.ValidName(s) }
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
@@ -699,6 +718,13 @@ func (g *GitHubConfig) config() *githubattest.Config {
 		return &githubattest.Config{}
 	}
 	return &githubattest.Config{Issuer: g.Issuer, Audiences: g.Audiences, JWKSURL: g.JWKSURL, MaxLifetime: time.Duration(g.MaxLifetime)}
+}
+
+func (u *UnixConfig) config(log *slog.Logger) unixattest.Config {
+	if u == nil {
+		return unixattest.Config{Logger: log}
+	}
+	return unixattest.Config{MaxExeBytes: u.MaxExeBytes, HashConcurrency: u.HashConcurrency, Logger: log}
 }
 
 func (sp *SPIFFEConfig) config() spiffeattest.Config {

@@ -23,6 +23,9 @@ import (
 var binPath string
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(envSenderHelper); mode != "" {
+		os.Exit(senderHelper(mode))
+	}
 	dir, err := os.MkdirTemp("", "credbroker-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -55,6 +58,7 @@ type env struct {
 	db     string
 	config string
 	env    []string // extra environment of the broker process
+	wrap   []string // a command the broker runs under (prlimit …), if any
 }
 
 // newEnv writes a configuration with the given policies and credentials
@@ -125,6 +129,9 @@ func (e *env) start(extra ...string) *brokerProc {
 	e.t.Helper()
 	args := append([]string{"run", "--config", e.config}, extra...)
 	cmd := exec.Command(binPath, args...)
+	if len(e.wrap) > 0 {
+		cmd = exec.Command(e.wrap[0], append(append(e.wrap[1:len(e.wrap):len(e.wrap)], binPath), args...)...)
+	}
 	cmd.Env = append(os.Environ(), e.env...)
 	b := &brokerProc{t: e.t, cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{}), socket: e.socket}
 	cmd.Stdout, cmd.Stderr = b.logs, b.logs

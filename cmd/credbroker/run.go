@@ -48,6 +48,9 @@ type loadedConfig struct {
 	acceptRewind bool
 	// policyStamp is the policy files' stamp, taken before they were loaded.
 	policyStamp string
+	// serving is set once every listener is up: a later failure is a stop,
+	// an earlier one a failure to start.
+	serving bool
 }
 
 // loadAll loads and validates the configuration at path and its policies,
@@ -114,17 +117,25 @@ func (c *cli) run(args []string) int {
 		}
 	})
 	if err != nil {
-		return c.fail(err)
+		fmt.Fprintf(c.stderr, "credbroker: cannot start: %v\n", err)
+		return 1
 	}
 	log := newLogger(c.stderr, lc.cfg.Log)
 	for _, w := range lc.policies.Warnings() {
 		log.Warn("policy warning", "position", fmt.Sprintf("%s:%d", w.File, w.Line), "warning", w.Message)
+	}
+	if lc.policies.Len() == 0 {
+		log.Warn("no policies loaded: every request is denied, and /readyz is not ready, until a policy file holds one", "path", lc.cfg.Policies)
 	}
 	tuneGC(lc.cfg, log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	lc.acceptRewind = *acceptRewind
 	if err := serve(ctx, lc, log); err != nil {
+		if !lc.serving {
+			// Besides the structured log, one plain line a person reads.
+			fmt.Fprintf(c.stderr, "credbroker: cannot start: %v\n", err)
+		}
 		if errors.Is(err, audit.ErrRewound) {
 			log.Error("credbroker refused to start: the audit log lost rows it had signed", "error", err,
 				"remedy", "restore the log (and its head file) from a backup, or run with --accept-audit-rewind to continue from what is left; the override is recorded in the log")
@@ -237,7 +248,7 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); auditDone <- alog.Run(auditCtx) }()
 
-	peer, err := unixattest.New(unixattest.Config{Logger: log.With("component", "attest")})
+	peer, err := unixattest.New(cfg.Attestors.Unix.config(log.With("component", "attest")))
 	if err != nil {
 		return err
 	}
@@ -310,7 +321,14 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	defer removeSocket(cfg.Socket, ln, ours)
 	srv := b.NewSocketServer(log)
 	conns := broker.NewConnMetrics(reg)
-	lim, err := broker.LimitListener(ln, srv, broker.LimitConfig{Name: broker.ListenerSocket, Max: *cfg.MaxConnections, Metrics: conns})
+	// Each read records who wrote it, so the writer of each request is
+	// the one attested.
+	pln, err := peer.Listen(ln)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	lim, err := broker.LimitListener(pln, srv, broker.LimitConfig{Name: broker.ListenerSocket, Max: *cfg.MaxConnections, Metrics: conns})
 	if err != nil {
 		return err
 	}
@@ -341,9 +359,12 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 		adminSrv = &http.Server{
 			Handler: broker.AdminHandler(reg, map[string]broker.Health{
 				"audit":    alog.Healthy,
-				"policies": func() error { return nil }, // loaded before we listen; reloads keep a set in force
+				"policies": b.PoliciesHealth,
 			}),
 			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      30 * time.Second, // a scrape of /metrics
+			IdleTimeout:       time.Minute,
 		}
 		alim, err := broker.LimitListener(aln, adminSrv, broker.LimitConfig{Name: broker.ListenerAdmin, Max: adminMaxConnections, Metrics: conns})
 		if err != nil {
@@ -355,6 +376,7 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 		log.Info("admin listening", "addr", aln.Addr().String())
 	}
 
+	lc.serving = true
 	log.Info("credbroker serving", "socket", cfg.Socket, "audit", cfg.Audit.Path,
 		"policies", lc.policies.Len(), "credentials", strings.Join(sortedKeys(creds), ","), "version", version)
 
