@@ -69,6 +69,8 @@ need unshare util-linux
 need sqlite3 sqlite3    # tamper tests edit copies of the audit database
 need make make
 need curl curl
+need python3 python3    # a Python HTTP client must keep working against the socket API
+need prlimit util-linux # a broker under a descriptor limit
 need file file
 if [ ${#missing[@]} -gt 0 ]; then
   stage "installing: ${missing[*]}" "from Debian's packages"
