@@ -379,3 +379,29 @@ func BenchmarkSenderRead(b *testing.B) {
 		})
 	}
 }
+
+// TestHashConcurrency: hashing waits for a free slot, as long as the
+// request lets it, and a cache hit needs none.
+func TestHashConcurrency(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	// The request is given up once attestation is under way, before the
+	// executable is hashed: the wait for a slot must notice.
+	a := newAttestor(t, Config{HashConcurrency: 1, Hooks: Hooks{AfterPeerCred: func(int32) { cancel() }}})
+	server, _ := selfPair(t)
+	conn := a.newConn(server)
+	a.hashSlots <- struct{}{} // another hash in progress
+	_, err := a.Attest(ctx, conn)
+	var ae *attest.Error
+	if !errors.As(err, &ae) || ae.Reason != reasonCancelled {
+		t.Fatalf("Attest = %v, want it cancelled while waiting for a slot", err)
+	}
+	<-a.hashSlots
+	if _, err := a.Attest(context.Background(), conn); err != nil {
+		t.Fatal(err)
+	}
+	a.hashSlots <- struct{}{} // the slot is taken again: the cache needs none
+	defer func() { <-a.hashSlots }()
+	if _, err := a.Attest(context.Background(), conn); err != nil {
+		t.Fatalf("a cache hit waited for a slot: %v", err)
+	}
+}
