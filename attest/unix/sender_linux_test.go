@@ -405,3 +405,20 @@ func TestHashConcurrency(t *testing.T) {
 		t.Fatalf("a cache hit waited for a slot: %v", err)
 	}
 }
+
+// BenchmarkNewConn is the cost per accepted connection of noting its
+// origin (the connecting process's pid, pidfd and executable).
+func BenchmarkNewConn(b *testing.B) {
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			a := newAttestor(b, Config{DisablePidfd: m.noPidfd})
+			server, _ := selfPair(b)
+			b.ReportAllocs()
+			for b.Loop() {
+				if c := a.newConn(server); c.origin.err != nil {
+					b.Fatal(c.origin.err)
+				}
+			}
+		})
+	}
+}
