@@ -505,23 +505,16 @@ func TestAttestClosesDescriptors(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			a := newAttestor(t, Config{DisablePidfd: m.noPidfd})
 			server, _ := selfPair(t)
-			countFDs := func() int {
-				ents, err := os.ReadDir("/proc/self/fd")
-				if err != nil {
-					t.Fatal(err)
-				}
-				return len(ents)
-			}
 			if _, err := a.Attest(context.Background(), a.newConn(server)); err != nil {
 				t.Fatal(err)
 			}
-			before := countFDs()
+			before := openFDs(t)
 			for range 20 {
 				if _, err := a.Attest(context.Background(), a.newConn(server)); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if after := countFDs(); after != before {
+			if after := openFDs(t); after != before {
 				t.Errorf("open descriptors went from %d to %d over 20 Attest calls", before, after)
 			}
 		})

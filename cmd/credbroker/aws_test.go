@@ -10,15 +10,15 @@ import (
 	"github.com/credbroker/credbroker/attest/aws/ststest"
 )
 
-// TestAWSEndToEnd: `credbroker get --aws` signs sts:GetCallerIdentity with
-// the AWS credential chain (here, environment variables), the broker sends
-// it to STS — a local stand-in that verifies SigV4 itself, serving TLS with
-// a CA the broker trusts through SSL_CERT_FILE — and the normalised role
-// ARN gets the credential.
-func TestAWSEndToEnd(t *testing.T) {
-	sts := ststest.New(t)
-	keyID, secret, session := sts.AddKey("arn:aws:sts::123456789012:assumed-role/payments/i-0abc", "AROAEXAMPLE:i-0abc", "123456789012", true)
-	e := newEnv(t, `policies:
+// newAWSEnv is a broker environment whose aws attestor sends to a local
+// STS (ststest, standing in for AWS STS: it verifies SigV4 itself and
+// serves TLS with a CA the broker trusts through SSL_CERT_FILE), with a key
+// of the payments role, which alone may read "demo".
+func newAWSEnv(t *testing.T) (e *env, sts *ststest.STS, keyID, secret, session string) {
+	t.Helper()
+	sts = ststest.New(t)
+	keyID, secret, session = sts.AddKey("arn:aws:sts::123456789012:assumed-role/payments/i-0abc", "AROAEXAMPLE:i-0abc", "123456789012", true)
+	e = newEnv(t, `policies:
   - name: payments-role
     effect: allow
     workloads: [{aws: {role_arn: "arn:aws:iam::123456789012:role/payments"}}]
@@ -29,6 +29,16 @@ func TestAWSEndToEnd(t *testing.T) {
 	cfg, _ := os.ReadFile(e.config)
 	os.WriteFile(e.config, append(cfg, []byte("attestors:\n  aws: {server_id: credbroker.test, sts_endpoint: \""+sts.Server.URL+"\", region: us-east-1}\n")...), 0o600)
 	e.env = []string{"SSL_CERT_FILE=" + ca}
+	return e, sts, keyID, secret, session
+}
+
+// TestAWSEndToEnd: `credbroker get --aws` signs sts:GetCallerIdentity with
+// the AWS credential chain (here, environment variables), the broker sends
+// it to STS — a local stand-in that verifies SigV4 itself, serving TLS with
+// a CA the broker trusts through SSL_CERT_FILE — and the normalised role
+// ARN gets the credential.
+func TestAWSEndToEnd(t *testing.T) {
+	e, sts, keyID, secret, session := newAWSEnv(t)
 	b := e.start()
 
 	awsEnv := []string{"AWS_ACCESS_KEY_ID=" + keyID, "AWS_SECRET_ACCESS_KEY=" + secret, "AWS_SESSION_TOKEN=" + session,

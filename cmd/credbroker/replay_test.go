@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	awsattest "github.com/credbroker/credbroker/attest/aws"
-	"github.com/credbroker/credbroker/attest/aws/ststest"
 	"github.com/credbroker/credbroker/broker"
 )
 
@@ -27,19 +25,7 @@ import (
 // replay database beside the audit log holds neither the signature nor
 // anything else of the request.
 func TestAWSReplayAfterRestart(t *testing.T) {
-	sts := ststest.New(t)
-	keyID, secret, session := sts.AddKey("arn:aws:sts::123456789012:assumed-role/payments/i-0abc", "AROAEXAMPLE:i-0abc", "123456789012", true)
-	e := newEnv(t, `policies:
-  - name: payments-role
-    effect: allow
-    workloads: [{aws: {role_arn: "arn:aws:iam::123456789012:role/payments"}}]
-    credentials: [demo]
-`, e2eCredentials())
-	e.write("secrets/demo", "s3cr3t")
-	ca := e.write("sts-ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: sts.Server.Certificate().Raw})))
-	cfg, _ := os.ReadFile(e.config)
-	os.WriteFile(e.config, append(cfg, []byte("attestors:\n  aws: {server_id: credbroker.test, sts_endpoint: \""+sts.Server.URL+"\", region: us-east-1}\n")...), 0o600)
-	e.env = []string{"SSL_CERT_FILE=" + ca}
+	e, sts, keyID, secret, session := newAWSEnv(t)
 
 	signed, err := awsattest.Sign(context.Background(), credentials.NewStaticCredentialsProvider(keyID, secret, session),
 		"credbroker.test", "us-east-1", sts.Server.URL, time.Now())
