@@ -3,23 +3,21 @@
 package broker_test
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/credbroker/credbroker/broker"
+	"github.com/credbroker/credbroker/broker/brokertest"
 )
 
 // Users of the tests that need another uid than root's.
 const (
-	nobodyUID = 65534 // the attacker
+	nobodyUID = 65534 // another user, who owns a directory
 	testGID   = 4711  // a group without a name, given write access or the socket
 )
 
@@ -28,24 +26,6 @@ func requireRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: acts as other users and chowns to other groups")
 	}
-}
-
-// socketDir makes a fresh directory for a socket, with the given owner and
-// mode; -1 keeps the owner.
-func socketDir(t *testing.T, uid, gid int, mode os.FileMode) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "cbl-") // short: socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chown(dir, uid, gid); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, mode); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
 
 // socketProblem reports what is wrong with the socket at path: not a
@@ -87,13 +67,13 @@ func TestListenUnix(t *testing.T) {
 		refused string
 	}{
 		{name: "missing directory is created", mode: 0o600, gid: -1, setup: func(t *testing.T) string {
-			return filepath.Join(socketDir(t, 0, 0, 0o755), "a", "b", "s")
+			return filepath.Join(brokertest.Dir(t, 0, 0, 0o755), "a", "b", "s")
 		}},
 		{name: "group and mode", mode: 0o660, gid: testGID, setup: func(t *testing.T) string {
-			return filepath.Join(socketDir(t, 0, 0, 0o755), "s")
+			return filepath.Join(brokertest.Dir(t, 0, 0, 0o755), "s")
 		}},
 		{name: "stale socket is replaced", mode: 0o600, gid: -1, setup: func(t *testing.T) string {
-			p := filepath.Join(socketDir(t, 0, 0, 0o755), "s")
+			p := filepath.Join(brokertest.Dir(t, 0, 0, 0o755), "s")
 			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
 			if err != nil {
 				t.Fatal(err)
@@ -103,13 +83,13 @@ func TestListenUnix(t *testing.T) {
 			return p
 		}},
 		{name: "group-writable directory", mode: 0o660, gid: testGID, setup: func(t *testing.T) string {
-			return filepath.Join(socketDir(t, 0, testGID, 0o770), "s")
+			return filepath.Join(brokertest.Dir(t, 0, testGID, 0o770), "s")
 		}},
 		{name: "world-writable directory with the sticky bit", mode: 0o666, gid: -1, setup: func(t *testing.T) string {
-			return filepath.Join(socketDir(t, 0, 0, 0o777|os.ModeSticky), "s")
+			return filepath.Join(brokertest.Dir(t, 0, 0, 0o777|os.ModeSticky), "s")
 		}},
 		{name: "live socket", mode: 0o600, gid: -1, refused: "another process is listening", setup: func(t *testing.T) string {
-			p := filepath.Join(socketDir(t, 0, 0, 0o755), "s")
+			p := filepath.Join(brokertest.Dir(t, 0, 0, 0o755), "s")
 			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
 			if err != nil {
 				t.Fatal(err)
@@ -118,14 +98,14 @@ func TestListenUnix(t *testing.T) {
 			return p
 		}},
 		{name: "regular file", mode: 0o600, gid: -1, refused: "is not a socket", setup: func(t *testing.T) string {
-			p := filepath.Join(socketDir(t, 0, 0, 0o755), "s")
+			p := filepath.Join(brokertest.Dir(t, 0, 0, 0o755), "s")
 			if err := os.WriteFile(p, []byte(file), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			return p
 		}},
 		{name: "link to a stale socket", mode: 0o600, gid: -1, refused: "is not a socket", setup: func(t *testing.T) string {
-			dir := socketDir(t, 0, 0, 0o755)
+			dir := brokertest.Dir(t, 0, 0, 0o755)
 			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "real"), Net: "unix"})
 			if err != nil {
 				t.Fatal(err)
@@ -139,16 +119,16 @@ func TestListenUnix(t *testing.T) {
 			return p
 		}},
 		{name: "world-writable directory without the sticky bit", mode: 0o600, gid: -1, refused: "no sticky bit", setup: func(t *testing.T) string {
-			return filepath.Join(socketDir(t, 0, 0, 0o777), "s")
+			return filepath.Join(brokertest.Dir(t, 0, 0, 0o777), "s")
 		}},
 		{name: "directory of another user", mode: 0o600, gid: -1, refused: "owned by uid 65534", setup: func(t *testing.T) string {
-			return filepath.Join(socketDir(t, nobodyUID, 0, 0o755), "s")
+			return filepath.Join(brokertest.Dir(t, nobodyUID, 0, 0o755), "s")
 		}},
 		{name: "path too long to connect to", mode: 0o600, gid: -1, refused: "longer than a Unix socket address allows", setup: func(t *testing.T) string {
-			return filepath.Join(socketDir(t, 0, 0, 0o755), strings.Repeat("x", 100))
+			return filepath.Join(brokertest.Dir(t, 0, 0, 0o755), strings.Repeat("x", 100))
 		}},
 		{name: "mode beyond permission bits", mode: 0o600 | os.ModeSetgid, gid: -1, refused: "permission bits only", setup: func(t *testing.T) string {
-			return filepath.Join(socketDir(t, 0, 0, 0o755), "s")
+			return filepath.Join(brokertest.Dir(t, 0, 0, 0o755), "s")
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -195,17 +175,17 @@ func TestListenUnix(t *testing.T) {
 
 // TestListenUnixHostileDirectory creates the socket hundreds of times in a
 // directory that an attacker, another user, can write, while the attacker
-// swaps every name it sees there for a link to a file of root's. The file
-// must stay as it was, and every socket must come out with its mode and
-// group.
+// swaps every name it sees there for a link to a file of root's
+// (brokertest.StartSwapper). The file must stay as it was, and every socket
+// must come out with its mode and group.
 func TestListenUnixHostileDirectory(t *testing.T) {
 	requireRoot(t)
 	const starts = 400
-	target, want := rootFile(t)
-	dir := socketDir(t, 0, testGID, 0o770)
+	target := brokertest.NewRootFile(t)
+	dir := brokertest.Dir(t, 0, testGID, 0o770)
 	path := filepath.Join(dir, "broker.sock")
-	sw := startSwapper(t, buildSwapper(t, "testdata/symlinkswap"), dir, target, filepath.Base(path))
-	defer checkRootFile(t, target, want) // also when a check below fails
+	sw := brokertest.StartSwapper(t, brokertest.SwapperConfig{Dir: dir, Group: testGID, Target: target.Path, Spare: filepath.Base(path)})
+	defer target.Check(t) // also when a check below fails
 	var failed []error
 	for range starts {
 		ln, err := broker.ListenUnix(path, 0o660, testGID)
@@ -218,7 +198,7 @@ func TestListenUnixHostileDirectory(t *testing.T) {
 			failed = append(failed, err)
 		}
 	}
-	swapped := sw.stop()
+	swapped := sw.Stop()
 	if len(failed) > 0 {
 		t.Errorf("%d of %d starts failed or made a wrong socket, the first: %v", len(failed), starts, failed[0])
 	}
@@ -232,108 +212,4 @@ func TestListenUnixHostileDirectory(t *testing.T) {
 	if private == 0 {
 		t.Error("the attacker never got at a private directory, so the test proved nothing")
 	}
-}
-
-// rootFile makes a file of root's, mode 0600, in a directory of root's, and
-// returns its path and its stat.
-func rootFile(t *testing.T) (string, os.FileInfo) {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "target")
-	if err := os.WriteFile(p, []byte("root's own file\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p, fi
-}
-
-// checkRootFile checks that nothing changed the file rootFile made.
-func checkRootFile(t *testing.T, p string, want os.FileInfo) {
-	t.Helper()
-	fi, err := os.Stat(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, wst := fi.Sys().(*syscall.Stat_t), want.Sys().(*syscall.Stat_t)
-	if fi.Mode() != want.Mode() || st.Uid != wst.Uid || st.Gid != wst.Gid || !os.SameFile(fi, want) {
-		t.Errorf("target changed: mode %v uid %d gid %d, was %v uid %d gid %d", fi.Mode(), st.Uid, st.Gid, want.Mode(), wst.Uid, wst.Gid)
-	}
-	if b, _ := os.ReadFile(p); string(b) != "root's own file\n" {
-		t.Errorf("target now holds %q", b)
-	}
-}
-
-// buildSwapper builds the attacker program from src into a directory that
-// other users can enter, so that it can run as one.
-func buildSwapper(t *testing.T, src string) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "cbswap-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "symlinkswap")
-	out, err := exec.Command("go", "build", "-o", bin, "./"+src).CombinedOutput()
-	if err != nil {
-		t.Fatalf("building %s: %v\n%s", src, err, out)
-	}
-	return bin
-}
-
-// swapper is a running attacker.
-type swapper struct {
-	t       *testing.T
-	cmd     *exec.Cmd
-	stderr  *bytes.Buffer
-	swapped chan []string
-}
-
-// startSwapper runs the attacker as nobody with write access to dir
-// through testGID, and waits until it is ready.
-func startSwapper(t *testing.T, bin, dir, target, spare string) *swapper {
-	t.Helper()
-	cmd := exec.Command(bin, dir, target, spare)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyUID, Gid: nobodyUID, Groups: []uint32{testGID}}}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &swapper{t: t, cmd: cmd, stderr: &bytes.Buffer{}, swapped: make(chan []string, 1)}
-	cmd.Stderr = s.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	ready := make(chan bool, 1)
-	go func() {
-		var names []string
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if name, ok := strings.CutPrefix(sc.Text(), "swapped "); ok {
-				names = append(names, name)
-			} else if sc.Text() == "ready" {
-				ready <- true
-			}
-		}
-		close(ready)
-		s.swapped <- names
-	}()
-	if !<-ready {
-		_ = cmd.Wait()
-		t.Fatalf("the attacker did not start: %s", s.stderr)
-	}
-	return s
-}
-
-// stop kills the attacker and returns the names it swapped.
-func (s *swapper) stop() []string {
-	_ = s.cmd.Process.Kill()
-	names := <-s.swapped
-	_ = s.cmd.Wait()
-	return names
 }

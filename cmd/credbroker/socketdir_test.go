@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -13,11 +12,13 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/credbroker/credbroker/broker/brokertest"
 )
 
 // Users of the tests that need another uid than root's.
 const (
-	nobodyUID = 65534 // the attacker, and a client
+	nobodyUID = 65534 // a client
 	testGID   = 4711  // a group without a name, given write access to the socket's directory
 )
 
@@ -31,7 +32,7 @@ func requireRoot(t *testing.T) {
 // TestSocketInHostileDirectory starts the broker again and again with its
 // socket in a directory that an attacker, another user, can write, while
 // the attacker swaps every name it sees there for a link to a file of
-// root's (broker/testdata/symlinkswap). The file must stay as it was, and
+// root's (brokertest.StartSwapper). The file must stay as it was, and
 // each time the socket must come out with its mode and group.
 func TestSocketInHostileDirectory(t *testing.T) {
 	requireRoot(t)
@@ -39,11 +40,11 @@ func TestSocketInHostileDirectory(t *testing.T) {
 	e := newEnv(t, e2ePolicies, e2eCredentials())
 	e.write("secrets/demo", "s3cr3t-value\n")
 	appendConfig(t, e, fmt.Sprintf("socket_mode: \"0660\"\nsocket_group: %d\n", testGID))
-	target, want := rootFile(t)
-	dir := sharedDir(t, 0, testGID, 0o770)
+	target := brokertest.NewRootFile(t)
+	dir := brokertest.Dir(t, 0, testGID, 0o770)
 	e.socket = filepath.Join(dir, "broker.sock")
-	sw := startSwapper(t, dir, target, filepath.Base(e.socket))
-	defer checkRootFile(t, target, want) // also when a check below fails
+	sw := brokertest.StartSwapper(t, brokertest.SwapperConfig{Dir: dir, Group: testGID, Target: target.Path, Spare: filepath.Base(e.socket)})
+	defer target.Check(t) // also when a check below fails
 	for i := range starts {
 		b := e.start("--socket", e.socket)
 		fi, err := os.Lstat(e.socket)
@@ -57,7 +58,7 @@ func TestSocketInHostileDirectory(t *testing.T) {
 			t.Fatalf("start %d: exit %d:\n%s", i, code, b.logs)
 		}
 	}
-	swapped := sw.stop()
+	swapped := sw.Stop()
 	private := 0
 	for _, name := range swapped {
 		if strings.HasPrefix(name, ".broker.sock.") {
@@ -164,27 +165,10 @@ func appendConfig(t *testing.T, e *env, keys string) {
 	}
 }
 
-// sharedDir makes a fresh directory with the given owner and mode.
-func sharedDir(t *testing.T, uid, gid int, mode os.FileMode) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "cbh-") // short: socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chown(dir, uid, gid); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, mode); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // sharedBinary copies the credbroker binary where other users can run it.
 func sharedBinary(t *testing.T) string {
 	t.Helper()
-	dir := sharedDir(t, 0, 0, 0o755)
+	dir := brokertest.Dir(t, 0, 0, 0o755)
 	p := filepath.Join(dir, "credbroker")
 	src, err := os.Open(binPath)
 	if err != nil {
@@ -202,91 +186,4 @@ func sharedBinary(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// rootFile makes a file of root's, mode 0600, in a directory of root's, and
-// returns its path and its stat.
-func rootFile(t *testing.T) (string, os.FileInfo) {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "target")
-	if err := os.WriteFile(p, []byte("root's own file\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p, fi
-}
-
-// checkRootFile checks that nothing changed the file rootFile made.
-func checkRootFile(t *testing.T, p string, want os.FileInfo) {
-	t.Helper()
-	fi, err := os.Stat(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, wst := fi.Sys().(*syscall.Stat_t), want.Sys().(*syscall.Stat_t)
-	if fi.Mode() != want.Mode() || st.Uid != wst.Uid || st.Gid != wst.Gid || !os.SameFile(fi, want) {
-		t.Errorf("target changed: mode %v uid %d gid %d, was %v uid %d gid %d", fi.Mode(), st.Uid, st.Gid, want.Mode(), wst.Uid, wst.Gid)
-	}
-	if b, _ := os.ReadFile(p); string(b) != "root's own file\n" {
-		t.Errorf("target now holds %q", b)
-	}
-}
-
-// swapper is the attacker of broker/testdata/symlinkswap, running.
-type swapper struct {
-	cmd     *exec.Cmd
-	swapped chan []string
-}
-
-// startSwapper builds the attacker and runs it as nobody, with write access
-// to dir through testGID, and waits until it is ready.
-func startSwapper(t *testing.T, dir, target, spare string) *swapper {
-	t.Helper()
-	bin := filepath.Join(sharedDir(t, 0, 0, 0o755), "symlinkswap")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../broker/testdata/symlinkswap").CombinedOutput(); err != nil {
-		t.Fatalf("building the attacker: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, dir, target, spare)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyUID, Gid: nobodyUID, Groups: []uint32{testGID}}}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	s := &swapper{cmd: cmd, swapped: make(chan []string, 1)}
-	ready := make(chan bool, 1)
-	go func() {
-		var names []string
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if name, ok := strings.CutPrefix(sc.Text(), "swapped "); ok {
-				names = append(names, name)
-			} else if sc.Text() == "ready" {
-				ready <- true
-			}
-		}
-		close(ready)
-		s.swapped <- names
-	}()
-	if !<-ready {
-		_ = cmd.Wait()
-		t.Fatalf("the attacker did not start: %s", stderr.String())
-	}
-	return s
-}
-
-// stop kills the attacker and returns the names it swapped.
-func (s *swapper) stop() []string {
-	_ = s.cmd.Process.Kill()
-	names := <-s.swapped
-	_ = s.cmd.Wait()
-	return names
 }

@@ -1,5 +1,6 @@
 // Command symlinkswap is the attacker of the socket-creation race tests
-// (broker and cmd/credbroker). Run as another user who can write DIR, it
+// (broker and cmd/credbroker), which run it through brokertest.StartSwapper.
+// Run as another user who can write DIR, it
 // swaps every entry that appears in DIR for a symbolic link, as fast as it
 // can, until it is killed:
 //
