@@ -120,7 +120,7 @@ type peer struct {
 // Attest returns the identity of the process that wrote the request read
 // so far from conn, which must come from a Listener. Its claims come only
 // from the kernel: the writer's credentials attached to each read
-// (SCM_CREDENTIALS, SCM_PIDFD), SO_PEERCRED, /proc/PID/exe and
+// (SCM_CREDENTIALS), SO_PEERCRED, /proc/PID/exe and
 // /proc/PID/cgroup. It refuses a connection any byte of which was written
 // by a process other than the one that connected, and one whose connecting
 // process has executed another program since the connection was accepted.

@@ -31,7 +31,13 @@ func (a *Attestor) Attest(ctx context.Context, conn net.Conn) (attest.Identity, 
 	return attest.Identity{}, &attest.Error{Method: attest.MethodUnix, Reason: "unix attestation is not supported on this platform", Err: errUnsupported}
 }
 
+// Listener accepts connections for the Attestor. On this platform none
+// can be created.
+type Listener struct {
+	*net.UnixListener
+}
+
 // Listen always fails on this platform.
-func (a *Attestor) Listen(ln *net.UnixListener) (net.Listener, error) {
+func (a *Attestor) Listen(ln *net.UnixListener) (*Listener, error) {
 	return nil, errUnsupported
 }

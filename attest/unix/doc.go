@@ -3,7 +3,7 @@
 //
 // An [Attestor] attests the process that wrote a request: connections come
 // from its [Listener], which has the kernel attach the writer's
-// credentials to every write (SO_PASSCRED, SO_PASSPIDFD) and notes, at
+// credentials to every write (SO_PASSCRED) and notes, at
 // accept, which process connected (SO_PEERCRED, SO_PEERPIDFD) and which
 // executable it ran. Attest then reads the process's executable and cgroup
 // membership from /proc, and returns an [attest.Identity]:
@@ -30,10 +30,11 @@
 // inherited by a child, passed to another process, or kept across setuid
 // or execve; the connector's credentials would then vouch for bytes
 // someone else wrote. A [Conn] records, per read, the writer's pid, uid and
-// gid (SCM_CREDENTIALS) and pidfd (SCM_PIDFD); the kernel never merges two
+// gid (SCM_CREDENTIALS); the kernel never merges two
 // writers' bytes into one read. Attest refuses the connection once any
-// byte came from a process other than the connecting one (compared by
-// pidfd inode on pidfs, Linux 6.9 and later, by pid otherwise), came
+// byte came from a process other than the connecting one (by pid: the
+// connecting process's pidfd, or its start time, shows it held that pid
+// from connect to attestation, so nobody else wrote under it), came
 // without credentials or with descriptors, and refuses when the connecting
 // process's executable (device and inode) differs from the one it ran at
 // accept. uid and gid are the writer's real ids.

@@ -407,7 +407,8 @@ func TestHashConcurrency(t *testing.T) {
 }
 
 // BenchmarkNewConn is the cost per accepted connection of noting its
-// origin (the connecting process's pid, pidfd and executable).
+// origin (the connecting process's pid and executable, confirmed through
+// its pidfd or start time).
 func BenchmarkNewConn(b *testing.B) {
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
