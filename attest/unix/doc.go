@@ -2,10 +2,9 @@
 // from facts the kernel holds about it, and nothing the caller says.
 //
 // An [Attestor] attests the process that wrote a request: connections come
-// from its [Listener], which has the kernel attach the writer's
-// credentials to every write (SO_PASSCRED) and notes, at
-// accept, which process connected (SO_PEERCRED, SO_PEERPIDFD) and which
-// executable it ran. Attest then reads the process's executable and cgroup
+// from its [Listener], which has the kernel attach the writer's credentials
+// to every write (SO_PASSCRED) and notes, at accept, which process
+// connected (SO_PEERCRED, SO_PEERPIDFD) and which executable it ran. Attest then reads the process's executable and cgroup
 // membership from /proc, and returns an [attest.Identity]:
 //
 //	Method:  "unix"
