@@ -153,32 +153,48 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 // Log is the writer side of an audit database: Append queues a record and
-// returns once it is committed; Run is the single goroutine that commits
-// queued records in groups. Methods are safe for concurrent use.
+// returns once it is committed; records queued together share a commit.
+// Methods are safe for concurrent use.
+//
+// Commits are led: an Append that finds no commit under way commits its
+// record itself, on its own goroutine, so a lone decision pays for no
+// hand-off between goroutines. Records appended while a commit is under
+// way wait for the next one, which Run leads, so that they share it. Run
+// also signs heads, writes checkpoints and probes a failed store; whoever
+// uses the writer holds wmu.
 type Log struct {
 	cfg    Config
 	logger *slog.Logger
 	keys   *keys
-	w      *writer // Open's until Run starts, then Run's alone
-	queue  chan *request
+	w      *writer // Open's until Run starts, then the holder of wmu's
+	wmu    sync.Mutex
 	health atomic.Pointer[error] // result of the last commit; nil when it succeeded
 
 	// expected counts announced records (Expect) not yet withdrawn: the
 	// writer holds a commit up to GroupWait while more are on their way.
 	expected atomic.Int64
 
-	mu       sync.Mutex
-	running  bool          // Run was called
-	closed   bool          // Close was called
-	quit     chan struct{} // closed by Close
-	stopping chan struct{} // closed when the writer stops taking records
-	stopped  chan struct{} // closed when the writer has finished
+	qmu       sync.Mutex
+	pending   []*request    // appended, not yet taken into a commit, oldest first
+	leading   bool          // a commit of pending records is under way or handed to Run
+	accepting bool          // Run is running: an Append may lead a commit
+	refusing  bool          // Run is stopping or stopped: Append refuses
+	arrived   chan struct{} // 1-buffered: a record was appended while a commit was led
+	kick      chan struct{} // 1-buffered: Run is to lead the next commit
+
+	mu      sync.Mutex
+	running bool          // Run was called
+	closed  bool          // Close was called
+	quit    chan struct{} // closed by Close
+	stopped chan struct{} // closed when the writer has finished
 
 	// signTicks counts the sign ticks Run handled (tests wait on it).
 	signTicks atomic.Int64
 
-	// Run's own state.
-	rows         []*row      // the batch being committed, reused
+	// The writer's state, guarded by wmu.
+	batch        []*request  // the requests being committed, reused
+	rows         []*row      // their rows, reused
+	wait         *time.Timer // GroupWait, stopped when not waiting
 	files        *fileWriter // while Run runs
 	headOnDisk   bool        // the head file exists
 	floor        int64       // the newest head signed before: never sign one behind it
@@ -221,10 +237,12 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	}
 	l := &Log{
 		cfg: cfg, logger: cfg.Logger, w: w,
-		queue:    make(chan *request, 4*cfg.MaxBatch),
-		quit:     make(chan struct{}),
-		stopping: make(chan struct{}),
-		stopped:  make(chan struct{}),
+		arrived: make(chan struct{}, 1),
+		kick:    make(chan struct{}, 1),
+		batch:   make([]*request, 0, cfg.MaxBatch),
+		wait:    stoppedTimer(),
+		quit:    make(chan struct{}),
+		stopped: make(chan struct{}),
 
 		checkpointed: -1,
 	}
@@ -346,18 +364,25 @@ func (l *Log) Append(ctx context.Context, r *Record) error {
 	if err != nil {
 		return err
 	}
-	req := &request{row: rw, done: make(chan struct{})}
-	select {
-	case <-l.stopping:
-		return errStopped
-	default:
-	}
-	select {
-	case l.queue <- req:
-	case <-l.stopping:
-		return errStopped
-	case <-ctx.Done():
+	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%w: append: %w", ErrUnavailable, context.Cause(ctx))
+	}
+	req := &request{row: rw, done: make(chan struct{})}
+	l.qmu.Lock()
+	if l.refusing {
+		l.qmu.Unlock()
+		return errStopped
+	}
+	l.pending = append(l.pending, req)
+	lead := l.accepting && !l.leading
+	if lead {
+		l.leading = true
+	}
+	l.qmu.Unlock()
+	if lead {
+		l.lead()
+	} else {
+		poke(l.arrived)
 	}
 	select {
 	case <-req.done:
@@ -411,12 +436,14 @@ func (l *Log) Healthy() error {
 	return nil
 }
 
-// Run is the writer: it commits queued records in groups of up to MaxBatch
-// per transaction, signs the chain head into the log every SignInterval
-// while rows are written, rewrites the checkpoint file every
+// Run is the writer's own goroutine: it commits the records appended while
+// another commit was under way, in groups of up to MaxBatch per
+// transaction, signs the chain head into the log every SignInterval while
+// rows are written, rewrites the checkpoint file every
 // Checkpoint.Interval, and probes a failed store every ProbeInterval. When
 // ctx is done or Close is called it commits what is already queued, signs
-// the final head and returns nil. Run may be called once.
+// the final head and returns nil. Run may be called once; records are
+// committed only while it runs.
 func (l *Log) Run(ctx context.Context) error {
 	if err := l.start(); err != nil {
 		return err
@@ -435,28 +462,43 @@ func (l *Log) Run(ctx context.Context) error {
 	}
 	probe := time.NewTicker(l.cfg.ProbeInterval)
 	defer probe.Stop()
+	l.wmu.Lock()
 	l.files = l.startFiles()
-	batch := make([]*request, 0, l.cfg.MaxBatch)
-	wait := time.NewTimer(time.Hour)
-	wait.Stop()
+	l.wmu.Unlock()
+	l.qmu.Lock()
+	l.accepting = true
+	if len(l.pending) > 0 && !l.leading {
+		// Appended before Run started: Run leads their commit.
+		l.leading = true
+		poke(l.kick)
+	}
+	l.qmu.Unlock()
 	for {
 		select {
-		case req := <-l.queue:
-			l.commit(l.gather(append(batch[:0], req), wait))
+		case <-l.kick:
+			if l.commitNext() {
+				poke(l.kick)
+			}
 		case <-signTick:
+			l.wmu.Lock()
 			if l.health.Load() == nil {
 				l.setHealth(l.sign(), 0)
 			}
+			l.wmu.Unlock()
 			l.signTicks.Add(1)
 		case <-checkpointTick:
+			l.wmu.Lock()
 			l.files.post(l.files.checkpoint, l.lastSigned)
+			l.wmu.Unlock()
 		case <-probe.C:
+			l.wmu.Lock()
 			l.probe()
+			l.wmu.Unlock()
 		case <-ctx.Done():
-			l.shutdown(batch)
+			l.shutdown()
 			return nil
 		case <-l.quit:
-			l.shutdown(batch)
+			l.shutdown()
 			return nil
 		}
 	}
@@ -476,17 +518,59 @@ func (l *Log) start() error {
 	return nil
 }
 
-// fill adds queued requests to batch, up to its capacity, without waiting.
-func (l *Log) fill(batch []*request) []*request {
-	for len(batch) < cap(batch) {
-		select {
-		case req := <-l.queue:
-			batch = append(batch, req)
-		default:
-			return batch
-		}
+// lead commits the next group of pending records on the appending
+// goroutine, then hands what was appended meanwhile to Run.
+func (l *Log) lead() {
+	if l.commitNext() {
+		poke(l.kick)
 	}
+}
+
+// commitNext commits the oldest pending records as one group, waiting for
+// announced ones (see gather). It reports whether records remain pending,
+// in which case the caller remains the leader and must see that they are
+// committed (by poking Run); otherwise the lead is given up.
+func (l *Log) commitNext() (more bool) {
+	l.wmu.Lock()
+	if batch := l.gather(l.take(l.batch[:0])); len(batch) > 0 {
+		l.commit(batch)
+		clear(batch)
+	}
+	l.wmu.Unlock()
+	l.qmu.Lock()
+	defer l.qmu.Unlock()
+	if len(l.pending) == 0 {
+		l.leading = false
+		return false
+	}
+	return true
+}
+
+// take moves pending records to batch, up to its capacity, without waiting.
+func (l *Log) take(batch []*request) []*request {
+	l.qmu.Lock()
+	defer l.qmu.Unlock()
+	n := min(len(l.pending), cap(batch)-len(batch))
+	batch = append(batch, l.pending[:n]...)
+	rest := copy(l.pending, l.pending[n:])
+	clear(l.pending[rest:])
+	l.pending = l.pending[:rest]
 	return batch
+}
+
+// poke sends on a 1-buffered channel unless a value is already waiting.
+func poke(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// stoppedTimer returns a timer that is not running.
+func stoppedTimer() *time.Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
 }
 
 // Expect announces a record the caller is about to Append, such as a
@@ -500,21 +584,21 @@ func (l *Log) Expect() (done func()) {
 	return func() { once.Do(func() { l.expected.Add(-1) }) }
 }
 
-// gather fills batch with queued requests and, while records announced
-// with Expect are still on their way, waits up to GroupWait for them.
-func (l *Log) gather(batch []*request, wait *time.Timer) []*request {
-	batch = l.fill(batch)
-	if l.cfg.GroupWait < 0 || l.expected.Load() <= int64(len(batch)) || len(batch) == cap(batch) {
+// gather adds to batch the records appended while records announced with
+// Expect are still on their way, waiting up to GroupWait for them. A lone
+// record never waits.
+func (l *Log) gather(batch []*request) []*request {
+	if len(batch) == 0 || l.cfg.GroupWait < 0 || l.expected.Load() <= int64(len(batch)) || len(batch) == cap(batch) {
 		return batch
 	}
-	wait.Reset(l.cfg.GroupWait)
-	defer wait.Stop()
+	l.wait.Reset(l.cfg.GroupWait)
+	defer l.wait.Stop()
 	for l.expected.Load() > int64(len(batch)) && len(batch) < cap(batch) {
 		select {
-		case req := <-l.queue:
-			batch = append(batch, req)
-		case <-wait.C:
-			return l.fill(batch)
+		case <-l.arrived:
+			batch = l.take(batch)
+		case <-l.wait.C:
+			return l.take(batch)
 		case <-l.quit:
 			return batch
 		}
@@ -537,6 +621,7 @@ func (l *Log) commit(batch []*request) {
 		req.err = err
 		close(req.done)
 	}
+	clear(l.rows)
 }
 
 // probe checks, while the store is healthy, that its files are still the
@@ -586,18 +671,23 @@ func (l *Log) setHealth(err error, rows int) {
 
 // shutdown stops taking records, commits those already queued, signs the
 // final head and writes the head and checkpoint files.
-func (l *Log) shutdown(batch []*request) {
-	close(l.stopping)
+func (l *Log) shutdown() {
+	l.qmu.Lock()
+	l.refusing, l.accepting = true, false
+	l.qmu.Unlock()
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	if l.files != nil {
 		l.files.stop()
 		l.files = nil
 	}
 	for {
-		b := l.fill(batch[:0])
+		b := l.take(l.batch[:0])
 		if len(b) == 0 {
 			break
 		}
 		l.commit(b)
+		clear(b)
 	}
 	if err := l.sign(); err != nil {
 		l.logger.Warn("audit: final chain head not signed", logKeyError, err)
@@ -746,9 +836,13 @@ func (l *Log) Close() error {
 	if running {
 		<-l.stopped
 	} else {
-		close(l.stopping)
+		l.qmu.Lock()
+		l.refusing = true
+		l.qmu.Unlock()
 		close(l.stopped)
 	}
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	if err := l.w.close(); err != nil {
 		return fmt.Errorf("audit: close %s: %w", l.cfg.Path, err)
 	}
