@@ -140,6 +140,9 @@ func (a *Attestor) Attest(ctx context.Context, conn net.Conn) (attest.Identity, 
 	if err := ctx.Err(); err != nil {
 		return attest.Identity{}, fail(reasonCancelled, err)
 	}
+	if c.proc != nil {
+		return a.attestHeld(ctx, c)
+	}
 	p, err := a.takePeer(c.UnixConn)
 	if err != nil {
 		return a.refuse(p, err)
@@ -178,6 +181,44 @@ func (a *Attestor) Attest(ctx context.Context, conn net.Conn) (attest.Identity, 
 		return a.refuse(p, err)
 	}
 	return id, nil
+}
+
+// attestHeld attests a connection whose process is held through the
+// handles taken at accept: the facts that cannot change while that process
+// holds the connection (its pid, its credentials at connect time, the
+// process itself) are not read again, and what can change (its executable,
+// its cgroup, whether it is still alive) is read through those handles.
+func (a *Attestor) attestHeld(ctx context.Context, c *Conn) (attest.Identity, error) {
+	h := c.proc
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	p := peer{pid: c.origin.pid, uid: h.uid, gid: h.gid, pidfd: -1}
+	if h.released {
+		return a.refuse(p, fail(reasonCred, errors.New("unix: connection closed")))
+	}
+	s := c.senderState()
+	if s.seen {
+		p.uid, p.gid = s.uid, s.gid
+	}
+	if s.foreign != nil {
+		return a.refuse(p, fail(reasonSender, s.foreign))
+	}
+	if hook := a.hooks.AfterPeerCred; hook != nil {
+		hook(p.pid)
+	}
+	var f procFacts
+	err := a.readFacts(ctx, h.dirfd, h.cgroupfd, &f)
+	// Confirm even when a read failed: a gone peer is reported as such.
+	if err := pidfdAlive(h.pidfd); err != nil {
+		return a.refuse(p, fail(reasonGone, err))
+	}
+	if err == nil && f.exeID != c.origin.exe {
+		err = fail(reasonExec, fmt.Errorf("unix: pid %d: executable changed from %d:%d to %d:%d", p.pid, c.origin.exe.dev, c.origin.exe.ino, f.exeID.dev, f.exeID.ino))
+	}
+	if err != nil {
+		return a.refuse(p, err)
+	}
+	return a.identity(&p, &f), nil
 }
 
 // refuse logs a failure at debug level (the caller logs and audits it too)
@@ -273,7 +314,7 @@ func (a *Attestor) attestPidfd(ctx context.Context, p *peer, facts *procFacts) (
 	dirfd, err := a.openProcDir(p.pid)
 	if err == nil {
 		defer sys.Close(dirfd)
-		err = a.readFacts(ctx, dirfd, facts)
+		err = a.readFacts(ctx, dirfd, -1, facts)
 	} else {
 		err = fail(reasonProc, err)
 	}
@@ -329,7 +370,7 @@ func (a *Attestor) attestStartTime(ctx context.Context, p *peer, facts *procFact
 	if h := a.hooks.AfterPeerCred; h != nil {
 		h(p.pid)
 	}
-	readErr := a.readFacts(ctx, dirfd, facts)
+	readErr := a.readFacts(ctx, dirfd, -1, facts)
 	var holds bool
 	var holdsErr error
 	if readErr == nil {
@@ -399,8 +440,9 @@ func (a *Attestor) openProcDir(pid int32) (int, error) {
 }
 
 // readFacts reads the executable, its hash and the cgroup of the process of
-// dirfd.
-func (a *Attestor) readFacts(ctx context.Context, dirfd int, f *procFacts) error {
+// dirfd; the cgroup through cgroupfd, the process's open cgroup file, when
+// it is not -1.
+func (a *Attestor) readFacts(ctx context.Context, dirfd, cgroupfd int, f *procFacts) error {
 	bp := a.bufs.Get().(*[]byte)
 	defer a.bufs.Put(bp)
 	buf := *bp
@@ -423,7 +465,12 @@ func (a *Attestor) readFacts(ctx context.Context, dirfd int, f *procFacts) error
 		return err
 	}
 
-	b, err := readProcFile(dirfd, "cgroup", buf)
+	var b []byte
+	if cgroupfd >= 0 {
+		b, err = readFrom(cgroupfd, "cgroup", buf)
+	} else {
+		b, err = readProcFile(dirfd, "cgroup", buf)
+	}
 	if cap(b) > cap(buf) && cap(b) <= 64<<10 {
 		*bp = b[:cap(b)]
 	}
@@ -447,15 +494,22 @@ func (a *Attestor) startTime(dirfd int) (uint64, error) {
 	return parseStartTime(b)
 }
 
-// readProcFile reads dirfd/name into buf, growing it as needed. The /proc
-// files read here are produced whole on open, so a read that does not fill
-// the buffer has returned the rest of the file and no second read is made.
+// readProcFile reads dirfd/name into buf, growing it as needed.
 func readProcFile(dirfd int, name string, buf []byte) ([]byte, error) {
 	fd, err := sys.Openat(dirfd, name, sys.O_RDONLY|sys.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("unix: open %s: %w", name, err)
 	}
 	defer sys.Close(fd)
+	return readFrom(fd, name, buf)
+}
+
+// readFrom reads the /proc file open on fd, named name, from its start
+// into buf, growing it as needed. The /proc files read here are produced
+// whole by a read at offset 0, afresh each time, so an open one can be read
+// again; a read that does not fill the buffer has returned the rest of the
+// file and no further read is made.
+func readFrom(fd int, name string, buf []byte) ([]byte, error) {
 	buf = buf[:cap(buf)]
 	n := 0
 	for {
@@ -466,7 +520,7 @@ func readProcFile(dirfd int, name string, buf []byte) ([]byte, error) {
 			buf = append(buf, make([]byte, len(buf))...)
 			buf = buf[:cap(buf)]
 		}
-		m, err := sys.Read(fd, buf[n:])
+		m, err := sys.Pread(fd, buf[n:], int64(n))
 		if errors.Is(err, sys.EINTR) {
 			continue
 		}

@@ -499,23 +499,49 @@ func TestAttestRefusals(t *testing.T) {
 }
 
 // TestAttestClosesDescriptors checks that no pidfd, /proc handle or netlink
-// socket is left open.
+// socket is left open: Attest opens none it does not close, and what a
+// connection holds of its peer is released when it is closed.
 func TestAttestClosesDescriptors(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			a := newAttestor(t, Config{DisablePidfd: m.noPidfd})
-			server, _ := selfPair(t)
-			if _, err := a.Attest(context.Background(), a.newConn(server)); err != nil {
-				t.Fatal(err)
+			attestOnce := func() {
+				server, client := selfPair(t)
+				conn := a.newConn(server)
+				for range 3 {
+					if _, err := a.Attest(context.Background(), conn); err != nil {
+						t.Fatal(err)
+					}
+				}
+				conn.Close()
+				client.Close()
 			}
+			attestOnce()
 			before := openFDs(t)
 			for range 20 {
-				if _, err := a.Attest(context.Background(), a.newConn(server)); err != nil {
-					t.Fatal(err)
-				}
+				attestOnce()
 			}
 			if after := openFDs(t); after != before {
-				t.Errorf("open descriptors went from %d to %d over 20 Attest calls", before, after)
+				t.Errorf("open descriptors went from %d to %d over 20 connections", before, after)
+			}
+		})
+	}
+}
+
+// TestAttestAfterClose: a closed connection holds nothing of its peer and
+// is refused.
+func TestAttestAfterClose(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			a := newAttestor(t, Config{DisablePidfd: m.noPidfd})
+			server, _ := selfPair(t)
+			conn := a.newConn(server)
+			if _, err := a.Attest(context.Background(), conn); err != nil {
+				t.Fatal(err)
+			}
+			conn.Close()
+			if _, err := a.Attest(context.Background(), conn); !errors.Is(err, attest.ErrFailed) {
+				t.Fatalf("Attest after Close = %v, want a refusal", err)
 			}
 		})
 	}

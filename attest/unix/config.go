@@ -67,10 +67,10 @@ type Config struct {
 // Hooks are functions the Attestor calls at fixed points, so tests can act
 // inside an attestation. Production code leaves them nil.
 type Hooks struct {
-	// AfterPeerCred is called with the peer's pid once the peer credentials
-	// (and, depending on the mode, the pidfd or the /proc/PID handle and
-	// start time) have been taken, and before the peer's executable and
-	// cgroup are read from /proc.
+	// AfterPeerCred is called by Attest with the peer's pid once the peer
+	// credentials (and, depending on the mode, the pidfd or the /proc/PID
+	// handle and start time) have been taken, at accept with a pidfd, and
+	// before the peer's executable and cgroup are read from /proc.
 	AfterPeerCred func(pid int32)
 }
 

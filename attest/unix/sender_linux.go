@@ -85,6 +85,7 @@ type Conn struct {
 	*net.UnixConn
 	a      *Attestor
 	origin origin
+	proc   *procHandle // with a pidfd: the connecting process, held until Close
 
 	readMu sync.Mutex // serialises reads, which share oob
 	oob    [128]byte
@@ -108,45 +109,93 @@ func (a *Attestor) newConn(uc *net.UnixConn) *Conn {
 	// Inherited from the listener on Linux; set again for a connection
 	// accepted elsewhere. Failure shows as reads without credentials.
 	_ = passCreds(uc)
-	c.origin = a.findOrigin(uc)
+	c.origin, c.proc = a.findOrigin(uc)
 	return c
 }
 
 // findOrigin takes the connecting process's pid from the socket, and the
 // identity of its executable from /proc, confirming afterwards through its
-// pidfd that the process read was the one that connected.
-func (a *Attestor) findOrigin(uc *net.UnixConn) origin {
+// pidfd that the process read was the one that connected. With a pidfd it
+// also returns the handles that Attest reads the process through for the
+// life of the connection.
+func (a *Attestor) findOrigin(uc *net.UnixConn) (origin, *procHandle) {
 	p, err := a.takePeer(uc)
 	if err != nil {
-		return origin{err: err}
+		return origin{err: err}, nil
 	}
 	o := origin{pid: p.pid}
-	if p.pidfd >= 0 {
-		defer sys.Close(p.pidfd)
+	h := &procHandle{pidfd: p.pidfd, dirfd: -1, cgroupfd: -1, uid: p.uid, gid: p.gid}
+	kept := false
+	defer func() {
+		if !kept {
+			h.release()
+		}
+	}()
+	if h.dirfd, err = a.openProcDir(p.pid); err != nil {
+		return origin{err: fail(reasonGone, err)}, nil
 	}
-	dirfd, err := a.openProcDir(p.pid)
-	if err != nil {
-		return origin{err: fail(reasonGone, err)}
-	}
-	defer sys.Close(dirfd)
 	if p.pidfd < 0 {
 		// Without a pidfd, the start time tells this process from a later
 		// holder of its pid.
-		if o.start, err = a.startTime(dirfd); err != nil {
-			return origin{err: fail(reasonGone, err)}
+		if o.start, err = a.startTime(h.dirfd); err != nil {
+			return origin{err: fail(reasonGone, err)}, nil
 		}
 	}
 	var st sys.Stat_t
-	if err := sys.Fstatat(dirfd, "exe", &st, 0); err != nil {
-		return origin{err: fail(reasonExe, fmt.Errorf("unix: stat exe: %w", err))}
+	if err := sys.Fstatat(h.dirfd, "exe", &st, 0); err != nil {
+		return origin{err: fail(reasonExe, fmt.Errorf("unix: stat exe: %w", err))}, nil
 	}
 	o.exe = exeID{dev: st.Dev, ino: st.Ino}
-	if p.pidfd >= 0 {
-		if err := pidfdAlive(p.pidfd); err != nil {
-			return origin{err: fail(reasonGone, err)}
+	if p.pidfd < 0 {
+		return o, nil
+	}
+	// Opened now, read from the start at each Attest: one read instead of
+	// an open, a read and a close per request.
+	if h.cgroupfd, err = sys.Openat(h.dirfd, "cgroup", sys.O_RDONLY|sys.O_CLOEXEC, 0); err != nil {
+		return origin{err: fail(reasonCgroup, fmt.Errorf("unix: open cgroup: %w", err))}, nil
+	}
+	if err := pidfdAlive(p.pidfd); err != nil {
+		return origin{err: fail(reasonGone, err)}, nil
+	}
+	kept = true
+	return o, h
+}
+
+// procHandle holds, for the life of a connection, what stays true while
+// the process that connected holds it: its credentials at connect time, a
+// pidfd for it and its /proc directory, which reads through fail once that
+// process is gone, whoever takes its pid next.
+type procHandle struct {
+	mu                     sync.RWMutex // read-held while the descriptors are used; Close write-locks
+	pidfd, dirfd, cgroupfd int          // -1 once released
+	uid, gid               uint32       // SO_PEERCRED
+	released               bool
+}
+
+// release closes the handle's descriptors; later Attest calls refuse.
+func (h *procHandle) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, fd := range []*int{&h.pidfd, &h.dirfd, &h.cgroupfd} {
+		if *fd >= 0 {
+			sys.Close(*fd)
+			*fd = -1
 		}
 	}
-	return o
+	h.released = true
+}
+
+// Close closes the connection and releases what it holds of the peer.
+func (c *Conn) Close() error {
+	c.release()
+	return c.UnixConn.Close()
+}
+
+// release lets go of the peer's handles without closing the connection.
+func (c *Conn) release() {
+	if c.proc != nil {
+		c.proc.release()
+	}
 }
 
 // Read reads from the connection and records who wrote what was read.

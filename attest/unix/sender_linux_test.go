@@ -408,7 +408,8 @@ func TestHashConcurrency(t *testing.T) {
 
 // BenchmarkNewConn is the cost per accepted connection of noting its
 // origin (the connecting process's pid and executable, confirmed through
-// its pidfd or start time).
+// its pidfd or start time) and, with a pidfd, of opening the handles
+// Attest reads it through, and closing them again.
 func BenchmarkNewConn(b *testing.B) {
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
@@ -416,9 +417,11 @@ func BenchmarkNewConn(b *testing.B) {
 			server, _ := selfPair(b)
 			b.ReportAllocs()
 			for b.Loop() {
-				if c := a.newConn(server); c.origin.err != nil {
+				c := a.newConn(server)
+				if c.origin.err != nil {
 					b.Fatal(c.origin.err)
 				}
+				c.release()
 			}
 		})
 	}
