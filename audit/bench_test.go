@@ -59,6 +59,40 @@ func BenchmarkWriter(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "rows/s")
 }
 
+// BenchmarkCommit measures the record stage of a decision: one commit of
+// one row (a lone decision) or of 32 (decisions that arrived together),
+// each with its fsync, through the Log as the broker uses it. It reports
+// CPU time and rows per commit, so that the cost of the transaction itself
+// shows apart from the disk.
+func BenchmarkCommit(b *testing.B) {
+	for _, n := range []int{1, 32} {
+		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
+			l := startLog(b, Config{Path: filepath.Join(b.TempDir(), "audit.db"), Logger: discard()})
+			at := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+			recs := make([]*Record, n)
+			errs := make(chan error, n)
+			b.ResetTimer()
+			defer reportCPU(b)()
+			for i := 0; b.Loop(); i++ {
+				// Announced together, so that the n share one commit.
+				dones := make([]func(), n)
+				for j := range recs {
+					dones[j] = l.Expect()
+					recs[j] = testRecord(i*n+j, at)
+				}
+				for j, r := range recs {
+					go func() { errs <- l.Append(context.Background(), r); dones[j]() }()
+				}
+				for range recs {
+					if err := <-errs; err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
+
 // benchRows is the size of the query and verify benchmarks' database.
 const benchRows = 1_000_000
 

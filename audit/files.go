@@ -15,15 +15,6 @@ type fileID struct {
 	dev, ino uint64
 }
 
-// statID returns the identity of the file at path.
-func statID(path string) (fileID, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileID{}, err
-	}
-	return idOf(fi), nil
-}
-
 // idOf returns the identity of a file from its FileInfo.
 func idOf(fi fs.FileInfo) fileID {
 	st, ok := fi.Sys().(*syscall.Stat_t)
