@@ -16,6 +16,13 @@
 //
 //	loadgen -serve-bare /tmp/bare.sock -reply-size 212
 //
+// Fsync floor, the cost of one durable small write on the filesystem of
+// DIR as the audit writer's SQLite makes it (a 4120-byte WAL frame written
+// into a preallocated file, then fsync), back to back or at a fixed rate:
+//
+//	loadgen -fsync-floor /var/lib/credbroker -d 5s
+//	loadgen -fsync-floor /var/lib/credbroker -d 5s -rate 1000
+//
 // Summary of a file of -json results, bare against broker (and a baseline
 // broker, when the file has one), medians when a target ran several rounds:
 //
@@ -83,8 +90,13 @@ func mainErr(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	bare := fs.String("serve-bare", "", "serve the bare baseline on this Unix socket until SIGTERM")
 	replySize := fs.Int("reply-size", 200, "bare server: reply body size in bytes")
 	report := fs.String("report", "", "print a bare/broker comparison of a file of -json results")
+	var floor FloorConfig
+	fs.StringVar(&floor.Dir, "fsync-floor", "", "measure the fsync floor in this `directory` (the audit database's) instead of a server")
+	fs.IntVar(&floor.WriteSize, "write-size", defaultWriteSize, "fsync floor: bytes per write (a WAL frame: 24-byte header and 4096-byte page)")
+	fs.Int64Var(&floor.Prealloc, "prealloc", defaultPrealloc, "fsync floor: bytes of the preallocated file the writes wrap around in")
+	fs.StringVar(&floor.Sync, "sync", "fsync", "fsync floor: fsync or fdatasync after each write")
 	var ratios []string
-	fs.Func("ratios", "with -report: ratio columns, comma-separated `num/den` labels (default: each label/bare, and each label/baseline when there is one)", func(s string) error {
+	fs.Func("ratios", "with -report: ratio columns, comma-separated `num/den` labels or floor (default: each server/floor, or /bare without an fsync floor, and each label/baseline when there is one)", func(s string) error {
 		for r := range strings.SplitSeq(s, ",") {
 			if r = strings.TrimSpace(r); r != "" {
 				ratios = append(ratios, r)
@@ -110,6 +122,26 @@ func mainErr(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		fmt.Fprintf(stderr, "loadgen: bare server on %s, %d-byte replies\n", *bare, *replySize)
 		return serveBare(ctx, ln, *replySize)
+	case floor.Dir != "":
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for _, name := range []string{"socket", "watch-pid", "max-conns", "H"} {
+			if set[name] {
+				return fmt.Errorf("-%s does not apply to -fsync-floor", name)
+			}
+		}
+		if floor.WriteSize < 1 || floor.Prealloc < 1 {
+			return errors.New("-write-size and -prealloc must be at least 1")
+		}
+		if set["c"] && cfg.Clients != 1 {
+			return errors.New("-fsync-floor runs one writer: -c must be 1 (or -rate for the open loop)")
+		}
+		floor.Rate, floor.Warmup, floor.Duration, floor.Late, floor.Label = cfg.Rate, cfg.Warmup, cfg.Duration, cfg.Late, cfg.Label
+		res, err := runFloor(ctx, floor)
+		if err != nil {
+			return err
+		}
+		return writeResult(stdout, stderr, res, *asJSON)
 	case *report != "":
 		f, err := os.Open(*report)
 		if err != nil {
@@ -123,9 +155,15 @@ func mainErr(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	return writeResult(stdout, stderr, res, *asJSON)
+}
+
+// writeResult prints res as a text line on stdout or, with asJSON, as a
+// JSON object on stdout and the text line on stderr.
+func writeResult(stdout, stderr io.Writer, res *Result, asJSON bool) error {
 	line := formatLine(res)
-	if !*asJSON {
-		_, err = fmt.Fprintln(stdout, line)
+	if !asJSON {
+		_, err := fmt.Fprintln(stdout, line)
 		return err
 	}
 	fmt.Fprintln(stderr, line)
@@ -147,6 +185,19 @@ func formatLine(r *Result) string {
 		fmt.Fprintf(&b, "open rate=%d/s", r.Rate)
 	} else {
 		fmt.Fprintf(&b, "closed c=%d", r.Clients)
+	}
+	if r.Sync != "" {
+		fmt.Fprintf(&b, " %s %d-byte writes", r.Sync, r.WriteSize)
+		if r.FS != "" {
+			fmt.Fprintf(&b, " on %s", r.FS)
+		}
+		fmt.Fprintf(&b, " %.2fs ok=%d syncs=%d rps=%.0f ms: p50=%.3f p90=%.3f p99=%.3f p99.9=%.3f max=%.3f",
+			r.DurationS, r.OK, r.Syncs, r.RPS, r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.MaxMs)
+		if r.Mode == "open" {
+			fmt.Fprintf(&b, " late=%d", r.Late)
+		}
+		fmt.Fprintf(&b, " cpu=%.1fµs/req", r.ServerCPUusPerReq)
+		return b.String()
 	}
 	fmt.Fprintf(&b, " %.2fs ok=%d err=%d rps=%.0f ms: p50=%.3f p90=%.3f p99=%.3f p99.9=%.3f max=%.3f",
 		r.DurationS, r.OK, r.Errors, r.RPS, r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.MaxMs)

@@ -11,32 +11,37 @@ import (
 	"unicode/utf8"
 )
 
-// writeReport reads -json results, one object a line, and prints each
-// scenario (mode, clients, rate) with one column per label and one per
-// ratio. Labels keep their order of first appearance, except that "bare",
-// when present, comes first.
-//
-// A label may have several results per scenario (rounds of the same run):
-// each figure is then the median over the rounds, except errors and dropped
-// (summed, so that no failure is hidden) and connections used (the most),
-// and a "rounds" row and a req/s range row are added.
-//
-// ratios lists the ratio columns as "label/label" (numerator/denominator);
-// when empty, every other label is divided by the first, and when a label
-// "baseline" is present every label other than the first and "baseline" is
-// also divided by "baseline". A ratio is of the two columns' figures, so for
-// req/s below 1 means slower and for latencies above 1 means slower.
-func writeReport(w io.Writer, r io.Reader, ratios []string) error {
-	type key struct {
-		mode          string
-		clients, rate int
+// floorLabel is the name of the report's computed floor column, so no
+// result may carry it as its label.
+const floorLabel = "floor"
+
+// scenario identifies the runs that are compared with each other: the
+// closed loop by its clients, the open loop by its rate (whatever its
+// connection limit, so that the fsync floor, which has none, joins it).
+type scenario struct {
+	mode          string
+	clients, rate int
+}
+
+func (k scenario) String() string {
+	if k.mode == "open" {
+		return fmt.Sprintf("open loop %d req/s", k.rate)
 	}
-	var (
-		labels []string
-		keys   []key
-		byKey  = map[key]map[string][]*Result{}
-		total  = map[string]int64{}
-	)
+	return fmt.Sprintf("closed loop %d client(s)", k.clients)
+}
+
+// results holds a file of -json results by scenario and label.
+type results struct {
+	labels []string // bare first, then the fsync floor's, then in order of appearance
+	fsync  string   // the label of the fsync-floor runs, "" when there are none
+	keys   []scenario
+	byKey  map[scenario]map[string][]*Result
+	conns  map[scenario]int // open loop: the largest connection limit
+	total  map[string]int64
+}
+
+func readResults(r io.Reader) (*results, error) {
+	rs := &results{byKey: map[scenario]map[string][]*Result{}, conns: map[scenario]int{}, total: map[string]int64{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for n := 1; sc.Scan(); n++ {
@@ -45,90 +50,204 @@ func writeReport(w io.Writer, r io.Reader, ratios []string) error {
 		}
 		res := new(Result)
 		if err := json.Unmarshal(sc.Bytes(), res); err != nil {
-			return fmt.Errorf("report: line %d: %w", n, err)
+			return nil, fmt.Errorf("report: line %d: %w", n, err)
 		}
-		if !slices.Contains(labels, res.Label) {
-			labels = append(labels, res.Label)
+		if res.Label == floorLabel {
+			return nil, fmt.Errorf("report: line %d: label %q is the report's floor column; label the fsync-floor runs fsync", n, floorLabel)
 		}
-		k := key{res.Mode, res.Clients, res.Rate}
-		if byKey[k] == nil {
-			byKey[k] = map[string][]*Result{}
-			keys = append(keys, k)
+		if !slices.Contains(rs.labels, res.Label) {
+			rs.labels = append(rs.labels, res.Label)
 		}
-		byKey[k][res.Label] = append(byKey[k][res.Label], res)
-		total[res.Label] += res.TotalRequests
+		if res.Sync != "" && rs.fsync == "" {
+			rs.fsync = res.Label
+		}
+		k := scenario{res.Mode, res.Clients, res.Rate}
+		if k.mode == "open" {
+			k.clients = 0
+		}
+		if rs.byKey[k] == nil {
+			rs.byKey[k] = map[string][]*Result{}
+			rs.keys = append(rs.keys, k)
+		}
+		rs.byKey[k][res.Label] = append(rs.byKey[k][res.Label], res)
+		if res.Mode == "open" && res.Sync == "" {
+			rs.conns[k] = max(rs.conns[k], res.Clients)
+		}
+		rs.total[res.Label] += res.TotalRequests
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("report: %w", err)
+		return nil, fmt.Errorf("report: %w", err)
 	}
-	if len(labels) == 0 {
-		return errors.New("report: no results")
+	if len(rs.labels) == 0 {
+		return nil, errors.New("report: no results")
 	}
-	if i := slices.Index(labels, "bare"); i > 0 {
-		labels = append(append([]string{"bare"}, labels[:i]...), labels[i+1:]...)
+	first := []string{"bare", rs.fsync}
+	slices.SortStableFunc(rs.labels, func(a, b string) int {
+		ia, ib := slices.Index(first, a), slices.Index(first, b)
+		if ia < 0 {
+			ia = len(first)
+		}
+		if ib < 0 {
+			ib = len(first)
+		}
+		return ia - ib
+	})
+	return rs, nil
+}
+
+// servers returns the labels compared with the floor: all but bare and the
+// fsync floor's.
+func (rs *results) servers() []string {
+	var ls []string
+	for _, l := range rs.labels {
+		if l != "bare" && l != rs.fsync {
+			ls = append(ls, l)
+		}
 	}
-	pairs, err := ratioPairs(labels, ratios)
+	return ls
+}
+
+// floorKind says what a row's floor is, the figure a server is compared with.
+type floorKind int
+
+const (
+	floorNone floorKind = iota // no floor: the row has no ratios
+	floorBare                  // the bare server's figure
+	floorSum                   // bare plus the fsync floor's, when measured (p50, CPU)
+	floorTail                  // the larger of bare's and the fsync floor's (tail latencies)
+	floorRate                  // closed loop: bare and fsync one after the other, 1/(1/bare + 1/fsync)
+)
+
+// row is one figure of the table.
+type row struct {
+	name  string
+	get   func(*Result) float64
+	agg   func([]float64) float64
+	prec  int
+	floor floorKind
+	open  bool // open loop only
+	noFS  bool // means nothing for the fsync floor: shown as "-"
+}
+
+var rows = []row{
+	{name: "req/s", get: func(r *Result) float64 { return r.RPS }, agg: median, floor: floorRate},
+	{name: "errors", get: func(r *Result) float64 { return float64(r.Errors) }, agg: sum},
+	{name: "p50 ms", get: func(r *Result) float64 { return r.P50ms }, agg: median, prec: 3, floor: floorSum},
+	{name: "p90 ms", get: func(r *Result) float64 { return r.P90ms }, agg: median, prec: 3, floor: floorTail},
+	{name: "p99 ms", get: func(r *Result) float64 { return r.P99ms }, agg: median, prec: 3, floor: floorTail},
+	{name: "p99.9 ms", get: func(r *Result) float64 { return r.P999ms }, agg: median, prec: 3, floor: floorTail},
+	{name: "max ms", get: func(r *Result) float64 { return r.MaxMs }, agg: median, prec: 3, floor: floorTail},
+	{name: "late", get: func(r *Result) float64 { return float64(r.Late) }, agg: median, open: true},
+	{name: "dropped", get: func(r *Result) float64 { return float64(r.Dropped) }, agg: sum, open: true},
+	{name: "connections used", get: func(r *Result) float64 { return float64(r.Conns) }, agg: slices.Max[[]float64], noFS: true},
+	{name: "server CPU µs/req", get: func(r *Result) float64 { return r.ServerCPUusPerReq }, agg: median, prec: 1, floor: floorSum},
+	{name: "server peak RSS MiB", get: func(r *Result) float64 { return float64(r.ServerRSSPeakKB) / 1024 }, agg: median, prec: 1, floor: floorBare, noFS: true},
+	{name: "client CPU cores", get: func(r *Result) float64 { return r.ClientCPUS / max(r.DurationS, 1e-9) }, agg: median, prec: 2, noFS: true},
+}
+
+// figure aggregates one row's figure over a label's rounds; ok is false
+// when the label has no result in the scenario.
+func figure(results []*Result, rw row) (v float64, ok bool) {
+	if len(results) == 0 {
+		return 0, false
+	}
+	vs := make([]float64, len(results))
+	for i, res := range results {
+		vs[i] = rw.get(res)
+	}
+	return rw.agg(vs), true
+}
+
+// floorOf returns a row's floor in scenario k (see floorKind).
+func (rs *results) floorOf(k scenario, rw row) (float64, bool) {
+	bare, ok := figure(rs.byKey[k]["bare"], rw)
+	if !ok || rw.floor == floorNone {
+		return 0, false
+	}
+	fs, okFS := 0.0, false
+	if rs.fsync != "" {
+		fs, okFS = figure(rs.byKey[k][rs.fsync], rw)
+	}
+	switch {
+	case rw.floor == floorSum && okFS:
+		return bare + fs, true
+	case rw.floor == floorTail && okFS:
+		return max(bare, fs), true
+	case rw.floor == floorRate && okFS && k.mode == "closed" && bare > 0 && fs > 0:
+		return 1 / (1/bare + 1/fs), true
+	}
+	return bare, true
+}
+
+// writeReport reads -json results, one object a line, and prints each
+// scenario (mode, clients, rate) with one column per label and one per
+// ratio, then the targets (see writeTargets). Labels keep their order of
+// first appearance, except that "bare", when present, comes first, and the
+// fsync floor's label (the results with a "sync" field) second.
+//
+// A label may have several results per scenario (rounds of the same run):
+// each figure is then the median over the rounds, except errors and dropped
+// (summed, so that no failure is hidden) and connections used (the most),
+// and a "rounds" row and a req/s range row are added.
+//
+// When there are fsync-floor results, a "floor" column gives each figure's
+// floor, what the server is compared with: the bare server's figure,
+// combined with the fsync floor's where that was measured in the scenario.
+// The p50 and CPU per request are summed (a decision is a request and a
+// commit); tail latencies (p90 … max) are the larger of the two, as tails
+// of separate runs do not add but neither part can be faster than itself;
+// the closed loop's req/s is that of the two one after the other,
+// 1/(1/bare + 1/fsync). Req/s in the open loop, peak RSS, and every figure
+// of a scenario without an fsync run are the bare server's.
+//
+// ratios lists the ratio columns as "label/label" (numerator/denominator,
+// either may be "floor" when there is a floor column); when empty, every
+// label but bare and the fsync floor's is divided by the floor (or by the
+// first label when there is no fsync floor), and when a label "baseline" is
+// present every other such label is also divided by "baseline". A ratio is
+// of the two columns' figures, so for req/s below 1 means slower and for
+// latencies above 1 means slower.
+func writeReport(w io.Writer, r io.Reader, ratios []string) error {
+	rs, err := readResults(r)
+	if err != nil {
+		return err
+	}
+	labels := rs.labels
+	cols := labels
+	if rs.fsync != "" {
+		cols = append(slices.Clip(labels), floorLabel)
+	}
+	pairs, err := ratioPairs(rs, cols, ratios)
 	if err != nil {
 		return err
 	}
 
 	var t table
-	head := append([]string{""}, labels...)
+	head := append([]string{""}, cols...)
 	for _, p := range pairs {
 		head = append(head, p[0]+"/"+p[1])
 	}
 	t.add(head...)
 
-	type row struct {
-		name  string
-		get   func(*Result) float64
-		agg   func([]float64) float64
-		prec  int
-		ratio bool
-		open  bool // open loop only
-	}
-	rows := []row{
-		{"req/s", func(r *Result) float64 { return r.RPS }, median, 0, true, false},
-		{"errors", func(r *Result) float64 { return float64(r.Errors) }, sum, 0, false, false},
-		{"p50 ms", func(r *Result) float64 { return r.P50ms }, median, 3, true, false},
-		{"p90 ms", func(r *Result) float64 { return r.P90ms }, median, 3, true, false},
-		{"p99 ms", func(r *Result) float64 { return r.P99ms }, median, 3, true, false},
-		{"p99.9 ms", func(r *Result) float64 { return r.P999ms }, median, 3, true, false},
-		{"max ms", func(r *Result) float64 { return r.MaxMs }, median, 3, true, false},
-		{"late", func(r *Result) float64 { return float64(r.Late) }, median, 0, false, true},
-		{"dropped", func(r *Result) float64 { return float64(r.Dropped) }, sum, 0, false, true},
-		{"connections used", func(r *Result) float64 { return float64(r.Conns) }, slices.Max[[]float64], 0, false, false},
-		{"server CPU µs/req", func(r *Result) float64 { return r.ServerCPUusPerReq }, median, 1, true, false},
-		{"server peak RSS MiB", func(r *Result) float64 { return float64(r.ServerRSSPeakKB) / 1024 }, median, 1, true, false},
-		{"client CPU cores", func(r *Result) float64 { return r.ClientCPUS / max(r.DurationS, 1e-9) }, median, 2, false, false},
-	}
-	// figure aggregates one row's figure over a label's rounds; ok is false
-	// when the label has no result in the scenario.
-	figure := func(results []*Result, rw row) (v float64, ok bool) {
-		if len(results) == 0 {
-			return 0, false
-		}
-		vs := make([]float64, len(results))
-		for i, res := range results {
-			vs[i] = rw.get(res)
-		}
-		return rw.agg(vs), true
-	}
-	for _, k := range keys {
-		if k.mode == "open" {
-			t.add(fmt.Sprintf("open loop %d req/s (≤%d conns)", k.rate, k.clients))
+	for _, k := range rs.keys {
+		if c := rs.conns[k]; c > 0 {
+			t.add(fmt.Sprintf("%s (≤%d conns)", k, c))
 		} else {
-			t.add(fmt.Sprintf("closed loop %d client(s)", k.clients))
+			t.add(k.String())
 		}
-		results := byKey[k]
+		results := rs.byKey[k]
 		several := false
-		for _, rs := range results {
-			several = several || len(rs) > 1
+		for _, byLabel := range results {
+			several = several || len(byLabel) > 1
 		}
 		if several {
 			cells := []string{"  rounds (figures are medians)"}
 			for _, l := range labels {
-				cells = append(cells, fmt.Sprint(len(results[l])))
+				if n := len(results[l]); n > 0 {
+					cells = append(cells, fmt.Sprint(n))
+				} else {
+					cells = append(cells, "-")
+				}
 			}
 			t.add(cells...)
 			cells = []string{"  req/s range"}
@@ -145,22 +264,34 @@ func writeReport(w io.Writer, r io.Reader, ratios []string) error {
 			}
 			t.add(cells...)
 		}
+		// value returns a column's figure: a label's, or the floor.
+		value := func(col string, rw row) (float64, bool) {
+			if col == floorLabel && rs.fsync != "" {
+				return rs.floorOf(k, rw)
+			}
+			if col == rs.fsync && rw.noFS {
+				return 0, false
+			}
+			return figure(results[col], rw)
+		}
 		for _, rw := range rows {
 			if rw.open && k.mode != "open" {
 				continue
 			}
 			cells := []string{"  " + rw.name}
-			for _, l := range labels {
-				if v, ok := figure(results[l], rw); ok {
+			for _, c := range cols {
+				if v, ok := value(c, rw); ok {
 					cells = append(cells, fmt.Sprintf("%.*f", rw.prec, v))
+				} else if c == floorLabel {
+					cells = append(cells, "")
 				} else {
 					cells = append(cells, "-")
 				}
 			}
 			for _, p := range pairs {
-				num, okN := figure(results[p[0]], rw)
-				den, okD := figure(results[p[1]], rw)
-				if !rw.ratio || !okN || !okD || den == 0 {
+				num, okN := value(p[0], rw)
+				den, okD := value(p[1], rw)
+				if rw.floor == floorNone || !okN || !okD || den == 0 {
 					cells = append(cells, "")
 					continue
 				}
@@ -171,23 +302,36 @@ func writeReport(w io.Writer, r io.Reader, ratios []string) error {
 	}
 	cells := []string{"requests sent, all runs incl. warm-up"}
 	for _, l := range labels {
-		cells = append(cells, fmt.Sprint(total[l]))
+		cells = append(cells, fmt.Sprint(rs.total[l]))
 	}
 	t.add(cells...)
-	return t.write(w)
+	if err := t.write(w); err != nil {
+		return err
+	}
+	return writeTargets(w, rs)
 }
 
-// ratioPairs returns the ratio columns as [numerator, denominator] pairs:
-// the parsed ratios, or the default described at writeReport.
-func ratioPairs(labels, ratios []string) ([][2]string, error) {
+// ratioPairs returns the ratio columns as [numerator, denominator] pairs
+// of cols (the labels, and the floor column when there is one): the parsed
+// ratios, or the default described at writeReport.
+func ratioPairs(rs *results, cols, ratios []string) ([][2]string, error) {
 	var pairs [][2]string
 	if len(ratios) == 0 {
-		base := labels[0]
-		for _, l := range labels[1:] {
+		base := rs.labels[0]
+		if rs.fsync != "" {
+			base = floorLabel
+		}
+		var num []string
+		for _, l := range rs.labels[1:] {
+			if l != rs.fsync {
+				num = append(num, l)
+			}
+		}
+		for _, l := range num {
 			pairs = append(pairs, [2]string{l, base})
 		}
-		if base != "baseline" && slices.Contains(labels, "baseline") {
-			for _, l := range labels[1:] {
+		if slices.Contains(num, "baseline") {
+			for _, l := range num {
 				if l != "baseline" {
 					pairs = append(pairs, [2]string{l, "baseline"})
 				}
@@ -201,8 +345,8 @@ func ratioPairs(labels, ratios []string) ([][2]string, error) {
 		switch {
 		case !ok || num == "" || den == "":
 			errs = append(errs, fmt.Errorf("report: ratio %q: want label/label", s))
-		case !slices.Contains(labels, num) || !slices.Contains(labels, den):
-			errs = append(errs, fmt.Errorf("report: ratio %q: the results' labels are %s", s, strings.Join(labels, ", ")))
+		case !slices.Contains(cols, num) || !slices.Contains(cols, den):
+			errs = append(errs, fmt.Errorf("report: ratio %q: the columns are %s", s, strings.Join(cols, ", ")))
 		default:
 			pairs = append(pairs, [2]string{num, den})
 		}

@@ -105,6 +105,14 @@ type Result struct {
 	ServerCPUusPerReq float64 `json:"server_cpu_us_per_req,omitempty"`
 	ServerRSSPeakKB   int64   `json:"server_rss_peak_kb,omitempty"` // VmRSS, sampled every 100ms
 	ServerHWMKB       int64   `json:"server_hwm_kb,omitempty"`      // VmHWM at the end
+
+	// An fsync-floor run (loadgen -fsync-floor) sets these. Its ok counts
+	// records committed, and its own CPU time is in server_cpu_s and
+	// server_cpu_us_per_req (and client_cpu_s).
+	Sync      string `json:"sync,omitempty"`       // fsync or fdatasync
+	WriteSize int    `json:"write_size,omitempty"` // bytes per write
+	Syncs     int64  `json:"syncs,omitempty"`      // writes and syncs in the window; < ok when records shared one
+	FS        string `json:"fs,omitempty"`         // filesystem type of the directory
 }
 
 // worker owns one connection (its own Transport) and its own counters and
