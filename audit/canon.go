@@ -22,10 +22,68 @@ func canonicalObject(raw []byte) (string, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return "", nil
 	}
+	if isCanonical(raw) {
+		return string(raw), nil
+	}
 	if s, ok := fastCanonical(raw); ok {
 		return s, nil
 	}
 	return reencode(raw)
+}
+
+// isCanonical reports whether raw is a JSON object already in canonical
+// form whose strings need no escaping, which fastCanonical would return
+// unchanged: checking is cheaper than re-encoding, and the broker writes
+// its policy inputs that way.
+func isCanonical(raw []byte) bool {
+	c := jsonScanner{b: raw}
+	return c.peek() == '{' && c.canonicalValue() && c.i == len(raw)
+}
+
+// canonicalValue moves past a value, reporting whether it is canonical:
+// no white space, object keys strictly increasing, strings plain.
+func (c *jsonScanner) canonicalValue() bool {
+	open := c.peek()
+	if open != '{' && open != '[' {
+		_, ok := c.atom()
+		return ok
+	}
+	if c.depth++; c.depth > maxFastDepth {
+		return false
+	}
+	defer func() { c.depth-- }()
+	c.i++
+	close := byte('}')
+	if open == '[' {
+		close = ']'
+	}
+	if c.peek() == close {
+		c.i++
+		return true
+	}
+	var prev []byte
+	for first := true; ; first = false {
+		if open == '{' {
+			key, ok := c.str()
+			if !ok || !first && bytes.Compare(prev, key) >= 0 || c.peek() != ':' {
+				return false
+			}
+			prev = key
+			c.i++
+		}
+		if !c.canonicalValue() {
+			return false
+		}
+		switch c.peek() {
+		case ',':
+			c.i++
+		case close:
+			c.i++
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 // fastCanonical is canonicalObject for objects whose strings need no

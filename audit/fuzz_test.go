@@ -84,6 +84,12 @@ func FuzzCanonicalObject(f *testing.F) {
 				t.Fatalf("fast path gives %q, the slow path %q, %v", fast, slow, err)
 			}
 		}
+		// Input the check accepts is what canonicalization would return.
+		if isCanonical(data) {
+			if slow, err := reencode(data); err != nil || slow != string(data) {
+				t.Fatalf("isCanonical(%q), but canonical is %q, %v", data, slow, err)
+			}
+		}
 		again, err := canonicalObject([]byte(got))
 		if err != nil || again != got {
 			t.Errorf("not idempotent: %q -> %q -> %q, %v", data, got, again, err)

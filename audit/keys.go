@@ -12,9 +12,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"hash"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // PEM block types of the key file and of an exported public key.
@@ -32,6 +34,7 @@ const fingerprintPrefix = "hmac-sha256:"
 type keys struct {
 	mac  []byte
 	sign ed25519.PrivateKey
+	macs sync.Pool // of hash.Hash: HMACs keyed with mac, reset before reuse
 }
 
 // createKeys creates the key file (mode 0600) with fresh keys. It fails
@@ -113,9 +116,18 @@ func (k *keys) public() ed25519.PublicKey {
 
 // fingerprint returns the HMAC-SHA256 of secret under the install's key.
 func (k *keys) fingerprint(secret []byte) string {
-	m := hmac.New(sha256.New, k.mac)
+	m, ok := k.macs.Get().(hash.Hash)
+	if !ok {
+		m = hmac.New(sha256.New, k.mac)
+	}
 	m.Write(secret)
-	return fingerprintPrefix + hex.EncodeToString(m.Sum(nil))
+	var sum [sha256.Size]byte
+	var out [len(fingerprintPrefix) + 2*sha256.Size]byte
+	copy(out[:], fingerprintPrefix)
+	hex.Encode(out[len(fingerprintPrefix):], m.Sum(sum[:0]))
+	m.Reset()
+	k.macs.Put(m)
+	return string(out[:])
 }
 
 // PublicKeyFromFile returns the Ed25519 public key of a key file, the one

@@ -521,35 +521,103 @@ func describePeer(rec *audit.Record, peer attest.Identity) {
 	}
 }
 
-// inputDoc is the policy input as recorded for later re-evaluation: the
-// identity and request attributes, never a token or a secret.
-type inputDoc struct {
-	Identity attest.Identity `json:"identity"`
-	Request  requestDoc      `json:"request"`
-	Now      time.Time       `json:"now"`
-}
-
-type requestDoc struct {
-	Channel    string `json:"channel"`
-	Credential string `json:"credential"`
-	Method     string `json:"method,omitempty"`
-	Path       string `json:"path,omitempty"`
-	Host       string `json:"host,omitempty"`
-}
-
+// encodeInput records the policy input for later re-evaluation: the
+// identity and request attributes, never a token or a secret. It writes the
+// JSON as the audit log stores it (keys in order, no white space, no HTML
+// escaping), so that the log only has to check it:
+//
+//	{"identity":{"claims":{…},"method":…,"peer":{…},"subject":…},
+//	 "now":…,"request":{"channel":…,"credential":…,"host":…,"method":…,"path":…}}
+//
+// with claims, peer, host, method and path left out when empty.
 func encodeInput(in policies.Input) json.RawMessage {
-	r := in.Request
-	b, err := json.Marshal(inputDoc{
-		Identity: in.Identity,
-		Request:  requestDoc{Channel: r.Channel, Credential: r.Credential, Method: r.Method, Path: r.Path, Host: r.Host},
-		Now:      in.Now.UTC(),
-	})
+	b := make([]byte, 0, 512)
+	b = append(b, `{"identity":`...)
+	b, err := appendIdentity(b, &in.Identity)
 	if err != nil {
 		// Claims hold JSON-compatible values by contract; record the failure
 		// rather than dropping the field silently.
 		return json.RawMessage(`{"error":"policy input not encodable"}`)
 	}
-	return b
+	b = append(b, `,"now":"`...)
+	b = in.Now.UTC().AppendFormat(b, time.RFC3339Nano)
+	r := &in.Request
+	b = append(b, `","request":{"channel":`...)
+	b = appendString(b, r.Channel)
+	b = append(b, `,"credential":`...)
+	b = appendString(b, r.Credential)
+	for _, f := range [...]struct{ key, v string }{{`,"host":`, r.Host}, {`,"method":`, r.Method}, {`,"path":`, r.Path}} {
+		if f.v != "" {
+			b = appendString(append(b, f.key...), f.v)
+		}
+	}
+	return append(b, "}}"...)
+}
+
+// appendIdentity appends id as JSON, its keys in order.
+func appendIdentity(b []byte, id *attest.Identity) ([]byte, error) {
+	b = append(b, '{')
+	if len(id.Claims) > 0 {
+		b = append(b, `"claims":{`...)
+		keys := make([]string, 0, len(id.Claims))
+		for k := range id.Claims {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(appendString(b, k), ':')
+			var err error
+			if b, err = appendValue(b, id.Claims[k]); err != nil {
+				return b, err
+			}
+		}
+		b = append(b, "},"...)
+	}
+	b = append(b, `"method":`...)
+	b = appendString(b, id.Method)
+	if id.Peer != nil {
+		b = append(b, `,"peer":`...)
+		var err error
+		if b, err = appendIdentity(b, id.Peer); err != nil {
+			return b, err
+		}
+	}
+	b = append(b, `,"subject":`...)
+	return append(appendString(b, id.Subject), '}'), nil
+}
+
+// appendValue appends a claim value as JSON: the common kinds directly,
+// others through encoding/json.
+func appendValue(b []byte, v any) ([]byte, error) {
+	switch v := v.(type) {
+	case string:
+		return appendString(b, v), nil
+	case int64:
+		return strconv.AppendInt(b, v, 10), nil
+	case int:
+		return strconv.AppendInt(b, int64(v), 10), nil
+	case bool:
+		return strconv.AppendBool(b, v), nil
+	}
+	j, err := json.Marshal(v)
+	return append(b, j...), err
+}
+
+// appendString appends s as a JSON string: as it is when it needs no
+// escaping, else through encoding/json.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			j, _ := json.Marshal(s) // a string always encodes
+			return append(b, j...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // canonicalSecret encodes a credential's fields unambiguously for the
