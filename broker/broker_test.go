@@ -48,6 +48,7 @@ const testPolicies = `policies:
 // real static provider and a real audit log, serving a real Unix socket.
 type harness struct {
 	broker *broker.Broker
+	peer   *unixattest.Attestor
 	reg    *prometheus.Registry
 	log    *audit.Log
 	db     string
@@ -83,6 +84,7 @@ func newHarnessCache(tb testing.TB, cacheTTL time.Duration, tokens ...broker.Tok
 	if err != nil {
 		tb.Fatal(err)
 	}
+	h.peer = peer
 	demo, err := static.New(static.Config{Name: "demo", File: secret, TTL: time.Hour})
 	if err != nil {
 		tb.Fatal(err)
