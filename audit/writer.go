@@ -84,9 +84,9 @@ func newWriter(path string, busy time.Duration, now func() time.Time) (*writer, 
 }
 
 // connect opens a connection to the database file of start-up, in WAL mode
-// with synchronous=FULL and the WAL kept on close, migrates the schema and
-// loads the chain head. On a reconnect it first reconciles the head it knew
-// with the one in the file (see reconcile).
+// with the WAL kept on close (and synced by the writer after each commit),
+// migrates the schema and loads the chain head. On a reconnect it first
+// reconciles the head it knew with the one in the file (see reconcile).
 func (w *writer) connect() error {
 	if err := w.checkDB(); err != nil {
 		return err
@@ -196,6 +196,11 @@ func (w *writer) setup(db *conn) (chainHead, bool, error) {
 	}
 	if mode, _ := v[0].(string); mode != "wal" {
 		return chainHead{}, false, fmt.Errorf("journal mode is %q, want wal", mode)
+	}
+	// The writer only appends: its cache needs the insertion paths of the
+	// table and its two indexes, not SQLite's default 2 MiB.
+	if err := db.exec("PRAGMA cache_size = -1024"); err != nil {
+		return chainHead{}, false, err
 	}
 	// Every commit is made durable by the writer's own sync of the WAL
 	// (see commit); NORMAL still syncs the WAL before each checkpoint and
