@@ -9,6 +9,7 @@ import (
 
 	"github.com/credbroker/credbroker/attest"
 	"github.com/credbroker/credbroker/policies"
+	"github.com/credbroker/credbroker/providers"
 )
 
 // TestEncodeInput: the recorded policy input says what encoding/json says
@@ -93,4 +94,31 @@ func decode(t *testing.T, b []byte) map[string]any {
 		t.Fatalf("%s: %v", b, err)
 	}
 	return m
+}
+
+// TestAppendReply: the success body says what encoding/json says of reply,
+// whatever bytes the secret holds.
+func TestAppendReply(t *testing.T) {
+	exp := time.Date(2026, 11, 30, 1, 2, 3, 4, time.FixedZone("X", -7200))
+	for _, data := range []map[string]string{
+		{"value": "s3cr3t"},
+		{"password": "p\"w\\d\n<&>", "username": "app", "a": "\xff\xfe invalid", "z": "é \u2028 \x00"},
+		{},
+	} {
+		secrets := map[string]providers.Secret{}
+		for k, v := range data {
+			secrets[k] = providers.NewSecret([]byte(v))
+		}
+		g := &Grant{DecisionID: "0192abc", Name: "db", Credential: providers.Credential{
+			Kind: "static", Data: secrets, ExpiresAt: exp, LeaseID: "lease-1",
+		}}
+		got := appendReply(nil, g)
+		want, err := json.Marshal(reply{Name: g.Name, Kind: "static", Data: data, ExpiresAt: exp.UTC(), LeaseID: "lease-1", DecisionID: g.DecisionID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, w := decode(t, got), decode(t, want); !reflect.DeepEqual(g, w) {
+			t.Errorf("appendReply says\n%v\nencoding/json says\n%v", g, w)
+		}
+	}
 }

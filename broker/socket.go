@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"time"
 )
@@ -76,7 +77,7 @@ type credentialBody struct {
 	AWSIAM json.RawMessage `json:"aws_iam,omitempty"`
 }
 
-// reply is the success body of the socket API.
+// reply is the success body of the socket API, as appendReply writes it.
 type reply struct {
 	Name       string            `json:"name"`
 	Kind       string            `json:"kind"`
@@ -132,19 +133,38 @@ func (b *Broker) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 		writeError(w, status, code, e.Message, e.DecisionID)
 		return
 	}
-	data := make(map[string]string, len(g.Credential.Data))
-	for k, v := range g.Credential.Data {
-		data[k] = string(v.Reveal())
-	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, reply{
-		Name:       g.Name,
-		Kind:       g.Credential.Kind,
-		Data:       data,
-		ExpiresAt:  g.Credential.ExpiresAt.UTC(),
-		LeaseID:    g.Credential.LeaseID,
-		DecisionID: g.DecisionID,
-	})
+	writeBody(w, http.StatusOK, appendReply(make([]byte, 0, 512), g))
+}
+
+// appendReply appends the success body for g: the JSON of reply, with the
+// credential's fields in name order, written directly.
+func appendReply(b []byte, g *Grant) []byte {
+	c := &g.Credential
+	b = append(b, `{"name":`...)
+	b = appendString(b, g.Name)
+	b = append(b, `,"kind":`...)
+	b = appendString(b, c.Kind)
+	b = append(b, `,"data":{`...)
+	names := make([]string, 0, len(c.Data))
+	for k := range c.Data {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for i, k := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(appendString(b, k), ':')
+		b = appendString(b, string(c.Data[k].Reveal()))
+	}
+	b = append(b, `},"expires_at":"`...)
+	b = c.ExpiresAt.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","lease_id":`...)
+	b = appendString(b, c.LeaseID)
+	b = append(b, `,"decision_id":`...)
+	b = appendString(b, g.DecisionID)
+	return append(b, '}')
 }
 
 // decodeCredentialRequest checks the request header and decodes the body;
@@ -240,6 +260,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"reply not encodable"}}`)
 	}
+	writeBody(w, status, b)
+}
+
+// writeBody writes the JSON body b, and a new line, with status.
+func writeBody(w http.ResponseWriter, status int, b []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
 	w.WriteHeader(status)
