@@ -15,10 +15,10 @@
 //	defer l.Close()
 //	err = l.Append(ctx, &audit.Record{DecisionID: id, Decision: audit.DecisionAllow, …})
 //
-// Append returns only once the row is committed and on disk (WAL, synced
-// after every commit): concurrent Appends share one transaction (group
-// commit), so durability costs one sync per batch, not per row. An Append
-// that finds no commit under way commits on its own goroutine. If the row cannot be committed —
+// Append returns only once the row is committed (WAL, synchronous=FULL):
+// concurrent Appends share one transaction (group commit), so durability
+// costs one fsync per batch, not per row. An Append that finds no commit
+// under way commits on its own goroutine. If the row cannot be committed —
 // read-only or full file system, I/O error, a lock held past BusyTimeout,
 // the writer stopped — Append returns an error wrapping ErrUnavailable, the
 // chain does not advance, and the caller must fail closed. The writer

@@ -25,31 +25,3 @@ func statID(path string) (fileID, error) {
 		return fileID{dev: unix.Mkdev(st.Dev_major, st.Dev_minor), ino: st.Ino}, nil
 	}
 }
-
-// fileIDOf returns the identity of the open file f, asking for the inode
-// number only (see statID).
-func fileIDOf(f *os.File) (fileID, error) {
-	var st unix.Statx_t
-	if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_INO, &st); err != nil {
-		return fileID{}, &os.PathError{Op: "statx", Path: f.Name(), Err: err}
-	}
-	return fileID{dev: unix.Mkdev(st.Dev_major, st.Dev_minor), ino: st.Ino}, nil
-}
-
-// syncData makes f's data durable with fdatasync(2), as a raw system call:
-// the goroutine keeps its processor for the sync instead of handing it to
-// another thread, which costs more than the sync itself leaves idle (the
-// runtime hands off a processor after 20 µs in a system call, and an fsync
-// takes 0.1 to 1 ms). The other processors go on running goroutines.
-func syncData(f *os.File) error {
-	for {
-		_, _, errno := unix.RawSyscall(unix.SYS_FDATASYNC, f.Fd(), 0, 0)
-		switch errno {
-		case 0:
-			return nil
-		case unix.EINTR:
-			continue
-		}
-		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: errno}
-	}
-}

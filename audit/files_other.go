@@ -12,17 +12,3 @@ func statID(path string) (fileID, error) {
 	}
 	return idOf(fi), nil
 }
-
-// fileIDOf returns the identity of the open file f.
-func fileIDOf(f *os.File) (fileID, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return fileID{}, err
-	}
-	return idOf(fi), nil
-}
-
-// syncData makes f's data durable.
-func syncData(f *os.File) error {
-	return f.Sync()
-}

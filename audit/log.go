@@ -41,8 +41,7 @@ const (
 // Config configures a Log. Zero fields take the documented defaults.
 type Config struct {
 	// Path is the database file, created (mode 0600) when missing at Open
-	// and never afterwards. It is always in WAL mode, and every commit is
-	// synced before Append returns.
+	// and never afterwards. It is always in WAL mode with synchronous=FULL.
 	// Required.
 	Path string
 	// KeyFile holds the per-install keys: the HMAC key of fingerprints and
@@ -350,9 +349,9 @@ func (l *Log) logUndelivered(u undelivered) {
 		logKeyFirst, u.FirstSeq, logKeyLast, u.LastSeq, logKeyIDs, u.DecisionIDs)
 }
 
-// Append records r, blocking until its row is committed to disk (the WAL
-// synced). It sets r.Time to Now when zero, and r.Seq, r.PrevHash and
-// r.Hash once committed. The error wraps ErrInvalidRecord when r is
+// Append records r, blocking until its row is committed to disk
+// (synchronous=FULL). It sets r.Time to Now when zero, and r.Seq, r.PrevHash
+// and r.Hash once committed. The error wraps ErrInvalidRecord when r is
 // malformed and ErrUnavailable when the row was not committed: the store
 // failed, the writer is not running, or ctx ended first (the row may then
 // still be committed later, recording a decision that was not acted on). In

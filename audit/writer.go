@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"cmp"
 	"context"
 	"database/sql/driver"
 	"encoding/hex"
@@ -46,7 +45,6 @@ type writer struct {
 	now func() time.Time
 
 	db        *conn         // nil after a failure: reopened by the next write
-	wal       *os.File      // the connection's WAL, synced after every commit; nil with db
 	inserts   map[int]*stmt // by number of rows, prepared on first use
 	head      chainHead     // newest committed row
 	signed    bool          // head is a signed_head row: nothing after the last signature
@@ -84,9 +82,9 @@ func newWriter(path string, busy time.Duration, now func() time.Time) (*writer, 
 }
 
 // connect opens a connection to the database file of start-up, in WAL mode
-// with the WAL kept on close (and synced by the writer after each commit),
-// migrates the schema and loads the chain head. On a reconnect it first
-// reconciles the head it knew with the one in the file (see reconcile).
+// with synchronous=FULL and the WAL kept on close, migrates the schema and
+// loads the chain head. On a reconnect it first reconciles the head it knew
+// with the one in the file (see reconcile).
 func (w *writer) connect() error {
 	if err := w.checkDB(); err != nil {
 		return err
@@ -131,52 +129,15 @@ func (w *writer) checkDB() error {
 	return checkPath(w.path, "database", remedyDB, w.dbID)
 }
 
-// recordFiles notes the database and WAL files of the new connection and
-// opens the handle the WAL is synced through, making what the connection
-// wrote so far durable.
+// recordFiles notes the database and WAL files of the new connection.
 func (w *writer) recordFiles() error {
 	walPath := w.path + "-wal"
 	walID, err := statID(walPath)
 	if err != nil {
 		return fmt.Errorf("write-ahead log: %w", err)
 	}
-	wal, err := os.Open(walPath)
-	if err != nil {
-		return fmt.Errorf("write-ahead log: %w", err)
-	}
-	if id, err := fileIDOf(wal); err != nil || id != walID {
-		wal.Close()
-		return fmt.Errorf("write-ahead log %s: %w", walPath, cmp.Or(err, errMoved))
-	}
-	if err := syncData(wal); err != nil {
-		wal.Close()
-		return fmt.Errorf("write-ahead log %s: disk I/O error: %w", walPath, err)
-	}
-	if w.wal != nil {
-		w.wal.Close()
-	}
-	w.wal = wal
 	w.open.Store(&openedFiles{db: w.dbID, wal: walID, dbPath: w.path, walPath: walPath})
 	return nil
-}
-
-// commit ends the open transaction and makes it durable. SQLite commits
-// with synchronous=NORMAL, writing the WAL frames without syncing them;
-// the writer then syncs the WAL itself (see syncData), which is what
-// synchronous=FULL would do inside COMMIT, at less cost to the other
-// goroutines. A failure of either leaves the transaction's frames possibly
-// in the file, and the caller must treat the rows as not committed.
-func (w *writer) commit() error {
-	err := w.db.exec("COMMIT")
-	if err == nil && w.afterCommit != nil {
-		err = w.afterCommit()
-	}
-	if err == nil {
-		if err = syncData(w.wal); err != nil {
-			err = fmt.Errorf("disk I/O error: syncing the write-ahead log: %w", err)
-		}
-	}
-	return err
 }
 
 // checkFiles reports whether the database and WAL paths still name the
@@ -202,10 +163,7 @@ func (w *writer) setup(db *conn) (chainHead, bool, error) {
 	if err := db.exec("PRAGMA cache_size = -1024"); err != nil {
 		return chainHead{}, false, err
 	}
-	// Every commit is made durable by the writer's own sync of the WAL
-	// (see commit); NORMAL still syncs the WAL before each checkpoint and
-	// the database after it.
-	if err := db.exec("PRAGMA synchronous = NORMAL"); err != nil {
+	if err := db.exec("PRAGMA synchronous = FULL"); err != nil {
 		return chainHead{}, false, err
 	}
 	// Keep the WAL file when the connection closes: SQLite would otherwise
@@ -306,7 +264,11 @@ func (w *writer) commitRows(rows []*row) error {
 	}
 	// From here a failure may still leave the rows in the file.
 	w.suspect = true
-	if err := w.commit(); err != nil {
+	err := w.db.exec("COMMIT")
+	if err == nil && w.afterCommit != nil {
+		err = w.afterCommit()
+	}
+	if err != nil {
 		return w.abort(err)
 	}
 	w.suspect, w.signed = false, last.kind == KindSignedHead
@@ -344,7 +306,7 @@ func (w *writer) probeWrite(now time.Time) error {
 	if err := setMeta(w.db, metaProbe, now.UTC().Format(time.RFC3339Nano)); err != nil {
 		return w.abort(err)
 	}
-	if err := w.commit(); err != nil {
+	if err := w.db.exec("COMMIT"); err != nil {
 		return w.abort(err)
 	}
 	return nil
@@ -395,9 +357,5 @@ func (w *writer) close() error {
 	}
 	err := w.db.close()
 	w.db = nil
-	if w.wal != nil {
-		w.wal.Close()
-		w.wal = nil
-	}
 	return err
 }
