@@ -4,8 +4,9 @@
 // An [Attestor] attests the process that wrote a request: connections come
 // from its [Listener], which has the kernel attach the writer's credentials
 // to every write (SO_PASSCRED) and notes, at accept, which process
-// connected (SO_PEERCRED, SO_PEERPIDFD) and which executable it ran. Attest then reads the process's executable and cgroup
-// membership from /proc, and returns an [attest.Identity]:
+// connected (SO_PEERCRED, SO_PEERPIDFD) and which executable it ran. Attest
+// then reads the process's executable and cgroup membership from /proc, and
+// returns an [attest.Identity]:
 //
 //	Method:  "unix"
 //	Subject: "unix:uid:1000"
@@ -91,7 +92,14 @@
 //
 // # Cost
 //
-// Attest is meant to run per request. Hashes are cached by file identity
+// Attest is meant to run per request. With pidfds, a connection holds, from
+// accept to Close, what cannot change while the process that connected
+// holds it: its credentials at connect time, its pidfd, its /proc/PID
+// directory and its open cgroup file. Each Attest then makes four system
+// calls: a stat and a readlink of the executable through the held
+// directory (an exec shows as a new executable), a read of the cgroup file
+// from its start (the kernel produces it afresh), and the null signal
+// through the pidfd. Hashes are cached by file identity
 // (device, inode, size, modification and change time), taken by stat through
 // /proc/PID/exe, so a warm Attest does not open the executable at all; a
 // replaced or rewritten file has a new identity and is hashed anew, streamed

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -143,5 +144,37 @@ func TestCannotStartLine(t *testing.T) {
 	}
 	if len(plain) != 1 {
 		t.Errorf("%d plain lines, want 1:\n%s", len(plain), errOut)
+	}
+}
+
+// TestFDLimitWarning: a broker whose open-file limit is below what its
+// connection caps let it hold says so at start, with the limit and the
+// need; one whose caps fit says nothing.
+func TestFDLimitWarning(t *testing.T) {
+	for _, tc := range []struct {
+		maxConns int
+		warn     bool
+	}{{1024, true}, {32, false}} {
+		t.Run(fmt.Sprint(tc.maxConns), func(t *testing.T) {
+			e := newEnv(t, e2ePolicies, e2eCredentials())
+			e.write("secrets/demo", "s3cr3t-value\n")
+			cfg, err := os.ReadFile(e.config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(e.config, append(cfg, fmt.Sprintf("max_connections: %d\n", tc.maxConns)...), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			e.wrap = []string{"prlimit", "--nofile=256:256", "--"}
+			b := e.start()
+			logs := b.logs.String()
+			warned := strings.Contains(logs, "open-file limit is below")
+			switch {
+			case warned != tc.warn:
+				t.Fatalf("warned %v, want %v:\n%s", warned, tc.warn, logs)
+			case tc.warn && !strings.Contains(logs, fmt.Sprintf(`"limit":256,"needed":%d`, fdsBase+fdsPerSocketConn*tc.maxConns)):
+				t.Fatalf("the warning does not give the limit and the need:\n%s", logs)
+			}
+		})
 	}
 }

@@ -128,6 +128,7 @@ func (c *cli) run(args []string) int {
 		log.Warn("no policies loaded: every request is denied, and /readyz is not ready, until a policy file holds one", "path", lc.cfg.Policies)
 	}
 	tuneGC(lc.cfg, log)
+	checkFDLimit(lc.cfg, log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	lc.acceptRewind = *acceptRewind
@@ -209,6 +210,44 @@ func memoryLimit(cfg *Config) int64 {
 		return math.MaxInt64 // no limit
 	}
 	return gcHeadroom * (gcBaseHeap + gcConnHeap*conns)
+}
+
+// Open files the broker holds: fdsBase for its own (the audit database,
+// WAL and shared memory, listeners, the replay store, key and policy files,
+// with room), and per connection its socket and, on the socket API, what
+// the unix attestor holds of the peer from accept to close (its pidfd,
+// /proc/PID directory and cgroup file).
+const (
+	fdsBase          = 64
+	fdsPerSocketConn = 4
+)
+
+// fdsNeeded is how many files the broker may hold open when every
+// listener is at its connection cap.
+func fdsNeeded(cfg *Config) uint64 {
+	conns := uint64(*cfg.MaxConnections)
+	n := fdsBase + fdsPerSocketConn*conns
+	if sp := cfg.Attestors.SPIFFE; sp != nil && sp.MTLSListen != "" {
+		n += conns
+	}
+	if *cfg.Admin != "" {
+		n += adminMaxConnections
+	}
+	return n
+}
+
+// checkFDLimit warns when the open-file limit is below what the connection
+// caps let the broker hold: accepting would then fail (EMFILE) before the
+// caps are reached. Go raises the soft limit to the hard one at start.
+func checkFDLimit(cfg *Config, log *slog.Logger) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	if need := fdsNeeded(cfg); uint64(rl.Cur) < need {
+		log.Warn("the open-file limit is below what the connection caps can hold; connections past it are refused by the kernel",
+			"limit", rl.Cur, "needed", need, "remedy", "raise the limit (systemd LimitNOFILE=, ulimit -n, the container runtime's nofile) or lower max_connections")
+	}
 }
 
 func newLogger(w interface{ Write([]byte) (int, error) }, lc LogConfig) *slog.Logger {
