@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -559,20 +561,9 @@ func appendIdentity(b []byte, id *attest.Identity) ([]byte, error) {
 	b = append(b, '{')
 	if len(id.Claims) > 0 {
 		b = append(b, `"claims":{`...)
-		keys := make([]string, 0, len(id.Claims))
-		for k := range id.Claims {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(appendString(b, k), ':')
-			var err error
-			if b, err = appendValue(b, id.Claims[k]); err != nil {
-				return b, err
-			}
+		var err error
+		if b, err = appendMembers(b, id.Claims, appendValue); err != nil {
+			return b, err
 		}
 		b = append(b, "},"...)
 	}
@@ -587,6 +578,22 @@ func appendIdentity(b []byte, id *attest.Identity) ([]byte, error) {
 	}
 	b = append(b, `,"subject":`...)
 	return append(appendString(b, id.Subject), '}'), nil
+}
+
+// appendMembers appends the members of m to a JSON object, in key order,
+// each value appended by value.
+func appendMembers[V any](b []byte, m map[string]V, value func([]byte, V) ([]byte, error)) ([]byte, error) {
+	for i, k := range slices.Sorted(maps.Keys(m)) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(appendString(b, k), ':')
+		var err error
+		if b, err = value(b, m[k]); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
 }
 
 // appendValue appends a claim value as JSON: the common kinds directly,

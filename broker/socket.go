@@ -10,9 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sort"
 	"strconv"
 	"time"
+
+	"github.com/credbroker/credbroker/providers"
 )
 
 // Limits of the socket API. A request over them is refused before it is
@@ -146,18 +147,9 @@ func appendReply(b []byte, g *Grant) []byte {
 	b = append(b, `,"kind":`...)
 	b = appendString(b, c.Kind)
 	b = append(b, `,"data":{`...)
-	names := make([]string, 0, len(c.Data))
-	for k := range c.Data {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for i, k := range names {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(appendString(b, k), ':')
-		b = appendString(b, string(c.Data[k].Reveal()))
-	}
+	b, _ = appendMembers(b, c.Data, func(b []byte, v providers.Secret) ([]byte, error) {
+		return appendString(b, string(v.Reveal())), nil
+	})
 	b = append(b, `},"expires_at":"`...)
 	b = c.ExpiresAt.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","lease_id":`...)
