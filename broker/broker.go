@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -583,7 +582,12 @@ func appendIdentity(b []byte, id *attest.Identity) ([]byte, error) {
 // appendMembers appends the members of m to a JSON object, in key order,
 // each value appended by value.
 func appendMembers[V any](b []byte, m map[string]V, value func([]byte, V) ([]byte, error)) ([]byte, error) {
-	for i, k := range slices.Sorted(maps.Keys(m)) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for i, k := range keys {
 		if i > 0 {
 			b = append(b, ',')
 		}
