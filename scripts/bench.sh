@@ -2,8 +2,11 @@
 # Measures the socket API of credbroker (examples/quickstart, credential
 # demo) and, in the same run, its floors: a bare net/http server on a Unix
 # socket that returns a reply of the same size (the ceiling of this hop on
-# this machine) and the fsync floor, a small write and fsync as the audit
-# writer commits it, on the filesystem of the broker's audit database.
+# this machine), the fsync floor, a small write and fsync as the audit
+# writer commits it, on the filesystem of the broker's audit database, and
+# the durable floor, the bare server doing such a write and fsync before
+# each reply (one decision committed alone: a request and a commit measured
+# together, since on a VM the sum of the other two understates it).
 # With BASELINE, an older credbroker binary is measured too, alternating with
 # the others, so that a change is compared with its base on the same machine
 # in the same minutes. Prints the figures (medians over ROUNDS), their ratios
@@ -98,12 +101,14 @@ if [ -n "$baseline" ]; then
   brokers=(baseline broker)
   exe[baseline]=$baseline cfg[baseline]=${baseline_config:-$config}
 fi
-targets=(bare "${brokers[@]}")
+# The durable server runs in every scenario: it is the floor of a decision
+# committed alone, as measured, wake-ups after each fsync included.
+targets=(bare durable "${brokers[@]}")
 # The fsync floor goes where it means something: one writer committing
 # back to back (against 1 client) or at the open loop's rate. With 32
 # clients the broker shares a commit between waiting decisions, which one
 # writer alone does not measure.
-floored=(bare fsync "${brokers[@]}")
+floored=(bare fsync durable "${brokers[@]}")
 
 echo "== machine"
 uptime
@@ -156,10 +161,11 @@ for t in "${brokers[@]}"; do
   size[$t]=$(reply_size "$t")
   echo "$t reply to GET $cred_path: 200, ${size[$t]} bytes"
 done
-# The fsync floor writes beside the broker's audit database: same
-# filesystem, same mount options.
+# The fsync floor and the durable server write beside the broker's audit
+# database: same filesystem, same mount options.
 floor_dir=$tmp/broker
 echo "fsync floor: 4120-byte writes, each followed by fsync, in $floor_dir"
+echo "durable floor: the bare server, one 4120-byte write and fsync before each reply, in $floor_dir"
 if [ -n "$baseline" ] && [ "${size[baseline]}" != "${size[broker]}" ]; then
   echo "note: the replies differ in size; the bare server answers with the broker's ${size[broker]} bytes"
 fi
@@ -171,6 +177,15 @@ pid[bare]=$!
 pids+=("${pid[bare]}")
 wait_socket "${sock[bare]}" "${pid[bare]}" "${log[bare]}" "bare server"
 echo "bare server replies with ${size[broker]} bytes"
+
+# The durable server removes its file in $floor_dir when stopped.
+sock[durable]=$tmp/durable.sock
+log[durable]=$tmp/durable.log
+"$lg" -serve-bare "${sock[durable]}" -reply-size "${size[broker]}" -durable "$floor_dir" >"${log[durable]}" 2>&1 &
+pid[durable]=$!
+pids+=("${pid[durable]}")
+wait_socket "${sock[durable]}" "${pid[durable]}" "${log[durable]}" "durable server"
+echo "durable server replies with ${size[broker]} bytes"
 echo
 
 results=$tmp/results.jsonl
@@ -213,13 +228,32 @@ echo
 
 # of LABEL: the result lines of LABEL.
 of() { grep "\"label\":\"$1\"" "$results" || true; }
+# of_mode LABEL MODE: the result lines of LABEL in MODE (closed or open).
+of_mode() { of "$1" | awk -v m="\"mode\":\"$2\"" 'index($0, m)'; }
 # sum_field NAME: the sum of NAME over the result lines on stdin.
-sum_field() { grep -o "\"$1\":[0-9]*" | cut -d: -f2 | awk '{s += $1} END {print s + 0}'; }
+sum_field() { { grep -o "\"$1\":[0-9]*" || true; } | cut -d: -f2 | awk '{s += $1} END {print s + 0}'; }
+# sum_status: the sum of the non-200 replies (status_errors, by status)
+# over the result lines on stdin.
+sum_status() {
+  sed -n 's/.*"status_errors":{\([^}]*\)}.*/\1/p' | tr , '\n' | sed -n 's/.*:\([0-9]*\)$/\1/p' |
+    awk '{s += $1} END {print s + 0}'
+}
 
 declare -A rss mem sent errors
 for t in "${targets[@]}"; do
   errors[$t]=$(of "$t" | sum_field errors)
 done
+# The durable server commits one request at a time, so at an open-loop
+# rate above what that sustains its requests queue (most are late), and
+# those it cannot answer before the grace runs out (transport errors,
+# dropped) measure that queue, not a failure. A non-200 reply (a write or
+# fsync that failed) still is one, and so is any error in the closed loops.
+errors[durable]=$(($(of_mode durable closed | sum_field errors) + $(of_mode durable open | sum_status)))
+durable_behind=$(of_mode durable open |
+  sed -n 's/.*"rate":\([0-9]*\),.*"ok":\([0-9]*\),"errors":\([0-9]*\),.*"late":\([0-9]*\),"dropped":\([0-9]*\),.*/\1 \2 \3 \4 \5/p' |
+  awk '$3 + $5 > 0 || 2 * $4 > $2 + $3 {
+    printf "%s%s req/s: %d of %d late, %d unanswered, %d dropped", sep, $1, $4, $2 + $3, $3, $5; sep = "; "
+  }')
 for t in "${brokers[@]}"; do
   rss[$t]=$(of "$t" | grep "\"mode\":\"closed\",\"clients\":$clients," |
     grep -o '"server_rss_peak_kb":[0-9]*' | cut -d: -f2 |
@@ -241,6 +275,7 @@ summary=bench/results/bench-$ts.txt
   done
   fs=$(grep -o '"fs":"[^"]*"' "$results" | sed -n '1s/.*:"\(.*\)"/\1/p' || true)
   echo "fsync floor: 4120-byte writes, each followed by fsync, on ${fs:-an unknown filesystem} beside the broker's audit database"
+  echo "durable floor: the bare server writing and fsyncing one 4120-byte record there before each reply"
   "$lg" -report "$results"
   echo
   for t in "${brokers[@]}"; do
@@ -260,6 +295,9 @@ summary=bench/results/bench-$ts.txt
       rows=$(sqlite3 -readonly "$db" "$q" 2>&1) || rows="unreadable: $rows"
       echo "$t audit after the run: $rows (requests sent to it, incl. warm-up: ${sent[$t]})"
     done
+  fi
+  if [ -n "$durable_behind" ]; then
+    echo "note: the durable server fell behind the open loop (${durable_behind}): it commits one request at a time, so its figures there measure its queue"
   fi
   echo "load average after: $(uptime | sed 's/.*load average: //')"
 } | tee "$summary"

@@ -72,22 +72,28 @@ func serveBare(ctx context.Context, ln net.Listener, size int) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: bareHandler(body)}
+	return serveHandler(ctx, ln, bareHandler(body), "bare server")
+}
+
+// serveHandler serves h on ln until ctx is done, then shuts down
+// gracefully; name prefixes its errors. It returns nil on cancellation.
+func serveHandler(ctx context.Context, ln net.Listener, h http.Handler, name string) error {
+	srv := &http.Server{Handler: h}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("bare server: %w", err)
+		return fmt.Errorf("%s: %w", name, err)
 	case <-ctx.Done():
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err = srv.Shutdown(shutCtx)
+	err := srv.Shutdown(shutCtx)
 	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)
 	}
 	if err != nil {
-		return fmt.Errorf("bare server: shutdown: %w", err)
+		return fmt.Errorf("%s: shutdown: %w", name, err)
 	}
 	return nil
 }

@@ -78,16 +78,52 @@ func (c *FloorConfig) validate() error {
 
 // floorFile is the preallocated file and the position of the next write.
 type floorFile struct {
-	f    *os.File
-	sync func(*os.File) error
-	buf  []byte
-	off  int64
-	size int64
-	n    uint64
+	f       *os.File
+	sync    func(*os.File) error
+	writeAt func(b []byte, off int64) (int, error) // f.WriteAt; tests replace it
+	buf     []byte
+	off     int64
+	size    int64
+	n       uint64
+}
+
+// newFloorFile creates a temporary file in dir (named after pattern, as
+// os.CreateTemp), preallocates it by writing prealloc bytes and syncing
+// them once, and returns it ready for commits of writeSize bytes each made
+// durable by sync. Preallocating by writing, as a WAL is written once and
+// then reused from its start after each checkpoint, means that the
+// measured writes never extend the file or allocate blocks.
+func newFloorFile(dir, pattern string, writeSize int, prealloc int64, sync func(*os.File) error) (ff *floorFile, err error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, f.Close(), os.Remove(f.Name()))
+		}
+	}()
+	chunk := make([]byte, 64<<10)
+	for i := range chunk {
+		chunk[i] = byte(i*7 + 1)
+	}
+	for off := int64(0); off < prealloc; off += int64(len(chunk)) {
+		if _, err := f.WriteAt(chunk[:min(int64(len(chunk)), prealloc-off)], off); err != nil {
+			return nil, fmt.Errorf("preallocate: %w", err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return nil, fmt.Errorf("preallocate: %w", err)
+	}
+	ff = &floorFile{f: f, sync: sync, writeAt: f.WriteAt, buf: make([]byte, writeSize), size: prealloc}
+	for i := range ff.buf {
+		ff.buf[i] = chunk[i%len(chunk)]
+	}
+	return ff, nil
 }
 
 // commit writes one record at the next offset, wrapping inside the file,
-// and syncs the file.
+// and syncs the file. A failed write does not advance the offset.
 func (ff *floorFile) commit() error {
 	if ff.off+int64(len(ff.buf)) > ff.size {
 		ff.off = 0
@@ -95,14 +131,16 @@ func (ff *floorFile) commit() error {
 	// A fresh sequence number in every record, as every WAL frame differs.
 	ff.n++
 	binary.BigEndian.PutUint64(ff.buf, ff.n)
-	if _, err := ff.f.WriteAt(ff.buf, ff.off); err != nil {
-		return fmt.Errorf("fsync floor: %w", err)
+	if _, err := ff.writeAt(ff.buf, ff.off); err != nil {
+		return err
 	}
 	ff.off += int64(len(ff.buf))
-	if err := ff.sync(ff.f); err != nil {
-		return fmt.Errorf("fsync floor: %w", err)
-	}
-	return nil
+	return ff.sync(ff.f)
+}
+
+// remove closes the file and removes it.
+func (ff *floorFile) remove() error {
+	return errors.Join(ff.f.Close(), os.Remove(ff.f.Name()))
 }
 
 // runFloor measures the fsync floor described by cfg. The temporary file
@@ -128,33 +166,18 @@ func runFloor(ctx context.Context, cfg FloorConfig) (res *Result, err error) {
 		return nil, err
 	}
 
-	f, err := os.CreateTemp(cfg.Dir, ".loadgen-fsync-floor-*")
+	ff, err := newFloorFile(cfg.Dir, ".loadgen-fsync-floor-*", cfg.WriteSize, cfg.Prealloc, syncFn)
 	if err != nil {
 		return nil, fmt.Errorf("fsync floor: %w", err)
 	}
 	defer func() {
-		err = errors.Join(err, f.Close(), os.Remove(f.Name()))
+		if rerr := ff.remove(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("fsync floor: %w", rerr))
+		}
 		if err != nil {
 			res = nil
 		}
 	}()
-	// Preallocate by writing, as a WAL is written once and then reused from
-	// its start after each checkpoint: the measured writes never extend the
-	// file or allocate blocks.
-	chunk := make([]byte, 64<<10)
-	for i := range chunk {
-		chunk[i] = byte(i*7 + 1)
-	}
-	for off := int64(0); off < cfg.Prealloc; off += int64(len(chunk)) {
-		if _, err := f.WriteAt(chunk[:min(int64(len(chunk)), cfg.Prealloc-off)], off); err != nil {
-			return nil, fmt.Errorf("fsync floor: preallocate: %w", err)
-		}
-	}
-	if err := f.Sync(); err != nil {
-		return nil, fmt.Errorf("fsync floor: preallocate: %w", err)
-	}
-	ff := &floorFile{f: f, sync: syncFn, buf: make([]byte, cfg.WriteSize), size: cfg.Prealloc}
-	copy(ff.buf, chunk)
 
 	res = &Result{Mode: "closed", Clients: 1, Label: cfg.Label, Sync: cfg.Sync, WriteSize: cfg.WriteSize, FS: fsType(cfg.Dir)}
 	if cfg.Rate > 0 {
@@ -189,7 +212,7 @@ func runFloor(ctx context.Context, cfg FloorConfig) (res *Result, err error) {
 				startWindow()
 			}
 			if err := ff.commit(); err != nil {
-				return nil, err
+				return nil, fmt.Errorf("fsync floor: %w", err)
 			}
 			t1 := time.Now()
 			res.TotalRequests++
@@ -218,7 +241,7 @@ func runFloor(ctx context.Context, cfg FloorConfig) (res *Result, err error) {
 				startWindow()
 			}
 			if err := ff.commit(); err != nil {
-				return err
+				return fmt.Errorf("fsync floor: %w", err)
 			}
 			t1 := time.Now()
 			if measured {

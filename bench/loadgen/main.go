@@ -16,6 +16,13 @@
 //
 //	loadgen -serve-bare /tmp/bare.sock -reply-size 212
 //
+// Durable floor, the bare server committing one record per request before
+// it replies (a 4120-byte write into a preallocated file in DIR, then
+// fsync, one request at a time), the floor of one decision committed
+// alone; the file is removed at exit:
+//
+//	loadgen -serve-bare /tmp/durable.sock -reply-size 212 -durable /var/lib/credbroker
+//
 // Fsync floor, the cost of one durable small write on the filesystem of
 // DIR as the audit writer's SQLite makes it (a 4120-byte WAL frame written
 // into a preallocated file, then fsync), back to back or at a fixed rate:
@@ -89,12 +96,13 @@ func mainErr(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	asJSON := fs.Bool("json", false, "print the result as a JSON object on stdout (the text line goes to stderr)")
 	bare := fs.String("serve-bare", "", "serve the bare baseline on this Unix socket until SIGTERM")
 	replySize := fs.Int("reply-size", 200, "bare server: reply body size in bytes")
+	durable := fs.String("durable", "", "with -serve-bare: before each reply, write one record into a preallocated file in this `directory` and fsync it (the durable floor)")
 	report := fs.String("report", "", "print a bare/broker comparison of a file of -json results")
 	var floor FloorConfig
 	fs.StringVar(&floor.Dir, "fsync-floor", "", "measure the fsync floor in this `directory` (the audit database's) instead of a server")
-	fs.IntVar(&floor.WriteSize, "write-size", defaultWriteSize, "fsync floor: bytes per write (a WAL frame: 24-byte header and 4096-byte page)")
-	fs.Int64Var(&floor.Prealloc, "prealloc", defaultPrealloc, "fsync floor: bytes of the preallocated file the writes wrap around in")
-	fs.StringVar(&floor.Sync, "sync", "fsync", "fsync floor: fsync or fdatasync after each write")
+	fs.IntVar(&floor.WriteSize, "write-size", defaultWriteSize, "fsync floor and -durable: bytes per write (a WAL frame: 24-byte header and 4096-byte page)")
+	fs.Int64Var(&floor.Prealloc, "prealloc", defaultPrealloc, "fsync floor and -durable: bytes of the preallocated file the writes wrap around in")
+	fs.StringVar(&floor.Sync, "sync", "fsync", "fsync floor and -durable: fsync or fdatasync after each write")
 	var ratios []string
 	fs.Func("ratios", "with -report: ratio columns, comma-separated `num/den` labels or floor (default: each server/floor, or /bare without an fsync floor, and each label/baseline when there is one)", func(s string) error {
 		for r := range strings.SplitSeq(s, ",") {
@@ -112,16 +120,37 @@ func mainErr(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 
 	switch {
+	case *durable != "" && *bare == "":
+		return errors.New("-durable applies to -serve-bare only")
 	case *bare != "":
+		if floor.Dir != "" {
+			return errors.New("-fsync-floor and -serve-bare are separate runs")
+		}
 		if _, err := bareBody(*replySize); err != nil {
+			return err
+		}
+		if *durable == "" {
+			ln, err := listenUnix(*bare)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "loadgen: bare server on %s, %d-byte replies\n", *bare, *replySize)
+			return serveBare(ctx, ln, *replySize)
+		}
+		if floor.WriteSize < 1 || int64(floor.WriteSize) > floor.Prealloc {
+			return fmt.Errorf("-write-size %d, -prealloc %d: want 1 ≤ write size ≤ prealloc", floor.WriteSize, floor.Prealloc)
+		}
+		// The file is ready before the socket appears.
+		d, err := newDurableLog(DurableConfig{Dir: *durable, WriteSize: floor.WriteSize, Prealloc: floor.Prealloc, Sync: floor.Sync})
+		if err != nil {
 			return err
 		}
 		ln, err := listenUnix(*bare)
 		if err != nil {
-			return err
+			return errors.Join(err, d.remove())
 		}
-		fmt.Fprintf(stderr, "loadgen: bare server on %s, %d-byte replies\n", *bare, *replySize)
-		return serveBare(ctx, ln, *replySize)
+		fmt.Fprintf(stderr, "loadgen: durable server on %s, %d-byte replies\n", *bare, *replySize)
+		return serveDurable(ctx, ln, *replySize, d, stderr)
 	case floor.Dir != "":
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -15,6 +15,11 @@ import (
 // result may carry it as its label.
 const floorLabel = "floor"
 
+// durableLabel labels the durable server's runs (loadgen -serve-bare
+// -durable): the bare server committing one record per request, the
+// measured floor of a decision.
+const durableLabel = "durable"
+
 // scenario identifies the runs that are compared with each other: the
 // closed loop by its clients, the open loop by its rate (whatever its
 // connection limit, so that the fsync floor, which has none, joins it).
@@ -32,12 +37,13 @@ func (k scenario) String() string {
 
 // results holds a file of -json results by scenario and label.
 type results struct {
-	labels []string // bare first, then the fsync floor's, then in order of appearance
-	fsync  string   // the label of the fsync-floor runs, "" when there are none
-	keys   []scenario
-	byKey  map[scenario]map[string][]*Result
-	conns  map[scenario]int // open loop: the largest connection limit
-	total  map[string]int64
+	labels  []string // bare first, then the fsync floor's, durable, then in order of appearance
+	fsync   string   // the label of the fsync-floor runs, "" when there are none
+	durable bool     // there are durable-server runs
+	keys    []scenario
+	byKey   map[scenario]map[string][]*Result
+	conns   map[scenario]int // open loop: the largest connection limit
+	total   map[string]int64
 }
 
 func readResults(r io.Reader) (*results, error) {
@@ -57,6 +63,12 @@ func readResults(r io.Reader) (*results, error) {
 		}
 		if !slices.Contains(rs.labels, res.Label) {
 			rs.labels = append(rs.labels, res.Label)
+		}
+		if res.Label == durableLabel {
+			if res.Sync != "" {
+				return nil, fmt.Errorf("report: line %d: label %q is the durable server's; label the fsync-floor runs fsync", n, durableLabel)
+			}
+			rs.durable = true
 		}
 		if res.Sync != "" && rs.fsync == "" {
 			rs.fsync = res.Label
@@ -81,7 +93,7 @@ func readResults(r io.Reader) (*results, error) {
 	if len(rs.labels) == 0 {
 		return nil, errors.New("report: no results")
 	}
-	first := []string{"bare", rs.fsync}
+	first := []string{"bare", rs.fsync, durableLabel}
 	slices.SortStableFunc(rs.labels, func(a, b string) int {
 		ia, ib := slices.Index(first, a), slices.Index(first, b)
 		if ia < 0 {
@@ -95,24 +107,31 @@ func readResults(r io.Reader) (*results, error) {
 	return rs, nil
 }
 
-// servers returns the labels compared with the floor: all but bare and the
-// fsync floor's.
+// servers returns the labels compared with the floor: all but bare, the
+// fsync floor's and durable.
 func (rs *results) servers() []string {
 	var ls []string
 	for _, l := range rs.labels {
-		if l != "bare" && l != rs.fsync {
+		if l != "bare" && l != rs.fsync && l != durableLabel {
 			ls = append(ls, l)
 		}
 	}
 	return ls
 }
 
+// hasFloor says whether the report has a floor column: there are
+// fsync-floor or durable results.
+func (rs *results) hasFloor() bool { return rs.fsync != "" || rs.durable }
+
 // floorKind says what a row's floor is, the figure a server is compared with.
 type floorKind int
 
+// Every kind but floorNone and floorBare is the durable server's figure
+// when it ran in the scenario (and, for a watched row, was watched), and
+// else combines bare's and the fsync floor's as said.
 const (
 	floorNone floorKind = iota // no floor: the row has no ratios
-	floorBare                  // the bare server's figure
+	floorBare                  // the bare server's figure (peak RSS)
 	floorSum                   // bare plus the fsync floor's, when measured (p50, CPU)
 	floorTail                  // the larger of bare's and the fsync floor's (tail latencies)
 	floorRate                  // closed loop: bare and fsync one after the other, 1/(1/bare + 1/fsync)
@@ -127,6 +146,9 @@ type row struct {
 	floor floorKind
 	open  bool // open loop only
 	noFS  bool // means nothing for the fsync floor: shown as "-"
+	// watched: a server's figure, measured only when loadgen watched its
+	// process (-watch-pid), so a result without server_pid does not have it.
+	watched bool
 }
 
 var rows = []row{
@@ -140,8 +162,8 @@ var rows = []row{
 	{name: "late", get: func(r *Result) float64 { return float64(r.Late) }, agg: median, open: true},
 	{name: "dropped", get: func(r *Result) float64 { return float64(r.Dropped) }, agg: sum, open: true},
 	{name: "connections used", get: func(r *Result) float64 { return float64(r.Conns) }, agg: slices.Max[[]float64], noFS: true},
-	{name: "server CPU µs/req", get: func(r *Result) float64 { return r.ServerCPUusPerReq }, agg: median, prec: 1, floor: floorSum},
-	{name: "server peak RSS MiB", get: func(r *Result) float64 { return float64(r.ServerRSSPeakKB) / 1024 }, agg: median, prec: 1, floor: floorBare, noFS: true},
+	{name: "server CPU µs/req", get: func(r *Result) float64 { return r.ServerCPUusPerReq }, agg: median, prec: 1, floor: floorSum, watched: true},
+	{name: "server peak RSS MiB", get: func(r *Result) float64 { return float64(r.ServerRSSPeakKB) / 1024 }, agg: median, prec: 1, floor: floorBare, noFS: true, watched: true},
 	{name: "client CPU cores", get: func(r *Result) float64 { return r.ClientCPUS / max(r.DurationS, 1e-9) }, agg: median, prec: 2, noFS: true},
 }
 
@@ -160,8 +182,20 @@ func figure(results []*Result, rw row) (v float64, ok bool) {
 
 // floorOf returns a row's floor in scenario k (see floorKind).
 func (rs *results) floorOf(k scenario, rw row) (float64, bool) {
+	if rw.floor == floorNone {
+		return 0, false
+	}
+	if rw.floor != floorBare {
+		durable := rs.byKey[k][durableLabel]
+		if rw.watched {
+			durable = slices.DeleteFunc(slices.Clone(durable), func(r *Result) bool { return r.ServerPID == 0 })
+		}
+		if v, ok := figure(durable, rw); ok {
+			return v, true
+		}
+	}
 	bare, ok := figure(rs.byKey[k]["bare"], rw)
-	if !ok || rw.floor == floorNone {
+	if !ok {
 		return 0, false
 	}
 	fs, okFS := 0.0, false
@@ -182,31 +216,39 @@ func (rs *results) floorOf(k scenario, rw row) (float64, bool) {
 // writeReport reads -json results, one object a line, and prints each
 // scenario (mode, clients, rate) with one column per label and one per
 // ratio, then the targets (see writeTargets). Labels keep their order of
-// first appearance, except that "bare", when present, comes first, and the
-// fsync floor's label (the results with a "sync" field) second.
+// first appearance, except that "bare", when present, comes first, the
+// fsync floor's label (the results with a "sync" field) second, and
+// "durable" (the durable server's) third.
 //
 // A label may have several results per scenario (rounds of the same run):
 // each figure is then the median over the rounds, except errors and dropped
 // (summed, so that no failure is hidden) and connections used (the most),
 // and a "rounds" row and a req/s range row are added.
 //
-// When there are fsync-floor results, a "floor" column gives each figure's
-// floor, what the server is compared with: the bare server's figure,
-// combined with the fsync floor's where that was measured in the scenario.
-// The p50 and CPU per request are summed (a decision is a request and a
-// commit); tail latencies (p90 … max) are the larger of the two, as tails
-// of separate runs do not add but neither part can be faster than itself;
-// the closed loop's req/s is that of the two one after the other,
-// 1/(1/bare + 1/fsync). Req/s in the open loop, peak RSS, and every figure
-// of a scenario without an fsync run are the bare server's.
+// When there are fsync-floor or durable results, a "floor" column gives
+// each figure's floor, what the server is compared with. Where the durable
+// server ran in the scenario, its req/s, latencies (p50 … max) and server
+// CPU per request (when its process was watched) are the floor: it is one
+// bare request and one commit measured as they run together, one decision
+// committed alone. Elsewhere
+// (results from before the durable server, or a scenario it did not run
+// in) the floor is the bare server's figure, combined with the fsync
+// floor's where that was measured in the scenario: the p50 and CPU per
+// request are summed (a decision is a request and a commit); tail
+// latencies (p90 … max) are the larger of the two, as tails of separate
+// runs do not add but neither part can be faster than itself; the closed
+// loop's req/s is that of the two one after the other, 1/(1/bare +
+// 1/fsync). Req/s in the open loop and every figure of a scenario without
+// an fsync run are then the bare server's. Peak RSS is always the bare
+// server's.
 //
 // ratios lists the ratio columns as "label/label" (numerator/denominator,
 // either may be "floor" when there is a floor column); when empty, every
-// label but bare and the fsync floor's is divided by the floor (or by the
-// first label when there is no fsync floor), and when a label "baseline" is
-// present every other such label is also divided by "baseline". A ratio is
-// of the two columns' figures, so for req/s below 1 means slower and for
-// latencies above 1 means slower.
+// label but bare, the fsync floor's and durable is divided by the floor
+// (or by the first label when there is no floor column), and when a label
+// "baseline" is present every other such label is also divided by
+// "baseline". A ratio is of the two columns' figures, so for req/s below 1
+// means slower and for latencies above 1 means slower.
 func writeReport(w io.Writer, r io.Reader, ratios []string) error {
 	rs, err := readResults(r)
 	if err != nil {
@@ -214,7 +256,7 @@ func writeReport(w io.Writer, r io.Reader, ratios []string) error {
 	}
 	labels := rs.labels
 	cols := labels
-	if rs.fsync != "" {
+	if rs.hasFloor() {
 		cols = append(slices.Clip(labels), floorLabel)
 	}
 	pairs, err := ratioPairs(rs, cols, ratios)
@@ -266,7 +308,7 @@ func writeReport(w io.Writer, r io.Reader, ratios []string) error {
 		}
 		// value returns a column's figure: a label's, or the floor.
 		value := func(col string, rw row) (float64, bool) {
-			if col == floorLabel && rs.fsync != "" {
+			if col == floorLabel && rs.hasFloor() {
 				return rs.floorOf(k, rw)
 			}
 			if col == rs.fsync && rw.noFS {
@@ -318,12 +360,12 @@ func ratioPairs(rs *results, cols, ratios []string) ([][2]string, error) {
 	var pairs [][2]string
 	if len(ratios) == 0 {
 		base := rs.labels[0]
-		if rs.fsync != "" {
+		if rs.hasFloor() {
 			base = floorLabel
 		}
 		var num []string
 		for _, l := range rs.labels[1:] {
-			if l != rs.fsync {
+			if l != rs.fsync && l != durableLabel {
 				num = append(num, l)
 			}
 		}

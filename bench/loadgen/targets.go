@@ -31,12 +31,24 @@ const (
 type target struct {
 	name, measured, limit string
 	verdict               string // PASS, FAIL or n/a
+	// vsDurable compares the measured figure with the durable server's in
+	// the same scenario, for information: "<name> <figure> = <ratio> ×
+	// durable <figure>", or "n/a: <reason>".
+	vsDurable string
 }
 
-// writeTargets prints, for every label but bare and the fsync floor's, one
-// line per target: the measured figure, the limit with how it was computed
-// from the same run's figures, and PASS, FAIL or n/a (when a figure the
-// target needs is missing from the results).
+// vsDurablePrefix begins the informational line under each target when
+// the results have durable-server runs.
+const vsDurablePrefix = "vs durable floor: "
+
+// writeTargets prints, for every label but bare, the fsync floor's and
+// durable, one line per target: the measured figure, the limit with how it
+// was computed from the same run's figures, and PASS, FAIL or n/a (when a
+// figure the target needs is missing from the results). When the results
+// have durable-server runs, each target line is followed by an
+// informational one, "vs durable floor: …", that gives the same figure
+// over the durable server's: how far the label is from what the machine
+// allows for one decision committed alone. It has no limit and no verdict.
 func writeTargets(w io.Writer, rs *results) error {
 	servers := rs.servers()
 	if len(servers) == 0 {
@@ -44,6 +56,9 @@ func writeTargets(w io.Writer, rs *results) error {
 	}
 	var b strings.Builder
 	b.WriteString("\ntargets (limits computed from this run's figures; CPU per decision: the server's user + system time per request)\n")
+	if rs.durable {
+		b.WriteString("(" + strings.TrimSuffix(vsDurablePrefix, " ") + " the same figure over the durable server's, a bare request with one write and fsync: for information, no limit)\n")
+	}
 	for _, l := range servers {
 		ts, rounds := rs.targets(l)
 		pass, fail := 0, 0
@@ -74,6 +89,9 @@ func writeTargets(w io.Writer, rs *results) error {
 			line := "  " + pad(t.name, wName) + "  " + strings.Repeat(" ", wMeas-utf8.RuneCountInString(t.measured)) + t.measured +
 				"  " + pad(t.limit, wLimit) + "  " + t.verdict
 			b.WriteString(strings.TrimRight(line, " ") + "\n")
+			if rs.durable {
+				b.WriteString("    " + vsDurablePrefix + t.vsDurable + "\n")
+			}
 		}
 	}
 	_, err := io.WriteString(w, b.String())
@@ -87,10 +105,13 @@ func pad(s string, width int) string {
 // targets returns label l's target lines and the fewest rounds any of
 // their figures was a median of (0 when none was measured).
 func (rs *results) targets(l string) ([]target, int) {
+	missing := func(label string, k scenario, what string) string {
+		return fmt.Sprintf("n/a: no %s result%s in %s", label, what, k)
+	}
 	rounds := 0
-	// fig returns the median of get over label's results in k that have the
-	// figure (has), and notes their number in rounds.
-	fig := func(k scenario, label string, get func(*Result) float64, has func(*Result) bool) (float64, bool) {
+	// med returns the median of get over label's results in k that have
+	// the figure (has), and their number.
+	med := func(k scenario, label string, get func(*Result) float64, has func(*Result) bool) (float64, int) {
 		var vs []float64
 		for _, r := range rs.byKey[k][label] {
 			if has == nil || has(r) {
@@ -98,18 +119,35 @@ func (rs *results) targets(l string) ([]target, int) {
 			}
 		}
 		if len(vs) == 0 {
+			return 0, 0
+		}
+		return median(vs), len(vs)
+	}
+	// fig is med that notes the number in rounds.
+	fig := func(k scenario, label string, get func(*Result) float64, has func(*Result) bool) (float64, bool) {
+		v, n := med(k, label, get, has)
+		if n == 0 {
 			return 0, false
 		}
-		if rounds == 0 || len(vs) < rounds {
-			rounds = len(vs)
+		if rounds == 0 || n < rounds {
+			rounds = n
 		}
-		return median(vs), true
+		return v, true
+	}
+	// vs is a target's vsDurable: the label's figure v (when okV) over the
+	// durable server's median of get in k, each shown with format.
+	vs := func(name string, k scenario, v float64, okV bool, get func(*Result) float64, has func(*Result) bool, what, format string) string {
+		d, n := med(k, durableLabel, get, has)
+		switch {
+		case !okV:
+			return missing(l, k, what)
+		case n == 0:
+			return missing(durableLabel, k, what)
+		}
+		return vsText(name, v, d, format)
 	}
 	hasCPU := func(r *Result) bool { return r.ServerPID != 0 || r.Sync != "" }
 	cpu := func(r *Result) float64 { return r.ServerCPUusPerReq }
-	missing := func(label string, k scenario, what string) string {
-		return fmt.Sprintf("n/a: no %s result%s in %s", label, what, k)
-	}
 	var ts []target
 
 	// 1 client p50 ≤ bare p50 + 1.5 × fsync p50.
@@ -139,18 +177,21 @@ func (rs *results) targets(l string) ([]target, int) {
 			t.verdict = verdict(v <= limit)
 		}
 	}
+	t.vsDurable = vs(t.name, one, v, okV, p50, nil, "", "%.3f ms")
 	ts = append(ts, t)
 
 	// CPU per request at 1,000 req/s, open loop.
 	open := scenario{"open", 0, targetCPURate}
 	t = target{name: fmt.Sprintf("CPU per decision, open loop %d req/s", targetCPURate), measured: "n/a", verdict: "n/a",
 		limit: fmt.Sprintf("≤ %.1f µs", targetCPUOpen)}
-	if v, ok := fig(open, l, cpu, hasCPU); ok {
+	v, okV = fig(open, l, cpu, hasCPU)
+	if okV {
 		t.measured = fmt.Sprintf("%.1f µs", v)
 		t.verdict = verdict(v <= targetCPUOpen)
 	} else {
 		t.limit = missing(l, open, " with server CPU")
 	}
+	t.vsDurable = vs(t.name, open, v, okV, cpu, hasCPU, " with server CPU", "%.1f µs")
 	ts = append(ts, t)
 
 	// Saturation: the closed loop with the most clients (32 in make bench).
@@ -162,20 +203,22 @@ func (rs *results) targets(l string) ([]target, int) {
 	}
 	if satur.mode == "" {
 		for _, name := range []string{"CPU per decision", "req/s", "peak RSS"} {
-			ts = append(ts, target{name: name + ", closed loop N clients", measured: "n/a",
-				limit: fmt.Sprintf("n/a: no %s result in a closed loop of more than 1 client", l), verdict: "n/a"})
+			why := fmt.Sprintf("n/a: no %s result in a closed loop of more than 1 client", l)
+			ts = append(ts, target{name: name + ", closed loop N clients", measured: "n/a", limit: why, verdict: "n/a", vsDurable: why})
 		}
 		return ts, rounds
 	}
 	name := fmt.Sprintf(", closed loop %d clients", satur.clients)
 
 	t = target{name: "CPU per decision" + name, measured: "n/a", verdict: "n/a", limit: fmt.Sprintf("≤ %.1f µs", targetCPUSatur)}
-	if v, ok := fig(satur, l, cpu, hasCPU); ok {
+	v, okV = fig(satur, l, cpu, hasCPU)
+	if okV {
 		t.measured = fmt.Sprintf("%.1f µs", v)
 		t.verdict = verdict(v <= targetCPUSatur)
 	} else {
 		t.limit = missing(l, satur, " with server CPU")
 	}
+	t.vsDurable = vs(t.name, satur, v, okV, cpu, hasCPU, " with server CPU", "%.1f µs")
 	ts = append(ts, t)
 
 	rps := func(r *Result) float64 { return r.RPS }
@@ -190,17 +233,22 @@ func (rs *results) targets(l string) ([]target, int) {
 		t.measured = fmt.Sprintf("%.0f", v)
 		t.limit = missing("bare", satur, "")
 	}
+	t.vsDurable = vs(t.name, satur, v, true, rps, nil, "", "%.0f")
 	ts = append(ts, t)
 
 	// Peak RSS: the most over the rounds, a ceiling's worst case.
 	t = target{name: "peak RSS" + name, measured: "n/a", verdict: "n/a", limit: fmt.Sprintf("≤ %.1f MiB", targetRSSMiB)}
-	var peaks []float64
-	for _, r := range rs.byKey[satur][l] {
-		if r.ServerRSSPeakKB > 0 {
-			peaks = append(peaks, float64(r.ServerRSSPeakKB)/1024)
+	// peaks returns label's peak RSS samples in MiB, one per round.
+	peaks := func(label string) []float64 {
+		var ps []float64
+		for _, r := range rs.byKey[satur][label] {
+			if r.ServerRSSPeakKB > 0 {
+				ps = append(ps, float64(r.ServerRSSPeakKB)/1024)
+			}
 		}
+		return ps
 	}
-	if len(peaks) > 0 {
+	if peaks := peaks(l); len(peaks) > 0 {
 		v := slices.Max(peaks)
 		t.measured = fmt.Sprintf("%.1f MiB", v)
 		if len(peaks) > 1 {
@@ -210,8 +258,25 @@ func (rs *results) targets(l string) ([]target, int) {
 	} else {
 		t.limit = missing(l, satur, " with server RSS")
 	}
+	switch own, dur := peaks(l), peaks(durableLabel); {
+	case len(own) == 0:
+		t.vsDurable = missing(l, satur, " with server RSS")
+	case len(dur) == 0:
+		t.vsDurable = missing(durableLabel, satur, " with server RSS")
+	default:
+		t.vsDurable = vsText(t.name, slices.Max(own), slices.Max(dur), "%.1f MiB")
+	}
 	ts = append(ts, t)
 	return ts, rounds
+}
+
+// vsText renders a vs-durable comparison: "<name> <v> = <v/d> × durable <d>",
+// v and d shown with format.
+func vsText(name string, v, d float64, format string) string {
+	if d <= 0 {
+		return fmt.Sprintf("n/a: the durable server's figure is %s", fmt.Sprintf(format, d))
+	}
+	return fmt.Sprintf("%s %s = %.2f × durable %s", name, fmt.Sprintf(format, v), v/d, fmt.Sprintf(format, d))
 }
 
 func verdict(ok bool) string {
