@@ -185,7 +185,7 @@ func (rs *results) floorOf(k scenario, rw row) (float64, bool) {
 	if rw.floor == floorNone {
 		return 0, false
 	}
-	if rw.floor != floorBare {
+	if rw.floor != floorBare && durableIsFloor(k, rs.byKey[k][durableLabel]) {
 		durable := rs.byKey[k][durableLabel]
 		if rw.watched {
 			durable = slices.DeleteFunc(slices.Clone(durable), func(r *Result) bool { return r.ServerPID == 0 })
@@ -211,6 +211,28 @@ func (rs *results) floorOf(k scenario, rw row) (float64, bool) {
 		return 1 / (1/bare + 1/fs), true
 	}
 	return bare, true
+}
+
+// durableIsFloor reports whether the durable server's results in scenario
+// k are a floor for a decision: it commits one request at a time, which is
+// the least a lone decision costs (one client; an open loop it kept up
+// with), but not what decisions that arrive together cost, since they
+// share one commit (several clients; an open loop it fell behind, where it
+// measures its own queue). Elsewhere the floor is bare's and the fsync
+// floor's figures combined.
+func durableIsFloor(k scenario, durable []*Result) bool {
+	switch k.mode {
+	case "closed":
+		return k.clients == 1
+	case "open":
+		for _, r := range durable {
+			if r.Dropped > 0 || r.Late*20 > r.OK { // more than 5% late
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // writeReport reads -json results, one object a line, and prints each

@@ -143,6 +143,9 @@ func (rs *results) targets(l string) ([]target, int) {
 			return missing(l, k, what)
 		case n == 0:
 			return missing(durableLabel, k, what)
+		case !durableIsFloor(k, rs.byKey[k][durableLabel]):
+			return "n/a: decisions " + map[bool]string{true: "share commits", false: "queue"}[k.mode == "closed"] +
+				" in " + k.String() + ", where the durable server commits one at a time; the floor there is bare's"
 		}
 		return vsText(name, v, d, format)
 	}
