@@ -3,7 +3,9 @@ package audit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -141,8 +143,19 @@ func benchDB(b *testing.B) string {
 			batch = batch[:0]
 		}
 	}
+	// Everything into the database file, so that it is the whole
+	// database: its WAL and shared memory files are then removed, not left
+	// behind under the temporary name.
+	if v, _, err := w.db.queryRow("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil || v[0] != int64(0) {
+		b.Fatalf("checkpoint: %v %v", v, err)
+	}
 	if err := w.close(); err != nil {
 		b.Fatal(err)
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if err := os.Remove(tmp + suffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			b.Fatal(err)
+		}
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		b.Fatal(err)
