@@ -23,14 +23,8 @@ type DurableConfig struct {
 	// Dir is where the temporary file goes: the directory of the audit
 	// database, so that the commits are made on the same filesystem.
 	Dir string
-	// WriteSize is the size of each record (one pwrite), default 4120,
-	// a WAL frame.
-	WriteSize int
-	// Prealloc is the size of the file the records wrap around in,
-	// written and synced once before serving. Default 4 MiB.
-	Prealloc int64
-	// Sync is "fsync" (the default) or "fdatasync".
-	Sync string
+	// Records says how each request's record is written and synced.
+	Records
 }
 
 // durableLog commits one record per request, one at a time: a request
@@ -48,26 +42,11 @@ type durableLog struct {
 // newDurableLog creates and preallocates the durable server's file in
 // cfg.Dir (see DurableConfig); remove removes it.
 func newDurableLog(cfg DurableConfig) (*durableLog, error) {
-	if cfg.WriteSize == 0 {
-		cfg.WriteSize = defaultWriteSize
-	}
-	if cfg.Prealloc == 0 {
-		cfg.Prealloc = defaultPrealloc
-	}
-	if cfg.Sync == "" {
-		cfg.Sync = "fsync"
-	}
 	if cfg.Dir == "" {
 		return nil, errors.New("durable server: a directory is required")
 	}
-	if cfg.WriteSize < 1 || cfg.Prealloc < int64(cfg.WriteSize) {
-		return nil, fmt.Errorf("durable server: write size %d, prealloc %d: want 1 ≤ write size ≤ prealloc", cfg.WriteSize, cfg.Prealloc)
-	}
-	syncFn, err := syncFunc(cfg.Sync)
-	if err != nil {
-		return nil, err
-	}
-	ff, err := newFloorFile(cfg.Dir, ".loadgen-durable-*", cfg.WriteSize, cfg.Prealloc, syncFn)
+	cfg.Records = cfg.Records.withDefaults()
+	ff, err := cfg.Records.create(cfg.Dir, ".loadgen-durable-*")
 	if err != nil {
 		return nil, fmt.Errorf("durable server: %w", err)
 	}

@@ -52,7 +52,7 @@ func startDurable(t *testing.T, d *durableLog, size int, logw io.Writer) string 
 func TestDurableServer(t *testing.T) {
 	dir := t.TempDir()
 	// A small file, so that the records wrap around in it.
-	d, err := newDurableLog(DurableConfig{Dir: dir, Prealloc: 3 * defaultWriteSize})
+	d, err := newDurableLog(DurableConfig{Dir: dir, Records: Records{Prealloc: 3 * defaultWriteSize}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -32,23 +33,67 @@ type FloorConfig struct {
 	// Late is the open-loop lateness threshold: a record whose write starts
 	// more than Late after its scheduled time is counted as late.
 	Late time.Duration
-	// WriteSize is the size of each write (one pwrite), default 4120.
+	// Records says how each record is written and synced.
+	Records
+	// Label names the run in the output, default "fsync".
+	Label string
+}
+
+// Records describes the records the fsync floor and the durable server
+// commit: each one pwrite and one sync, into a preallocated file.
+type Records struct {
+	// WriteSize is the size of each record (one pwrite), default 4120: a
+	// WAL frame.
 	WriteSize int
 	// Prealloc is the size of the file, written and synced once before the
-	// run; the writes advance through it and wrap at its end, so that they
-	// never grow the file. Default 4 MiB.
+	// first record; the records advance through it and wrap at its end, so
+	// that they never grow the file. Default 4 MiB.
 	Prealloc int64
 	// Sync is "fsync" (the default, what SQLite calls on Linux) or
 	// "fdatasync".
 	Sync string
-	// Label names the run in the output, default "fsync".
-	Label string
 }
 
 const (
 	defaultWriteSize = 24 + 4096 // a WAL frame: frame header and one page
 	defaultPrealloc  = 4 << 20
 )
+
+// withDefaults returns r with its zero fields set to their defaults.
+func (r Records) withDefaults() Records {
+	r.WriteSize = cmp.Or(r.WriteSize, defaultWriteSize)
+	r.Prealloc = cmp.Or(r.Prealloc, defaultPrealloc)
+	r.Sync = cmp.Or(r.Sync, "fsync")
+	return r
+}
+
+// check reports what is wrong with r, in the flags' names.
+func (r Records) check() error {
+	var errs []error
+	if r.WriteSize < 1 {
+		errs = append(errs, errors.New("-write-size must be at least 1"))
+	}
+	if r.Prealloc < int64(r.WriteSize) {
+		errs = append(errs, fmt.Errorf("-prealloc %d is smaller than -write-size %d", r.Prealloc, r.WriteSize))
+	}
+	if r.Sync != "fsync" && r.Sync != "fdatasync" {
+		errs = append(errs, fmt.Errorf("-sync %q: want fsync or fdatasync", r.Sync))
+	}
+	return errors.Join(errs...)
+}
+
+// create checks r and creates its preallocated file in dir, named after
+// pattern (see os.CreateTemp).
+func (r Records) create(dir, pattern string) (*floorFile, error) {
+	if err := r.check(); err != nil {
+		return nil, err
+	}
+	syncFn, err := syncFunc(r.Sync)
+	if err != nil {
+		return nil, err
+	}
+	return newFloorFile(dir, pattern, r.WriteSize, r.Prealloc, syncFn)
+}
 
 func (c *FloorConfig) validate() error {
 	var errs []error
@@ -64,16 +109,7 @@ func (c *FloorConfig) validate() error {
 	if c.Rate < 0 {
 		errs = append(errs, errors.New("-rate must not be negative"))
 	}
-	if c.WriteSize < 1 {
-		errs = append(errs, errors.New("-write-size must be at least 1"))
-	}
-	if c.Prealloc < int64(c.WriteSize) {
-		errs = append(errs, fmt.Errorf("-prealloc %d is smaller than -write-size %d", c.Prealloc, c.WriteSize))
-	}
-	if c.Sync != "fsync" && c.Sync != "fdatasync" {
-		errs = append(errs, fmt.Errorf("-sync %q: want fsync or fdatasync", c.Sync))
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, c.Records.check())...)
 }
 
 // floorFile is the preallocated file and the position of the next write.
@@ -146,27 +182,12 @@ func (ff *floorFile) remove() error {
 // runFloor measures the fsync floor described by cfg. The temporary file
 // is removed before it returns, whatever happened.
 func runFloor(ctx context.Context, cfg FloorConfig) (res *Result, err error) {
-	if cfg.WriteSize == 0 {
-		cfg.WriteSize = defaultWriteSize
-	}
-	if cfg.Prealloc == 0 {
-		cfg.Prealloc = defaultPrealloc
-	}
-	if cfg.Sync == "" {
-		cfg.Sync = "fsync"
-	}
-	if cfg.Label == "" {
-		cfg.Label = "fsync"
-	}
+	cfg.Records = cfg.Records.withDefaults()
+	cfg.Label = cmp.Or(cfg.Label, "fsync")
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	syncFn, err := syncFunc(cfg.Sync)
-	if err != nil {
-		return nil, err
-	}
-
-	ff, err := newFloorFile(cfg.Dir, ".loadgen-fsync-floor-*", cfg.WriteSize, cfg.Prealloc, syncFn)
+	ff, err := cfg.Records.create(cfg.Dir, ".loadgen-fsync-floor-*")
 	if err != nil {
 		return nil, fmt.Errorf("fsync floor: %w", err)
 	}

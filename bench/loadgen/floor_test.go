@@ -46,7 +46,7 @@ func TestFsyncFloor(t *testing.T) {
 		t.Run(sync+" closed", func(t *testing.T) {
 			dir := t.TempDir()
 			// A small file, so that the writes wrap around in it.
-			res := measureFloor(t, FloorConfig{Dir: dir, Duration: 50 * time.Millisecond, Sync: sync, Prealloc: 3 * defaultWriteSize})
+			res := measureFloor(t, FloorConfig{Dir: dir, Duration: 50 * time.Millisecond, Records: Records{Sync: sync, Prealloc: 3 * defaultWriteSize}})
 			t.Log(formatLine(res))
 			assertEmpty(t, dir)
 			if res.Mode != "closed" || res.Clients != 1 || res.Label != "fsync" || res.Sync != sync || res.WriteSize != defaultWriteSize {

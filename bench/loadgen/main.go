@@ -137,11 +137,12 @@ func mainErr(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			fmt.Fprintf(stderr, "loadgen: bare server on %s, %d-byte replies\n", *bare, *replySize)
 			return serveBare(ctx, ln, *replySize)
 		}
-		if floor.WriteSize < 1 || int64(floor.WriteSize) > floor.Prealloc {
-			return fmt.Errorf("-write-size %d, -prealloc %d: want 1 ≤ write size ≤ prealloc", floor.WriteSize, floor.Prealloc)
+		// Flags are checked as given: a zero is not a default here.
+		if err := floor.Records.check(); err != nil {
+			return err
 		}
 		// The file is ready before the socket appears.
-		d, err := newDurableLog(DurableConfig{Dir: *durable, WriteSize: floor.WriteSize, Prealloc: floor.Prealloc, Sync: floor.Sync})
+		d, err := newDurableLog(DurableConfig{Dir: *durable, Records: floor.Records})
 		if err != nil {
 			return err
 		}
@@ -159,8 +160,8 @@ func mainErr(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return fmt.Errorf("-%s does not apply to -fsync-floor", name)
 			}
 		}
-		if floor.WriteSize < 1 || floor.Prealloc < 1 {
-			return errors.New("-write-size and -prealloc must be at least 1")
+		if err := floor.Records.check(); err != nil {
+			return err
 		}
 		if set["c"] && cfg.Clients != 1 {
 			return errors.New("-fsync-floor runs one writer: -c must be 1 (or -rate for the open loop)")
