@@ -347,7 +347,7 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 		return nil, b.refuse(ctx, rec, start, &Error{Kind: KindUnavailable, Message: fmt.Sprintf("credential %q is unavailable", req.Credential), Err: err})
 	}
 	rec.Decision = resultAllow
-	rec.LeaseID = cred.LeaseID
+	rec.LeaseID = cred.ID
 	rec.ExpiresAt = cred.ExpiresAt.UTC()
 	rec.Fingerprint = b.audit.Fingerprint(canonicalSecret(cred.Data))
 	if err := b.finish(ctx, rec, start, nil); err != nil {

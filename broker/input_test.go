@@ -110,7 +110,7 @@ func TestAppendReply(t *testing.T) {
 			secrets[k] = providers.NewSecret([]byte(v))
 		}
 		g := &Grant{DecisionID: "0192abc", Name: "db", Credential: providers.Credential{
-			Kind: "static", Data: secrets, ExpiresAt: exp, LeaseID: "lease-1",
+			Lease: providers.Lease{ID: "lease-1", Kind: "static", ExpiresAt: exp}, Data: secrets,
 		}}
 		got := appendReply(nil, g)
 		want, err := json.Marshal(reply{Name: g.Name, Kind: "static", Data: data, ExpiresAt: exp.UTC(), LeaseID: "lease-1", DecisionID: g.DecisionID})

@@ -153,7 +153,7 @@ func appendReply(b []byte, g *Grant) []byte {
 	b = append(b, `},"expires_at":"`...)
 	b = c.ExpiresAt.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","lease_id":`...)
-	b = appendString(b, c.LeaseID)
+	b = appendString(b, c.ID)
 	b = append(b, `,"decision_id":`...)
 	b = appendString(b, g.DecisionID)
 	return append(b, '}')

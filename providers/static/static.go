@@ -27,6 +27,12 @@ import (
 // Kind is the provider kind reported in replies and audit rows.
 const Kind = "static"
 
+// FieldValue is the one field of a static credential.
+const FieldValue = "value"
+
+// Fields are the data fields of every static credential.
+var Fields = []string{FieldValue}
+
 // DefaultTTL is the lifetime of an issued credential when Config.TTL is zero.
 const DefaultTTL = time.Hour
 
@@ -114,10 +120,14 @@ func (p *Provider) Credential(ctx context.Context, req providers.Request) (provi
 		ttl = req.TTL
 	}
 	return providers.Credential{
-		Kind:      Kind,
-		Data:      map[string]providers.Secret{"value": v},
-		ExpiresAt: p.cfg.Now().Add(ttl),
-		LeaseID:   newLeaseID(),
+		Lease: providers.Lease{
+			ID:         newLeaseID(),
+			Credential: req.Name,
+			Subject:    req.Identity.Subject,
+			Kind:       Kind,
+			ExpiresAt:  p.cfg.Now().Add(ttl),
+		},
+		Data: map[string]providers.Secret{FieldValue: v},
 	}, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/credbroker/credbroker/providers"
+	"github.com/credbroker/credbroker/providers/providertest"
 )
 
 var epoch = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
@@ -42,7 +43,7 @@ func TestFileCredential(t *testing.T) {
 			if got := string(c.Data["value"].Reveal()); got != "first" {
 				t.Errorf("value %q, want the file without its newline", got)
 			}
-			if c.ExpiresAt != epoch.Add(tt.want) || c.Kind != Kind || !strings.HasPrefix(c.LeaseID, "static-") {
+			if c.ExpiresAt != epoch.Add(tt.want) || c.Kind != Kind || !strings.HasPrefix(c.ID, "static-") {
 				t.Errorf("got %+v", c)
 			}
 		})
@@ -117,4 +118,29 @@ func TestCancelledContext(t *testing.T) {
 	if _, err := p.Credential(ctx, providers.Request{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v", err)
 	}
+}
+
+// TestConformance runs the provider suite: a file-backed credential, and
+// one whose file was removed after start.
+func TestConformance(t *testing.T) {
+	dir := t.TempDir()
+	const canary = "CANARY-static-6d1f"
+	good, gone := filepath.Join(dir, "good"), filepath.Join(dir, "gone")
+	for _, f := range []string{good, gone} {
+		if err := os.WriteFile(f, []byte(canary+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := New(Config{Name: "conformance", File: good})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing, err := New(Config{Name: "conformance", File: gone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(gone); err != nil {
+		t.Fatal(err)
+	}
+	providertest.Run(t, providertest.Case{Kind: Kind, Fields: Fields, Provider: p, Failing: failing, Canary: canary})
 }
