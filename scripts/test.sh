@@ -102,6 +102,16 @@ fi
 stage "go build -race" "the first run compiles the runtime and every dependency again, with the race detector: a few minutes"
 progress go build -race -v ./...
 
+# Test peers that are built from source (a Vault server, MinIO) go to a
+# cache outside the clone and are reused; each script under scripts/peers/
+# builds its peer when the cache lacks it and prints where it is.
+export CREDBROKER_PEERS=${CREDBROKER_PEERS:-${XDG_CACHE_HOME:-$HOME/.cache}/credbroker-peers}
+for peer in scripts/peers/*.sh; do
+  [ -e "$peer" ] || continue
+  stage "test peer $(basename "$peer" .sh)" "built once into $CREDBROKER_PEERS, then reused"
+  bash "$peer"
+done
+
 stage "go test -race" "one line per package as it finishes; the cmd/credbroker end-to-end tests take the longest"
 go test -race -count=1 -timeout 15m ./...
 
