@@ -36,6 +36,11 @@
 // KindUndelivered row, so the log never shows as delivered a credential
 // whose caller was refused.
 //
+// Leases issued by decisions have a lifecycle of their own — issue,
+// refresh, renew, revoke, revoke failure — which the broker's lease manager
+// records with RecordLease as KindLease rows in the same chain. Filter.Lease
+// finds a lease's decision and lifecycle through an index of lease ids.
+//
 // A Record never holds a secret: Fingerprint gives an HMAC-SHA256 of the
 // issued secret under a per-install key kept in the key file (Path+".key",
 // mode 0600, created only with a new, empty log), which also holds the

@@ -72,7 +72,11 @@ func (f *tableFormatter) Write(r *Record) error {
 		}
 	}
 	decision := r.Decision
-	if r.Kind != "" && r.Kind != KindDecision {
+	switch r.Kind {
+	case "", KindDecision:
+	case KindLease:
+		decision = KindLease + " " + r.Decision
+	default:
 		decision = r.Kind
 	}
 	cells := []string{r.Time.UTC().Format(timeLayout), decision, r.Subject, r.Credential, r.Policy, r.Reason, r.DecisionID}

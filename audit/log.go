@@ -364,6 +364,16 @@ func (l *Log) Append(ctx context.Context, r *Record) error {
 	if err != nil {
 		return err
 	}
+	if err := l.submit(ctx, rw); err != nil {
+		return err
+	}
+	r.Seq, r.PrevHash, r.Hash = rw.seq, rw.prevHash, rw.hash
+	return nil
+}
+
+// submit queues rw for the next commit, leading the commit when none is
+// under way, and waits until it is committed.
+func (l *Log) submit(ctx context.Context, rw *row) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%w: append: %w", ErrUnavailable, context.Cause(ctx))
 	}
@@ -395,11 +405,7 @@ func (l *Log) Append(ctx context.Context, r *Record) error {
 			return errStopped
 		}
 	}
-	if req.err != nil {
-		return req.err
-	}
-	r.Seq, r.PrevHash, r.Hash = rw.seq, rw.prevHash, rw.hash
-	return nil
+	return req.err
 }
 
 // Fingerprint returns "hmac-sha256:" and the hex HMAC-SHA256 of secret under

@@ -17,6 +17,7 @@ type Filter struct {
 	Credential string    // exact credential name
 	Decision   string    // allow, deny or error
 	Policy     string    // exact policy name
+	Lease      string    // exact lease id: the decision that issued it and its lifecycle rows
 	// Kind selects rows by kind: "" every row but the signed heads (one a
 	// second under load, of interest to verifiers, not reviewers),
 	// KindAll every row, or one kind (KindDecision, KindUndelivered, …).
@@ -64,7 +65,7 @@ func Query(ctx context.Context, path string, f Filter, fn func(*Record) error) e
 // decisions_subject (subject, then time in order); a time window uses
 // decisions_time, which also tests the workload glob before the row is read;
 // a glob with a literal prefix and no window scans that prefix's range of
-// decisions_subject.
+// decisions_subject; a lease id uses decisions_lease (schema 3 on).
 func (f Filter) statement(c *conn) (string, []any) {
 	var where []string
 	var args []any
@@ -97,6 +98,13 @@ func (f Filter) statement(c *conn) (string, []any) {
 				}
 			}
 			add("subject GLOB ?", f.Workload)
+		}
+	}
+	if f.Lease != "" {
+		add("lease_id = ?", f.Lease)
+		if c.version >= 3 {
+			where = append(where, "lease_id != ''") // lets the partial index serve
+			index = "decisions_lease"
 		}
 	}
 	for _, eq := range [...]struct{ col, v string }{{"credential", f.Credential}, {"decision", f.Decision}, {"policy", f.Policy}} {

@@ -11,7 +11,7 @@ import (
 // schemaVersion is the version of the schema this package writes and reads.
 // Older databases are migrated forward when a Log opens them; readers refuse
 // a version other than this one (run the broker, or Open, once to migrate).
-const schemaVersion = 2
+const schemaVersion = 3
 
 // Keys of the meta table.
 const (
@@ -65,6 +65,11 @@ var migrations = [schemaVersion]string{
 	// Existing rows are decisions; adding a column with a default rewrites
 	// no row.
 	`ALTER TABLE decisions ADD COLUMN kind TEXT NOT NULL DEFAULT 'decision';`,
+
+	// 3: lease lifecycle rows (KindLease) join the decisions that issued
+	// their leases: "what happened to this lease" is answered from an index
+	// of lease ids, which only rows that name a lease enter.
+	`CREATE INDEX decisions_lease ON decisions (lease_id, seq) WHERE lease_id != '';`,
 }
 
 // migrate creates or upgrades the schema in one write transaction.
