@@ -1,0 +1,112 @@
+package oauth2
+
+import (
+	"encoding/json"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// Bounds on what an error repeats from an endpoint's answer.
+const (
+	maxCodeLen        = 64
+	maxDescriptionLen = 200
+)
+
+// ResponseError is an endpoint's refusal or unusable answer. Its fields are
+// already bounded and sanitised: printable ASCII, the client secret
+// redacted. The response body itself is never kept.
+type ResponseError struct {
+	// Endpoint is "token" or "revocation".
+	Endpoint string
+	// Status is the HTTP status code.
+	Status int
+	// Code is the OAuth error code (RFC 6749 §5.2), such as
+	// "invalid_client"; empty when the answer had none.
+	Code string
+	// Description is the server's error_description; empty when none.
+	Description string
+	// Problem says what was wrong with an answer that was not an OAuth
+	// error (no access token, not a token response); empty otherwise.
+	Problem string
+}
+
+func (e *ResponseError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s endpoint answered %d %s", e.Endpoint, e.Status, http.StatusText(e.Status))
+	if e.Code != "" {
+		fmt.Fprintf(&b, ": %s", e.Code)
+	}
+	if e.Description != "" {
+		fmt.Fprintf(&b, " (%q)", e.Description)
+	}
+	if e.Problem != "" {
+		fmt.Fprintf(&b, ": %s", e.Problem)
+	}
+	return b.String()
+}
+
+// newResponseError builds a ResponseError from what an endpoint said,
+// redacting secret (and its form encoding, in case the server echoes the
+// request body) before bounding and sanitising.
+func newResponseError(endpoint string, status int, code, description string, secret []byte) *ResponseError {
+	return &ResponseError{
+		Endpoint:    endpoint,
+		Status:      status,
+		Code:        sanitise(code, maxCodeLen, secret),
+		Description: sanitise(description, maxDescriptionLen, secret),
+	}
+}
+
+const redacted = "[redacted]"
+
+// sanitise returns s with every occurrence of secret replaced, every byte
+// outside printable ASCII replaced by '?', and cut to limit bytes (marked by
+// a trailing "...").
+func sanitise(s string, limit int, secret []byte) string {
+	if len(secret) > 0 {
+		s = strings.ReplaceAll(s, string(secret), redacted)
+		if enc := url.QueryEscape(string(secret)); enc != string(secret) {
+			s = strings.ReplaceAll(s, enc, redacted)
+		}
+	}
+	var b strings.Builder
+	for i := range len(s) {
+		if b.Len() >= limit {
+			b.WriteString("...")
+			break
+		}
+		if c := s[i]; c >= 0x20 && c <= 0x7e {
+			b.WriteByte(c)
+		} else {
+			b.WriteByte('?')
+		}
+	}
+	return b.String()
+}
+
+// parseErrorBody reads an RFC 6749 §5.2 error response (JSON, or a form
+// for the servers that answer that way), returning its error code and
+// description unsanitised; empty when the body is neither.
+func parseErrorBody(contentType string, body []byte) (code, description string) {
+	media, _, _ := mime.ParseMediaType(contentType)
+	switch media {
+	case "application/x-www-form-urlencoded", "text/plain":
+		v, err := url.ParseQuery(string(body))
+		if err != nil {
+			return "", ""
+		}
+		return v.Get("error"), v.Get("error_description")
+	default:
+		var e struct {
+			Code        string `json:"error"`
+			Description string `json:"error_description"`
+		}
+		if json.Unmarshal(body, &e) != nil {
+			return "", ""
+		}
+		return e.Code, e.Description
+	}
+}
