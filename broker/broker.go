@@ -76,6 +76,14 @@ type Recorder interface {
 	Fingerprint(secret []byte) string
 }
 
+// settler is the optional capability of a Provider to learn the fate of
+// the decision that obtained a credential: recorded, or not. A lease
+// manager releases (revokes) a credential minted for decisions none of
+// which was recorded.
+type settler interface {
+	Settle(lease providers.Lease, recorded bool)
+}
+
 // expecter is the optional capability of a Recorder to be told that a
 // record is on its way, so that concurrent decisions can share a commit.
 type expecter interface {
@@ -309,7 +317,7 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 		Now:     start,
 	}
 
-	id, err := b.attest(ctx, req, rec)
+	id, token, err := b.attest(ctx, req, rec)
 	if err != nil {
 		reason := "attestation failed"
 		var ae *attest.Error
@@ -342,15 +350,19 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 		return nil, b.finish(ctx, rec, start, &Error{Kind: KindDenied, Message: d.Reason})
 	}
 
-	cred, err := prov.Credential(ctx, providers.Request{Name: req.Credential, TTL: d.TTL, Identity: id})
+	cred, err := prov.Credential(ctx, providers.Request{Name: req.Credential, TTL: d.TTL, Identity: id, Token: providers.NewSecret([]byte(token))})
 	if err != nil {
-		return nil, b.refuse(ctx, rec, start, &Error{Kind: KindUnavailable, Message: fmt.Sprintf("credential %q is unavailable", req.Credential), Err: err})
+		return nil, b.refuse(ctx, rec, start, &Error{Kind: KindUnavailable, Message: unavailable(req.Credential, err), Err: err})
 	}
 	rec.Decision = resultAllow
 	rec.LeaseID = cred.ID
 	rec.ExpiresAt = cred.ExpiresAt.UTC()
 	rec.Fingerprint = b.audit.Fingerprint(canonicalSecret(cred.Data))
-	if err := b.finish(ctx, rec, start, nil); err != nil {
+	err = b.finish(ctx, rec, start, nil)
+	if s, ok := prov.(settler); ok {
+		s.Settle(cred.Lease, err == nil)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &Grant{DecisionID: rec.DecisionID, Name: req.Credential, Credential: cred}, nil
@@ -362,39 +374,55 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 // token's identity carries the peer's under Peer. rec learns the peer as
 // soon as it is known, so that a failed token is still recorded against
 // the process that presented it.
-func (b *Broker) attest(ctx context.Context, req *Request, rec *audit.Record) (attest.Identity, error) {
+//
+// token is the bearer token the identity was verified from (the caller's or
+// the ambient one), for providers that pass it upstream; "" otherwise.
+func (b *Broker) attest(ctx context.Context, req *Request, rec *audit.Record) (id attest.Identity, token string, err error) {
 	peer, err := b.attestPeer(ctx, req)
 	if err != nil {
 		// What the kernel reported of a refused peer is still recorded.
 		describePeer(rec, peer)
-		return attest.Identity{}, err
+		return attest.Identity{}, "", err
 	}
 	describeIdentity(rec, peer)
-	token := req.Bearer
+	token = req.Bearer
 	if token == "" && len(req.AWSIAM) == 0 && b.ambient != nil {
 		if token, err = b.ambient(); err != nil {
-			return attest.Identity{}, &attest.Error{Method: "ambient", Reason: "the ambient token is unavailable", Err: err}
+			return attest.Identity{}, "", &attest.Error{Method: "ambient", Reason: "the ambient token is unavailable", Err: err}
 		}
 	}
-	var id attest.Identity
 	switch {
 	case token != "" && len(req.AWSIAM) > 0:
-		return attest.Identity{}, attest.Failf("evidence", "present either a bearer token or aws_iam, not both")
+		return attest.Identity{}, "", attest.Failf("evidence", "present either a bearer token or aws_iam, not both")
 	case len(req.AWSIAM) > 0:
 		if b.aws == nil {
-			return attest.Identity{}, attest.Failf(attest.MethodAWS, "aws_iam evidence is not accepted: the aws attestor is not configured")
+			return attest.Identity{}, "", attest.Failf(attest.MethodAWS, "aws_iam evidence is not accepted: the aws attestor is not configured")
 		}
 		id, err = b.aws.AttestAWS(ctx, req.AWSIAM)
 	case token != "":
 		id, err = b.attestToken(ctx, token)
 	default:
-		return peer, nil
+		return peer, "", nil
 	}
 	if err != nil {
-		return attest.Identity{}, err
+		return attest.Identity{}, "", err
 	}
 	id.Peer = &peer
-	return id, nil
+	return id, token, nil
+}
+
+// unavailable is the caller's message for a provider failure: which
+// credential, and whether the broker's audit log or the provider failed.
+// The provider's own error goes to the log only.
+func unavailable(name string, err error) string {
+	switch {
+	case errors.Is(err, audit.ErrUnavailable):
+		return fmt.Sprintf("credential %q is unavailable: the audit log cannot record its issue; no credential was issued", name)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("credential %q is unavailable: its provider did not answer in time", name)
+	default:
+		return fmt.Sprintf("credential %q is unavailable: its provider failed (the broker's log has the cause)", name)
+	}
 }
 
 // attestPeer attests the connection itself: kernel peer credentials on the
