@@ -1,6 +1,7 @@
 package oauth2
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"mime"
@@ -21,7 +22,8 @@ const (
 type ResponseError struct {
 	// Endpoint is "token" or "revocation".
 	Endpoint string
-	// Status is the HTTP status code.
+	// Status is the HTTP status code; zero when the problem is in a
+	// successful answer's content.
 	Status int
 	// Code is the OAuth error code (RFC 6749 §5.2), such as
 	// "invalid_client"; empty when the answer had none.
@@ -35,7 +37,10 @@ type ResponseError struct {
 
 func (e *ResponseError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s endpoint answered %d %s", e.Endpoint, e.Status, http.StatusText(e.Status))
+	fmt.Fprintf(&b, "%s endpoint answered", e.Endpoint)
+	if e.Status != 0 {
+		fmt.Fprintf(&b, " %d %s", e.Status, http.StatusText(e.Status))
+	}
 	if e.Code != "" {
 		fmt.Fprintf(&b, ": %s", e.Code)
 	}
@@ -49,27 +54,35 @@ func (e *ResponseError) Error() string {
 }
 
 // newResponseError builds a ResponseError from what an endpoint said,
-// redacting secret (and its form encoding, in case the server echoes the
-// request body) before bounding and sanitising.
-func newResponseError(endpoint string, status int, code, description string, secret []byte) *ResponseError {
+// with every string in redact (the client secret in the forms it was sent
+// in) replaced before bounding and sanitising.
+func newResponseError(endpoint string, status int, code, description string, redact []string) *ResponseError {
 	return &ResponseError{
 		Endpoint:    endpoint,
 		Status:      status,
-		Code:        sanitise(code, maxCodeLen, secret),
-		Description: sanitise(description, maxDescriptionLen, secret),
+		Code:        sanitise(code, maxCodeLen, redact),
+		Description: sanitise(description, maxDescriptionLen, redact),
 	}
 }
 
 const redacted = "[redacted]"
 
-// sanitise returns s with every occurrence of secret replaced, every byte
-// outside printable ASCII replaced by '?', and cut to limit bytes (marked by
-// a trailing "...").
-func sanitise(s string, limit int, secret []byte) string {
-	if len(secret) > 0 {
-		s = strings.ReplaceAll(s, string(secret), redacted)
-		if enc := url.QueryEscape(string(secret)); enc != string(secret) {
-			s = strings.ReplaceAll(s, enc, redacted)
+// secretForms returns the forms in which a request carries the client
+// secret: as is, form-encoded (in a body), and inside the Basic
+// credentials. A server that echoes its request shows one of them.
+func secretForms(clientID string, secret []byte) []string {
+	enc := url.QueryEscape(string(secret))
+	basic := base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(clientID) + ":" + enc))
+	return []string{string(secret), enc, basic}
+}
+
+// sanitise returns s with every occurrence of the strings in redact
+// replaced, every byte outside printable ASCII replaced by '?', and cut to
+// limit bytes (marked by a trailing "...").
+func sanitise(s string, limit int, redact []string) string {
+	for _, r := range redact {
+		if r != "" {
+			s = strings.ReplaceAll(s, r, redacted)
 		}
 	}
 	var b strings.Builder

@@ -211,12 +211,12 @@ func (p *Provider) Credential(ctx context.Context, req providers.Request) (provi
 	var lifetime time.Duration
 	if !tok.Expiry.IsZero() {
 		if lifetime = time.Until(tok.Expiry).Round(time.Second); lifetime <= 0 {
-			return providers.Credential{}, p.errorf("%w", &ResponseError{Endpoint: "token", Status: http.StatusOK, Problem: "the token has already expired (expires_in is not positive)"})
+			return providers.Credential{}, p.errorf("%w", &ResponseError{Endpoint: "token", Problem: "the token has already expired (expires_in is not positive)"})
 		}
 	}
 	tokenType := tok.Type()
 	if !isVSChars(tok.AccessToken) || !isVSChars(tokenType) {
-		return providers.Credential{}, p.errorf("%w", &ResponseError{Endpoint: "token", Status: http.StatusOK, Problem: "the access token or token type has characters outside printable ASCII"})
+		return providers.Credential{}, p.errorf("%w", &ResponseError{Endpoint: "token", Problem: "the access token or token type has characters outside printable ASCII"})
 	}
 	now := p.cfg.Now()
 	expiresAt := now.Add(p.lifetime(req.TTL, lifetime))
@@ -261,20 +261,20 @@ func (p *Provider) tokenError(err error, secret []byte) error {
 	var ue *url.Error
 	switch {
 	case errors.As(err, &re):
-		status := http.StatusOK
+		status := 0
 		if re.Response != nil {
 			status = re.Response.StatusCode
 		}
-		return p.errorf("%w", newResponseError("token", status, re.ErrorCode, re.ErrorDescription, secret))
+		return p.errorf("%w", newResponseError("token", status, re.ErrorCode, re.ErrorDescription, secretForms(p.cfg.ClientID, secret)))
 	case errors.As(err, &ue):
 		// ue.URL may be a redirect's target, chosen by the server: name the
 		// configured endpoint instead.
 		return p.errorf("token endpoint %s: %w", p.tokenURL, ue.Err)
 	case err.Error() == "oauth2: server response missing access_token":
-		return p.errorf("%w", &ResponseError{Endpoint: "token", Status: http.StatusOK, Problem: "the response has no access_token"})
+		return p.errorf("%w", &ResponseError{Endpoint: "token", Problem: "the response has no access_token"})
 	default:
 		// The library's parse errors may quote the body.
-		return p.errorf("%w", &ResponseError{Endpoint: "token", Status: http.StatusOK, Problem: "the response is not a token response"})
+		return p.errorf("%w", &ResponseError{Endpoint: "token", Problem: "the response is not a token response"})
 	}
 }
 
@@ -326,7 +326,7 @@ func (r *RevokingProvider) Revoke(ctx context.Context, lease providers.Lease) er
 	}
 	if resp.StatusCode != http.StatusOK {
 		code, desc := parseErrorBody(resp.Header.Get("Content-Type"), body)
-		return p.errorf("revoke %s: %w", lease.ID, newResponseError("revocation", resp.StatusCode, code, desc, secret))
+		return p.errorf("revoke %s: %w", lease.ID, newResponseError("revocation", resp.StatusCode, code, desc, secretForms(p.cfg.ClientID, secret)))
 	}
 	p.forget(lease.ID)
 	p.log.DebugContext(ctx, "oauth2 token revoked", "lease", lease.ID)
