@@ -326,7 +326,9 @@ func (r *RevokingProvider) Revoke(ctx context.Context, lease providers.Lease) er
 	}
 	if resp.StatusCode != http.StatusOK {
 		code, desc := parseErrorBody(resp.Header.Get("Content-Type"), body)
-		return p.errorf("revoke %s: %w", lease.ID, newResponseError("revocation", resp.StatusCode, code, desc, secretForms(p.cfg.ClientID, secret)))
+		// The server may echo the request, which carries the token too.
+		redact := append(secretForms(p.cfg.ClientID, secret), form.Get("token"), url.QueryEscape(form.Get("token")))
+		return p.errorf("revoke %s: %w", lease.ID, newResponseError("revocation", resp.StatusCode, code, desc, redact))
 	}
 	p.forget(lease.ID)
 	p.log.DebugContext(ctx, "oauth2 token revoked", "lease", lease.ID)

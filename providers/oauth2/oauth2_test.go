@@ -529,7 +529,7 @@ func TestRevokeErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "revocation endpoint answered 503 Service Unavailable: temporarily_unavailable") {
 		t.Fatalf("revoke at a failing endpoint: %v", err)
 	}
-	for _, a := range leakForms(cfg.ClientID) {
+	for _, a := range append(leakForms(cfg.ClientID), string(c.Data[FieldToken].Reveal())) {
 		if strings.Contains(err.Error(), a) {
 			t.Errorf("error carries %q: %v", a, err)
 		}
@@ -571,6 +571,11 @@ func (s *syncBuffer) String() string {
 // echoes the request, client secret included, in its error.
 func TestConformance(t *testing.T) {
 	f := newFixture(t)
+	const plainSecret = "CANARYplainSecret0b8e"
+	f.srv.addClient("plain-client", testClient{secret: plainSecret, method: "post", expiresIn: 120})
+	plain := f.post()
+	plain.ClientID, plain.Scopes = "plain-client", nil
+	plain.ClientSecretFile = writeFile(t, filepath.Join(t.TempDir(), "plain"), plainSecret)
 	for _, tt := range []struct {
 		name   string
 		cfg    Config
@@ -578,6 +583,9 @@ func TestConformance(t *testing.T) {
 	}{
 		{"basic, revoking", f.basic(), basicSecret},
 		{"post", f.post(), postSecret},
+		// A secret that form encoding leaves as is, so that the failing
+		// endpoint's echo carries the canary verbatim.
+		{"post, plain secret", plain, plainSecret},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			logs := &syncBuffer{}
