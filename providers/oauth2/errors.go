@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -80,6 +81,10 @@ func secretForms(clientID string, secret []byte) []string {
 // replaced, every byte outside printable ASCII replaced by '?', and cut to
 // limit bytes (marked by a trailing "...").
 func sanitise(s string, limit int, redact []string) string {
+	// Longest first: one form may contain another (a Basic credential the
+	// bare secret), and the longer must go whole.
+	redact = slices.Clone(redact)
+	slices.SortFunc(redact, func(a, b string) int { return len(b) - len(a) })
 	for _, r := range redact {
 		if r != "" {
 			s = strings.ReplaceAll(s, r, redacted)
