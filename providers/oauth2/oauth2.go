@@ -271,6 +271,8 @@ func (p *Provider) tokenError(err error, secret []byte) error {
 		// configured endpoint instead.
 		return p.errorf("token endpoint %s: %w", p.tokenURL, ue.Err)
 	case err.Error() == "oauth2: server response missing access_token":
+		// The library has no sentinel for it; should its wording change,
+		// the case below still gives a safe, if vaguer, message.
 		return p.errorf("%w", &ResponseError{Endpoint: "token", Problem: "the response has no access_token"})
 	default:
 		// The library's parse errors may quote the body.

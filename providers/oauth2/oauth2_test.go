@@ -648,3 +648,19 @@ func TestContextCancelledDuringRequest(t *testing.T) {
 		t.Fatalf("error %v does not wrap context.Canceled", err)
 	}
 }
+
+// TestTransport: a caller-supplied transport replaces the default one and
+// decides what it trusts.
+func TestTransport(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.basic()
+	cfg.CAFile = ""
+	cfg.Transport = f.srv.srv.Client().Transport // trusts the server's certificate
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Credential(context.Background(), providers.Request{Name: cfg.Name, Identity: caller}); err != nil {
+		t.Fatal(err)
+	}
+}
