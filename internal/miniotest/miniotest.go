@@ -32,6 +32,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -77,8 +78,9 @@ func Binary() string {
 	return filepath.Join(peers, "minio-"+Version, "minio")
 }
 
-// Start starts MinIO and waits until it answers its liveness endpoint; it
-// fails the test when MinIO cannot be built or started.
+// Start starts MinIO and waits until it answers its liveness endpoint and
+// its STS issues credentials; it fails the test when MinIO cannot be built
+// or started, or is not ready within two minutes.
 func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := ensureBinary(t)
@@ -124,17 +126,25 @@ func Start(t testing.TB) *Server {
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for {
-		if s.answers(ctx, "/minio/health/live") {
-			break
-		}
-		select {
-		case err := <-exited:
-			exited <- err // for Cleanup
-			t.Fatalf("miniotest: minio exited before answering (%v); its output:\n%s", err, out.String())
-		case <-ctx.Done():
-			t.Fatalf("miniotest: minio did not answer %s/minio/health/live within 2 minutes; its output:\n%s", s.URL, out.String())
-		case <-tick.C:
+	// Liveness says the listener is up; IAM, which STS and temporary
+	// credentials need, initialises after it (STS answers 503 until then),
+	// so readiness is an AssumeRole that STS accepts.
+	for _, probe := range []struct {
+		what string
+		ok   func(context.Context) bool
+	}{
+		{"answer /minio/health/live", func(ctx context.Context) bool { return s.answers(ctx, "/minio/health/live") }},
+		{"accept an STS AssumeRole", s.stsReady},
+	} {
+		for !probe.ok(ctx) {
+			select {
+			case err := <-exited:
+				exited <- err // for Cleanup
+				t.Fatalf("miniotest: minio exited before it would %s (%v); its output:\n%s", probe.what, err, out.String())
+			case <-ctx.Done():
+				t.Fatalf("miniotest: minio at %s did not %s within 2 minutes; its output:\n%s", s.URL, probe.what, out.String())
+			case <-tick.C:
+			}
 		}
 	}
 	t.Cleanup(func() {
@@ -148,6 +158,28 @@ func Start(t testing.TB) *Server {
 func (s *Server) answers(ctx context.Context, path string) bool {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+path, nil)
 	if err != nil {
+		return false
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// stsReady sends an AssumeRole signed by the root user and reports whether
+// STS issued credentials (which then expire unused).
+func (s *Server) stsReady(ctx context.Context) bool {
+	body := "Action=AssumeRole&Version=2011-06-15&DurationSeconds=900"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/", strings.NewReader(body))
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	sum := sha256.Sum256([]byte(body))
+	if err := v4.NewSigner().SignHTTP(ctx, s.Root(), req, hex.EncodeToString(sum[:]), "sts", Region, time.Now()); err != nil {
 		return false
 	}
 	resp, err := s.client.Do(req)
