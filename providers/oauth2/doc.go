@@ -33,7 +33,9 @@
 //     secret is never sent to another host.
 //   - Errors name the endpoint, the HTTP status and the OAuth error code and
 //     description (bounded, reduced to printable ASCII, the client secret
-//     redacted); never the response body, never the client secret.
+//     in each form a request carries it and a revoked token redacted);
+//     never the response body. Errors from the server are *ResponseError.
+//   - A request is bounded by the caller's context and by 30 seconds.
 //   - With revocation_url, the provider is a RevokingProvider (built by
 //     NewRevoking, or by Open, which picks), a providers.Revoker: it
 //     remembers the tokens it issued until they expire and revokes one on
