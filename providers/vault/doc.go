@@ -4,25 +4,26 @@
 //
 // Under a credential, users write one of:
 //
-//	- name: stripe-kv
-//	  ttl: 1h
-//	  vault:
-//	    address: https://vault.internal:8200   # https, or http to a loopback host
-//	    namespace: team-a                       # Vault Enterprise; default none
-//	    ca_file: secrets/vault-ca.pem           # extra trusted CAs; default system roots
-//	    auth: {token_file: /run/vault/token}    # re-read when the file changes
-//	    kv: {mount: secret, path: stripe, field: key}   # mount default secret
+//	credentials:
+//	  - name: stripe-kv
+//	    ttl: 1h
+//	    vault:
+//	      address: https://vault.internal:8200   # https, or http to a loopback host
+//	      namespace: team-a                       # Vault Enterprise; default none
+//	      ca_file: secrets/vault-ca.pem           # extra trusted CAs; default system roots
+//	      auth: {token_file: /run/vault/token}    # re-read when the file changes
+//	      kv: {mount: secret, path: stripe, field: key}   # mount default secret
 //
-//	- name: orders-db
-//	  ttl: 15m
-//	  vault:
-//	    address: https://vault.internal:8200
-//	    auth:
-//	      kubernetes: {role: broker, token_file: …, mount: kubernetes}  # token_file default the projected SA token
-//	      # or approle: {role_id: …, secret_id_file: secrets/secret-id, mount: approle}
-//	      # or jwt: {role: broker, mount: jwt, token_file: …}
-//	      # or jwt: {role: workloads, pass_caller_token: true}
-//	    dynamic: {path: database/creds/orders-ro, fields: [username, password]}  # fields default [username, password]
+//	  - name: orders-db
+//	    ttl: 15m
+//	    vault:
+//	      address: https://vault.internal:8200
+//	      auth:
+//	        kubernetes: {role: broker, token_file: …, mount: kubernetes}  # token_file default the projected SA token
+//	        # or approle: {role_id: …, secret_id_file: secrets/secret-id, mount: approle}
+//	        # or jwt: {role: broker, mount: jwt, token_file: …}
+//	        # or jwt: {role: workloads, mount: jwt, pass_caller_token: true}
+//	      dynamic: {path: database/creds/orders-ro, fields: [username, password]}  # fields default [username, password]
 //
 // The contract:
 //

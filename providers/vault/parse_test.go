@@ -199,4 +199,3 @@ func FuzzLeaseIDs(f *testing.F) {
 		}
 	})
 }
-
