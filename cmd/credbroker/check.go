@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path"
@@ -34,7 +35,7 @@ func (c *cli) check(args []string) int {
 	}
 	lc, err := loadAll(*configPath, self, nil)
 	if err == nil {
-		_, _, err = buildProviders(lc.cfg)
+		_, _, err = buildProviders(lc.cfg, nil, "", slog.New(slog.DiscardHandler))
 	}
 	if err != nil {
 		for _, line := range problemLines(err) {

@@ -41,7 +41,7 @@ credentials:
   - {name: demo, static: {file: secrets/demo}}
   - {name: demo, static: {file: secrets/demo}}
   - {name: both, static: {file: secrets/demo, env: X}}
-  - {name: pg, postgres: {admin_dsn_file: x}}
+  - {name: api, oauth2: {client_id: x}}
   - {name: missing, static: {file: secrets/none}}
 attestors:
   kubernetes: {issuer: https://k}
@@ -70,8 +70,8 @@ attestors:
 	for _, want := range []string{
 		cfg + `:2: socket_mode "9999"`,
 		cfg + `:7: credential "demo" is defined twice (first at ` + cfg + `:6)`,
-		cfg + `:8: credential "both": static needs exactly one of file and env`,
-		cfg + `:9: credential "pg": provider "postgres" is not supported`,
+		cfg + `:8: credential "both": static: exactly one of file and env must be set`,
+		cfg + `:9: credential "api": oauth2: `,
 		cfg + `:12: `,
 		pol + `:3: `,
 	} {

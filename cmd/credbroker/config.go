@@ -41,6 +41,9 @@ const (
 	adminMaxConnections = 16
 
 	defaultKubernetesIssuer = "https://kubernetes.default.svc"
+
+	// leasesSuffix names the lease store beside the audit database.
+	leasesSuffix = ".leases"
 )
 
 // Config is credbroker's configuration file (or directory of files).
@@ -73,6 +76,8 @@ type Config struct {
 	Attestors AttestorsConfig `yaml:"attestors"`
 	// Credentials are the credentials the broker can issue.
 	Credentials []CredentialConfig `yaml:"credentials"`
+	// Leases configures the lease manager of minted credentials.
+	Leases LeasesConfig `yaml:"leases"`
 	// Listeners are injection listeners.
 	Listeners []yaml.Node `yaml:"listeners"`
 	// Log configures the broker's own log.
@@ -222,25 +227,16 @@ type AmbientConfig struct {
 	TokenFile string `yaml:"token_file"`
 }
 
-// CredentialConfig is one credential.
-type CredentialConfig struct {
-	// Name is what callers ask for.
-	Name string `yaml:"name"`
-	// TTL of each issue; default 1h. A policy's ttl can shorten it.
-	TTL Duration `yaml:"ttl"`
-	// Static reads the value from a file or an environment variable.
-	Static *StaticConfig `yaml:"static"`
-	// Postgres, Vault, AWSSTS and OAuth2 are reserved provider keys.
-	Postgres yaml.Node `yaml:"postgres"`
-	Vault    yaml.Node `yaml:"vault"`
-	AWSSTS   yaml.Node `yaml:"aws_sts"`
-	OAuth2   yaml.Node `yaml:"oauth2"`
-}
-
-// StaticConfig is a static credential's source: exactly one of File and Env.
-type StaticConfig struct {
-	File string `yaml:"file"`
-	Env  string `yaml:"env"`
+// LeasesConfig configures the lease manager, which caches, refreshes,
+// records and revokes the credentials providers mint.
+type LeasesConfig struct {
+	// Store is the SQLite file of revocable leases and pending revocations
+	// (the broker's own state, not the audit log); default the audit
+	// database's path + ".leases".
+	Store string `yaml:"store"`
+	// RefreshAt is the fraction of a credential's lifetime after which the
+	// next request starts a refresh, in (0, 1); default 0.5.
+	RefreshAt float64 `yaml:"refresh_at"`
 }
 
 // LogConfig configures the broker's log.
@@ -378,6 +374,13 @@ func (cfg *Config) merge(file string) []error {
 	set("audit.key_file", &cfg.Audit.KeyFile, one.Audit.KeyFile)
 	set("audit.head_file", &cfg.Audit.HeadFile, one.Audit.HeadFile)
 	set("audit.checkpoint.file", &cfg.Audit.Checkpoint.File, one.Audit.Checkpoint.File)
+	set("leases.store", &cfg.Leases.Store, one.Leases.Store)
+	if one.Leases.RefreshAt != 0 {
+		if cfg.Leases.RefreshAt != 0 {
+			errs = append(errs, ConfigError{src["leases.refresh_at"], "leases.refresh_at is already set in " + cfg.sources["leases.refresh_at"]})
+		}
+		cfg.Leases.RefreshAt, cfg.sources["leases.refresh_at"] = one.Leases.RefreshAt, src["leases.refresh_at"]
+	}
 	set("log.level", &cfg.Log.Level, one.Log.Level)
 	set("log.format", &cfg.Log.Format, one.Log.Format)
 	if one.Admin != nil {
@@ -438,7 +441,7 @@ func setOnce[T any](cfg *Config, src map[string]string, key string, dst **T, v *
 
 // resolvePaths makes the file's relative paths relative to its directory.
 func (cfg *Config) resolvePaths(dir string) {
-	for _, p := range []*string{&cfg.Socket, &cfg.Policies, &cfg.Audit.Path, &cfg.Audit.KeyFile, &cfg.Audit.HeadFile, &cfg.Audit.Checkpoint.File} {
+	for _, p := range []*string{&cfg.Socket, &cfg.Policies, &cfg.Audit.Path, &cfg.Leases.Store, &cfg.Audit.KeyFile, &cfg.Audit.HeadFile, &cfg.Audit.Checkpoint.File} {
 		*p = resolve(dir, *p)
 	}
 	if a := cfg.Attestors.Ambient; a != nil {
@@ -458,8 +461,10 @@ func (cfg *Config) resolvePaths(dir string) {
 		}
 	}
 	for i := range cfg.Credentials {
-		if s := cfg.Credentials[i].Static; s != nil {
-			s.File = resolve(dir, s.File)
+		if p := cfg.Credentials[i].Provider; p != nil {
+			for _, path := range p.Paths() {
+				*path = resolve(dir, *path)
+			}
 		}
 	}
 }
@@ -565,6 +570,9 @@ func (cfg *Config) applyDefaults() {
 	if a := cfg.Attestors.AWS; a != nil && a.ReplayDB == "" {
 		a.ReplayDB = defaultReplayDB(cfg.Audit.Path)
 	}
+	if cfg.Leases.Store == "" {
+		cfg.Leases.Store = cfg.Audit.Path + leasesSuffix
+	}
 	if cfg.Log.Level == "" {
 		cfg.Log.Level = "info"
 	}
@@ -622,6 +630,9 @@ func (cfg *Config) Validate() error {
 	if a := cfg.Attestors.Ambient; a != nil && a.TokenFile == "" {
 		bad("attestors.ambient", "attestors.ambient needs token_file")
 	}
+	if r := cfg.Leases.RefreshAt; r < 0 || r >= 1 {
+		bad("leases.refresh_at", "leases.refresh_at %v: use a fraction of the lifetime between 0 and 1 (default 0.5)", r)
+	}
 	if msg := cfg.Attestors.tokenCacheProblem(); msg != "" {
 		bad("attestors.token_cache_ttl", "%s", msg)
 	}
@@ -638,17 +649,17 @@ func (cfg *Config) Validate() error {
 			bad(key+".name", "credential %q is defined twice (first at %s)", c.Name, cfg.pos(fmt.Sprintf("credentials.%d", j)))
 		}
 		seen[c.Name] = i
-		reserved := map[string]yaml.Node{"postgres": c.Postgres, "vault": c.Vault, "aws_sts": c.AWSSTS, "oauth2": c.OAuth2}
-		for _, kind := range sortedKeys(reserved) {
-			if reserved[kind].Kind != 0 {
-				bad(key+"."+kind, "credential %q: provider %q is not supported by this version of credbroker", c.Name, kind)
-			}
+		if c.TTL < 0 {
+			bad(key+".ttl", "credential %q: ttl must be positive", c.Name)
 		}
-		switch s := c.Static; {
-		case s == nil && c.Postgres.Kind == 0 && c.Vault.Kind == 0 && c.AWSSTS.Kind == 0 && c.OAuth2.Kind == 0:
-			bad(key, "credential %q has no provider (static: {file: …} or static: {env: …})", c.Name)
-		case s != nil && (s.File == "") == (s.Env == ""):
-			bad(key+".static", "credential %q: static needs exactly one of file and env", c.Name)
+		if c.Provider == nil {
+			bad(key, "credential %q has no provider: give one of %s (for example static: {file: …})", c.Name, providerKeys())
+			continue
+		}
+		if err := c.Provider.Validate(); err != nil {
+			for _, e := range unjoin(err) {
+				bad(key+"."+c.Kind, "credential %q: %v", c.Name, e)
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -685,6 +696,14 @@ func (cfg *Config) socketGID() (int, error) {
 // validName is the rule for credential names, which the socket API
 // enforces too.
 func validName(s string) bool { return broker.ValidName(s) }
+
+// unjoin splits an errors.Join into its errors, one message each.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

@@ -33,7 +33,7 @@ import (
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/policies"
-	"github.com/credbroker/credbroker/providers/static"
+	"github.com/credbroker/credbroker/providers/lease"
 )
 
 // shutdownTimeout bounds how long in-flight requests may take to finish
@@ -294,10 +294,36 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	creds, kinds, err := buildProviders(cfg)
+	// The lease manager, when a provider mints credentials, writes
+	// lifecycle rows: it stops after the listeners drained and before the
+	// audit log.
+	var leases *lease.Manager
+	installID := ""
+	if cfg.mintsCredentials() {
+		store, err := lease.OpenStore(ctx, cfg.Leases.Store)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		installID = store.InstallID()
+		if leases, err = lease.New(lease.Config{Store: store, Audit: alog, RefreshAt: cfg.Leases.RefreshAt, Logger: log.With("component", "leases")}); err != nil {
+			return err
+		}
+	}
+	creds, kinds, err := buildProviders(cfg, leases, installID, log)
 	if err != nil {
 		return err
 	}
+	leaseCtx, stopLeases := context.WithCancel(context.Background())
+	leasesStopped := make(chan struct{})
+	var leasesErr error
+	go func() {
+		defer close(leasesStopped)
+		if leases != nil {
+			leasesErr = leases.Run(leaseCtx)
+		}
+	}()
+	defer func() { stopLeases(); <-leasesStopped }() // before the store closes
 	evidence, err := buildAttestors(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -426,6 +452,8 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	case <-ctx.Done():
 		log.Info("shutting down: draining in-flight requests")
 	case err := <-srvErr:
+		stopLeases()
+		<-leasesStopped
 		stopAudit()
 		wg.Wait()
 		return fmt.Errorf("socket server: %w", err)
@@ -438,6 +466,11 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	}
 	if adminSrv != nil {
 		_ = adminSrv.Shutdown(shutCtx)
+	}
+	stopLeases()
+	<-leasesStopped
+	if leasesErr != nil {
+		shutErr = errors.Join(shutErr, fmt.Errorf("lease manager: %w", leasesErr))
 	}
 	stopAudit()
 	wg.Wait()
@@ -561,23 +594,47 @@ func (w awsAdapter) AttestAWS(ctx context.Context, signed json.RawMessage) (atte
 	return w.a.Attest(ctx, r)
 }
 
-// buildProviders creates one provider per configured credential.
-func buildProviders(cfg *Config) (map[string]broker.Provider, map[string]string, error) {
+// buildProviders creates one provider per configured credential; those
+// that mint credentials are put under the lease manager m.
+func buildProviders(cfg *Config, m *lease.Manager, installID string, log *slog.Logger) (map[string]broker.Provider, map[string]string, error) {
 	creds := map[string]broker.Provider{}
 	kinds := map[string]string{}
 	var errs []error
 	for i, c := range cfg.Credentials {
-		if c.Static == nil {
+		kind, ok := providerKinds[c.Kind]
+		if !ok || c.Provider == nil {
 			continue // Validate has reported it
 		}
-		p, err := static.New(static.Config{Name: c.Name, File: c.Static.File, Env: c.Static.Env, TTL: time.Duration(c.TTL)})
+		if kind.managed && m == nil {
+			continue // check: the section is validated; nothing is contacted
+		}
+		key := fmt.Sprintf("credentials.%d.%s", i, c.Kind)
+		p, err := kind.build(c.Provider, buildContext{name: c.Name, ttl: time.Duration(c.TTL), installID: installID, log: log.With("credential", c.Name)})
 		if err != nil {
-			errs = append(errs, ConfigError{cfg.pos(fmt.Sprintf("credentials.%d.static", i)), err.Error()})
+			errs = append(errs, ConfigError{cfg.pos(key), err.Error()})
 			continue
 		}
-		creds[c.Name], kinds[c.Name] = p, static.Kind
+
+		if kind.managed {
+			if p, err = m.Add(c.Name, p); err != nil {
+				errs = append(errs, ConfigError{cfg.pos(key), err.Error()})
+				continue
+			}
+		}
+		creds[c.Name], kinds[c.Name] = p, c.Kind
 	}
 	return creds, kinds, errors.Join(errs...)
+}
+
+// mintsCredentials reports whether a credential's provider mints
+// credentials, which the lease manager then manages.
+func (cfg *Config) mintsCredentials() bool {
+	for _, c := range cfg.Credentials {
+		if providerKinds[c.Kind].managed {
+			return true
+		}
+	}
+	return false
 }
 
 // removeSocket closes ln and removes the socket file if it is still ours:

@@ -39,21 +39,41 @@ const DefaultTTL = time.Hour
 // ErrUnavailable is wrapped by every failure to produce the value.
 var ErrUnavailable = errors.New("static: credential value unavailable")
 
-// Config configures one static credential. Exactly one of File and Env is set.
+// Config configures one static credential. Exactly one of File and Env is
+// set. In the configuration file: static: {file: PATH} or static: {env: VAR}.
 type Config struct {
+	// File holds the value; re-read when it changes. No default.
+	File string `yaml:"file"`
+	// Env names the environment variable that holds the value, read once
+	// at start. No default.
+	Env string `yaml:"env"`
+
 	// Name is the credential's name, used in errors.
-	Name string
-	// File holds the value; re-read when it changes.
-	File string
-	// Env names the environment variable that holds the value.
-	Env string
+	Name string `yaml:"-"`
 	// TTL is the lifetime of each issue; default DefaultTTL.
-	TTL time.Duration
+	TTL time.Duration `yaml:"-"`
 	// Now returns the current time; default time.Now.
-	Now func() time.Time
+	Now func() time.Time `yaml:"-"`
 	// LookupEnv reads the environment; default os.LookupEnv.
-	LookupEnv func(string) (string, bool)
+	LookupEnv func(string) (string, bool) `yaml:"-"`
 }
+
+// Validate reports what is wrong with c, without reading anything.
+func (c *Config) Validate() error {
+	if (c.File == "") == (c.Env == "") {
+		return errors.New("static: exactly one of file and env must be set")
+	}
+	if c.TTL < 0 {
+		return errors.New("static: ttl must be positive")
+	}
+	return nil
+}
+
+// Fields are the data fields of the credential: FieldValue.
+func (c *Config) Fields() []string { return Fields }
+
+// Paths are c's file paths, for resolving relative ones.
+func (c *Config) Paths() []*string { return []*string{&c.File} }
 
 // Provider serves one static credential.
 type Provider struct {
@@ -72,11 +92,8 @@ type fileStamp struct {
 // New validates cfg and reads the value once, so a missing file or variable
 // is reported at start rather than on the first request.
 func New(cfg Config) (*Provider, error) {
-	if (cfg.File == "") == (cfg.Env == "") {
-		return nil, fmt.Errorf("static: credential %q: exactly one of file and env must be set", cfg.Name)
-	}
-	if cfg.TTL < 0 {
-		return nil, fmt.Errorf("static: credential %q: ttl must be positive", cfg.Name)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("credential %q: %w", cfg.Name, err)
 	}
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultTTL
