@@ -2,8 +2,8 @@ package main
 
 import (
 	"fmt"
-	"maps"
 	"log/slog"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
