@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 
 	"github.com/credbroker/credbroker/providers"
 )
@@ -267,7 +268,20 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	opts := []func(*config.LoadOptions) error{config.WithRegion(cfg.Region)}
+	log := cfg.Logger
+	opts := []func(*config.LoadOptions) error{
+		config.WithRegion(cfg.Region),
+		// The SDK's own warnings (a response body it could not drain, for
+		// example) go to the provider's logger rather than to stderr. Its
+		// request and response logging stays off.
+		config.WithLogger(logging.LoggerFunc(func(c logging.Classification, format string, v ...any) {
+			level := slog.LevelDebug
+			if c == logging.Warn {
+				level = slog.LevelWarn
+			}
+			log.Log(context.Background(), level, "aws_sts: sdk: "+fmt.Sprintf(format, v...), slog.String("credential", cfg.Name))
+		})),
+	}
 	if cfg.Credentials != nil {
 		opts = append(opts, config.WithCredentialsProvider(cfg.Credentials))
 	}

@@ -162,10 +162,13 @@ func TestConformanceMinIO(t *testing.T) {
 	})
 }
 
-// BenchmarkIssue measures one issue — the first-issue latency the lease
-// manager sees on a cache miss — against MinIO's STS (plain HTTP on
-// loopback) and the AWS STS stand-in (HTTPS on loopback, connections kept
-// alive across iterations).
+// BenchmarkIssue measures one issue — the latency the lease manager sees
+// on a cache miss — against MinIO's STS (plain HTTP on loopback) and the
+// AWS STS stand-in (HTTPS on loopback, with session tags, a source
+// identity and an external id): warm, with the connection kept alive
+// across iterations, and cold, with a new provider and connection (and,
+// for the stand-in, a TLS handshake) per issue, as at the first issue
+// after start.
 func BenchmarkIssue(b *testing.B) {
 	ctx := context.Background()
 	req := providers.Request{Name: "bench", TTL: 15 * time.Minute, Identity: k8sIdentity}
@@ -173,6 +176,32 @@ func BenchmarkIssue(b *testing.B) {
 		m := miniotest.Start(b)
 		p := minioProvider(b, m, credentials.NewStaticCredentialsProvider(m.RootUser, m.RootPassword, ""), nil)
 		for b.Loop() {
+			if _, err := p.Credential(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// Cold: a new provider per issue, so each pays for a new connection, as
+	// the first issue after start does.
+	b.Run("minio-cold", func(b *testing.B) {
+		m := miniotest.Start(b)
+		root := credentials.NewStaticCredentialsProvider(m.RootUser, m.RootPassword, "")
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			p := minioProvider(b, m, root, nil)
+			b.StartTimer()
+			if _, err := p.Credential(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("aws-sts-standin-cold", func(b *testing.B) {
+		s := startAWSSTS(b)
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			s.Client().CloseIdleConnections()
+			p := s.provider(b, Config{})
+			b.StartTimer()
 			if _, err := p.Credential(ctx, req); err != nil {
 				b.Fatal(err)
 			}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -432,23 +433,51 @@ func TestDurationSeconds(t *testing.T) {
 	}
 }
 
+var printableCases = []struct {
+	in      string
+	limit   int
+	secrets []string
+	want    string
+}{
+	{"Access denied", 512, nil, "Access denied"},
+	{"token abcdef123 is bad", 512, []string{"abcdef123"}, "token [redacted] is bad"},
+	{"short ab stays", 512, []string{"ab"}, "short ab stays"},
+	{"line\nbreak\x00\xff", 512, nil, "line break  "},
+	{"0123456789", 4, nil, "0123…"},
+	{"at the cut: xxxxSECRETKEY", 16, []string{"SECRETKEY"}, "at the cut: xxxx…"},
+}
+
 func TestPrintable(t *testing.T) {
-	for _, tt := range []struct {
-		in      string
-		limit   int
-		secrets []string
-		want    string
-	}{
-		{"Access denied", 512, nil, "Access denied"},
-		{"token abcdef123 is bad", 512, []string{"abcdef123"}, "token [redacted] is bad"},
-		{"short ab stays", 512, []string{"ab"}, "short ab stays"},
-		{"line\nbreak\x00\xff", 512, nil, "line break  "},
-		{"0123456789", 4, nil, "0123…"},
-	} {
+	for _, tt := range printableCases {
 		if got := printable(tt.in, tt.limit, tt.secrets); got != tt.want {
 			t.Errorf("printable(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
+}
+
+// FuzzPrintable feeds STS error messages (which an STS, or something
+// answering in its place, chooses freely) through the sanitiser: the result
+// is valid UTF-8 without control characters, bounded, and never shows a key
+// or token (secrets drawn from the base64 and JWT alphabets they use).
+func FuzzPrintable(f *testing.F) {
+	for _, tt := range printableCases {
+		secret := "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+		if len(tt.secrets) > 0 {
+			secret = tt.secrets[0]
+		}
+		f.Add(tt.in, secret)
+	}
+	f.Fuzz(func(t *testing.T, msg, secret string) {
+		out := printable(msg, 512, []string{secret})
+		if !utf8.ValidString(out) || len(out) > 512+len("…") || strings.ContainsFunc(out, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			t.Fatalf("printable(%q) = %q", msg, out)
+		}
+		realistic := len(secret) >= 6 && !strings.Contains(secret, "redacted") &&
+			strings.Trim(secret, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=._-") == ""
+		if realistic && strings.Contains(out, secret) {
+			t.Fatalf("printable(%q) = %q shows the secret %q", msg, out, secret)
+		}
+	})
 }
 
 // TestConformanceAWSSTS runs the provider suite against the AWS STS
