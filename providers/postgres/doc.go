@@ -3,18 +3,19 @@
 //
 // A credential is configured under credentials: as
 //
-//	- name: orders-db
-//	  ttl: 1h
-//	  postgres:
-//	    admin_dsn_file: secrets/orders-admin.dsn  # libpq URL or key=value DSN; required
-//	    grant: [orders_rw]         # roles the issued role is a member of; default none
-//	    database: orders           # database apps (and the admin connection) use; default the DSN's
-//	    host: db.internal          # what apps connect to; default the DSN's host
-//	    port: 5432                 # default the DSN's port
-//	    role_prefix: credbroker_   # default credbroker_
-//	    reassign_to: orders_owner  # receives the objects of a revoked role; default the admin role
-//	    connection_limit: 5        # sessions per issued role; default 0, no limit
-//	    admin_connections: 2       # admin connections at once; default 2
+//	credentials:
+//	  - name: orders-db
+//	    ttl: 1h
+//	    postgres:
+//	      admin_dsn_file: secrets/orders-admin.dsn  # libpq URL or key=value DSN; required
+//	      grant: [orders_rw]         # roles the issued role is a member of; default none
+//	      database: orders           # database apps (and the admin connection) use; default the DSN's
+//	      host: db.internal          # what apps connect to; default the DSN's host
+//	      port: 5432                 # default the DSN's port
+//	      role_prefix: credbroker_   # default credbroker_
+//	      reassign_to: orders_owner  # receives the objects of a revoked role; default the admin role
+//	      connection_limit: 5        # sessions per issued role; default 0, no limit
+//	      admin_connections: 2       # admin connections at once; default 2
 //
 // Each Credential call creates a LOGIN role named from the workload subject
 // (the prefix, the subject reduced to [a-z0-9_], a random suffix; at most 63

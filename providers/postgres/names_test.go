@@ -137,3 +137,13 @@ func TestPassword(t *testing.T) {
 		t.Fatalf("passwords %q %q: want 43 distinct URL-safe characters", a, b)
 	}
 }
+
+func BenchmarkScramVerifier(b *testing.B) {
+	salt := make([]byte, 16)
+	pw := newPassword()
+	for b.Loop() {
+		if _, err := scramVerifier(pw, salt, scramIterations); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

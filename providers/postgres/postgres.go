@@ -84,7 +84,7 @@ func (p *Provider) Close() error {
 // smaller of the credential's TTL and req.TTL), member of the Grant roles,
 // with the admin role as a member (so that Revoke may end its sessions and
 // reassign what it owns), and a comment naming this install. The role and
-// its comment are created in one transaction.
+// its comment are created in one transaction, in one round trip.
 func (p *Provider) Credential(ctx context.Context, req providers.Request) (providers.Credential, error) {
 	if err := ctx.Err(); err != nil {
 		return providers.Credential{}, p.errorf("issuing: %w", err)
@@ -125,13 +125,10 @@ func (p *Provider) Credential(ctx context.Context, req providers.Request) (provi
 	var cc *pgx.ConnConfig
 	err = p.admin.do(ctx, func(c *pgx.Conn) error {
 		cc = c.Config()
-		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, create.String()); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, comment)
-			return err
-		})
+		// One simple-protocol query of two statements: one round trip,
+		// and one implicit transaction.
+		_, err := c.Exec(ctx, create.String()+"; "+comment)
+		return err
 	})
 	if err != nil {
 		return providers.Credential{}, p.errorf("creating role %s: %w", role, withContext(ctx, err))
@@ -224,18 +221,10 @@ func (p *Provider) revoke(ctx context.Context, c *pgx.Conn, role string) error {
 	if p.cfg.ReassignTo != "" {
 		to = pgx.Identifier{p.cfg.ReassignTo}.Sanitize()
 	}
-	return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-		for _, stmt := range []string{
-			"REASSIGN OWNED BY " + ident + " TO " + to,
-			"DROP OWNED BY " + ident,
-			"DROP ROLE " + ident,
-		} {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	// One query, so one implicit transaction: the role is dropped with its
+	// objects reassigned, or nothing changes.
+	_, err = c.Exec(ctx, "REASSIGN OWNED BY "+ident+" TO "+to+"; DROP OWNED BY "+ident+"; DROP ROLE "+ident)
+	return err
 }
 
 // Owned lists the roles this install issued through this provider's

@@ -541,3 +541,38 @@ func BenchmarkIssue(b *testing.B) {
 		}
 	})
 }
+
+// TestBusyAndClosed: waiting for an admin connection honours ctx, and a
+// closed provider refuses work.
+func TestBusyAndClosed(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	cfg := f.config("install-a")
+	cfg.AdminConnections = 1
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := p.admin.acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, _, err := p.admin.acquire(cctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("acquire while the one connection is busy, ctx cancelled: %v", err)
+	}
+	p.admin.release(c)
+	if _, err := p.Credential(ctx, providers.Request{Identity: payments}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !c.IsClosed() {
+		t.Error("Close left the admin connection open")
+	}
+	if _, err := p.Credential(ctx, providers.Request{Identity: payments}); !errors.Is(err, ErrClosed) {
+		t.Errorf("issue after Close: %v", err)
+	}
+}
