@@ -198,3 +198,56 @@ func TestJWTPassCallerToken(t *testing.T) {
 		t.Errorf("jwt token_file session %+v, want the role's 10m TTL", own.sess)
 	}
 }
+
+// TestJWTPassCallerDynamic: a leased secret issued under a caller's own
+// Vault token is renewed and revoked with that token (the broker has none);
+// revoking it revokes the caller's token and the lease with it.
+func TestJWTPassCallerDynamic(t *testing.T) {
+	f := newFixture(t)
+	is := newIssuer(t)
+	f.jwtAuth(t, is)
+	pg := f.databaseEngine(t)
+	ctx := context.Background()
+	f.putPolicy(t, "db-read", `path "database/creds/ro" { capabilities = ["read"] }`)
+	f.write(t, "auth/jwt/role/db", map[string]any{
+		"role_type":       "jwt",
+		"bound_audiences": []string{"credbroker"},
+		"user_claim":      "sub",
+		"token_policies":  []string{"db-read"},
+		"token_ttl":       "30m",
+		"token_max_ttl":   "1h",
+	})
+	var log logs
+	p := mustNew(t, Config{
+		Address: f.srv.Addr,
+		Auth:    Auth{JWT: &JWTAuth{Role: "db", PassCallerToken: true}},
+		Dynamic: &Dynamic{Path: "database/creds/ro"},
+		Name:    "orders-db",
+		Logger:  log.logger(),
+	})
+	alice := is.token(t, "alice", "credbroker", time.Hour)
+	req := providers.Request{Name: "orders-db", Identity: caller, Token: providers.NewSecret([]byte(alice))}
+	cr := issue(t, p, req)
+	if err := login(ctx, pg, cr); err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := p.Renew(ctx, cr.Lease, 10*time.Minute)
+	if err != nil || renewed.ExpiresAt.After(time.Now().Add(10*time.Minute)) {
+		t.Fatalf("renew with the caller's token: %+v, %v", renewed, err)
+	}
+	if err := p.Revoke(ctx, cr.Lease); err != nil {
+		t.Fatal(err)
+	}
+	if err := login(ctx, pg, cr); err == nil {
+		t.Fatal("the revoked user still logs in")
+	}
+	if err := p.Revoke(ctx, cr.Lease); err != nil {
+		t.Fatalf("revoking again: %v", err)
+	}
+	if _, err := p.Renew(ctx, cr.Lease, time.Minute); !errors.Is(err, ErrNotRenewable) {
+		t.Fatalf("renewing a lease whose caller token is gone: %v, want ErrNotRenewable", err)
+	}
+	if strings.Contains(log.String(), alice) {
+		t.Errorf("the log carries the caller's token: %s", log.String())
+	}
+}
