@@ -52,10 +52,11 @@ const (
 	MaxDuration = 12 * time.Hour
 )
 
-// ErrNoToken is returned for a web-identity credential asked for by a caller
-// that presented no verified token (a Unix-socket caller attested by its
-// process, for example).
-var ErrNoToken = errors.New("aws: web_identity needs the caller's verified token, and the request carries none")
+// ErrNoToken is wrapped when a web-identity credential is asked for by a
+// caller that presented no verified token (a Unix-socket caller attested by
+// its process, for example). Like every error of Credential, it comes
+// wrapped as `aws: credential "NAME": …`.
+var ErrNoToken = errors.New("web_identity needs the caller's verified token, and the request carries none")
 
 // Config configures one AWS STS credential.
 type Config struct {
@@ -333,62 +334,13 @@ func (p *Provider) Credential(ctx context.Context, req providers.Request) (provi
 	}
 	start := p.cfg.Now()
 	session := sessionName(req.Identity.Subject)
-	duration := awssdk.Int32(durationSeconds(ttl))
-
-	var (
-		creds *types.Credentials
-		op    string
-		err   error
-		token providers.Secret
-	)
+	assume := p.assumeRole
 	if p.cfg.WebIdentity {
-		op = "AssumeRoleWithWebIdentity"
-		token = req.Token
-		if token.IsZero() {
-			return providers.Credential{}, fmt.Errorf("aws: credential %q: %w", req.Name, ErrNoToken)
-		}
-		var out *sts.AssumeRoleWithWebIdentityOutput
-		out, err = p.client.AssumeRoleWithWebIdentity(ctx, &sts.AssumeRoleWithWebIdentityInput{
-			RoleArn:          awssdk.String(p.cfg.RoleARN),
-			RoleSessionName:  awssdk.String(session),
-			WebIdentityToken: awssdk.String(string(token.Reveal())),
-			DurationSeconds:  duration,
-		})
-		if err == nil {
-			creds = out.Credentials
-		}
-	} else {
-		op = "AssumeRole"
-		in := &sts.AssumeRoleInput{
-			RoleArn:         awssdk.String(p.cfg.RoleARN),
-			RoleSessionName: awssdk.String(session),
-			DurationSeconds: duration,
-		}
-		if p.cfg.ExternalID != "" {
-			in.ExternalId = awssdk.String(p.cfg.ExternalID)
-		}
-		tags, terr := sessionTags(p.tags, p.cfg.SessionTags, req.Identity)
-		if terr != nil {
-			return providers.Credential{}, fmt.Errorf("aws: credential %q: %w", req.Name, terr)
-		}
-		for _, t := range tags {
-			in.Tags = append(in.Tags, types.Tag{Key: awssdk.String(t.key), Value: awssdk.String(t.value)})
-		}
-		if p.cfg.SourceIdentity != "" {
-			src, serr := sourceIdentity(p.cfg.SourceIdentity, req.Identity)
-			if serr != nil {
-				return providers.Credential{}, fmt.Errorf("aws: credential %q: %w", req.Name, serr)
-			}
-			in.SourceIdentity = awssdk.String(src)
-		}
-		var out *sts.AssumeRoleOutput
-		out, err = p.client.AssumeRole(ctx, in)
-		if err == nil {
-			creds = out.Credentials
-		}
+		assume = p.assumeRoleWithWebIdentity
 	}
+	creds, op, err := assume(ctx, req, session, durationSeconds(ttl))
 	if err != nil {
-		return providers.Credential{}, fmt.Errorf("aws: credential %q: %w", req.Name, p.stsError(ctx, op, err, token))
+		return providers.Credential{}, fmt.Errorf("aws: credential %q: %w", req.Name, err)
 	}
 	if creds == nil || creds.Expiration == nil || awssdk.ToString(creds.AccessKeyId) == "" || awssdk.ToString(creds.SecretAccessKey) == "" || awssdk.ToString(creds.SessionToken) == "" {
 		return providers.Credential{}, fmt.Errorf("aws: credential %q: sts %s: the answer lacks credentials or their expiration", req.Name, op)
@@ -418,6 +370,58 @@ func (p *Provider) Credential(ctx context.Context, req providers.Request) (provi
 			FieldSessionToken:    providers.NewSecret([]byte(*creds.SessionToken)),
 		},
 	}, nil
+}
+
+// assumeRole calls AssumeRole, signed with the broker's credentials, with
+// the session tags and source identity derived from the caller.
+func (p *Provider) assumeRole(ctx context.Context, req providers.Request, session string, duration int32) (*types.Credentials, string, error) {
+	const op = "AssumeRole"
+	in := &sts.AssumeRoleInput{
+		RoleArn:         awssdk.String(p.cfg.RoleARN),
+		RoleSessionName: awssdk.String(session),
+		DurationSeconds: awssdk.Int32(duration),
+	}
+	if p.cfg.ExternalID != "" {
+		in.ExternalId = awssdk.String(p.cfg.ExternalID)
+	}
+	tags, err := sessionTags(p.tags, p.cfg.SessionTags, req.Identity)
+	if err != nil {
+		return nil, op, err
+	}
+	for _, t := range tags {
+		in.Tags = append(in.Tags, types.Tag{Key: awssdk.String(t.key), Value: awssdk.String(t.value)})
+	}
+	if p.cfg.SourceIdentity != "" {
+		src, err := sourceIdentity(p.cfg.SourceIdentity, req.Identity)
+		if err != nil {
+			return nil, op, err
+		}
+		in.SourceIdentity = awssdk.String(src)
+	}
+	out, err := p.client.AssumeRole(ctx, in)
+	if err != nil {
+		return nil, op, p.stsError(ctx, op, err, providers.Secret{})
+	}
+	return out.Credentials, op, nil
+}
+
+// assumeRoleWithWebIdentity calls AssumeRoleWithWebIdentity, unsigned, with
+// the caller's own verified token.
+func (p *Provider) assumeRoleWithWebIdentity(ctx context.Context, req providers.Request, session string, duration int32) (*types.Credentials, string, error) {
+	const op = "AssumeRoleWithWebIdentity"
+	if req.Token.IsZero() {
+		return nil, op, ErrNoToken
+	}
+	out, err := p.client.AssumeRoleWithWebIdentity(ctx, &sts.AssumeRoleWithWebIdentityInput{
+		RoleArn:          awssdk.String(p.cfg.RoleARN),
+		RoleSessionName:  awssdk.String(session),
+		WebIdentityToken: awssdk.String(string(req.Token.Reveal())),
+		DurationSeconds:  awssdk.Int32(duration),
+	})
+	if err != nil {
+		return nil, op, p.stsError(ctx, op, err, req.Token)
+	}
+	return out.Credentials, op, nil
 }
 
 // durationSeconds is the DurationSeconds to ask for under cap ttl: ttl

@@ -33,8 +33,9 @@ const (
 
 // ErrClaim is wrapped when the caller's identity lacks a claim that a
 // session tag or the source identity is configured to carry, or the claim
-// is not a single value.
-var ErrClaim = errors.New("aws: identity claim unusable")
+// is not a single value; Credential returns it as
+// `aws: credential "NAME": session tag "KEY": identity claim unusable: …`.
+var ErrClaim = errors.New("identity claim unusable")
 
 // isNameChar reports whether c may appear in a role session name or a
 // SourceIdentity: AWS's [\w+=,.@-].

@@ -159,7 +159,7 @@ func TestSessionTags(t *testing.T) {
 		{"numbers and booleans", map[string]string{"uid": "uid", "ratio": "ratio", "whole": "whole", "admin": "admin"},
 			"admin=true ratio=0.5 uid=1001 whole=42", ""},
 		{"an empty claim is an empty tag", map[string]string{"e": "empty"}, "e=", ""},
-		{"a missing claim fails", map[string]string{"repo": "repository"}, "", `session tag "repo": aws: identity claim unusable: the kubernetes identity has no claim "repository"`},
+		{"a missing claim fails", map[string]string{"repo": "repository"}, "", `session tag "repo": identity claim unusable: the kubernetes identity has no claim "repository"`},
 		{"a list fails", map[string]string{"g": "groups"}, "", `claim "groups" is not a single value`},
 		{"none", nil, "", ""},
 	} {
