@@ -151,7 +151,7 @@ func (p *Provider) Credential(ctx context.Context, req providers.Request) (provi
 		Kind:       Kind,
 		ExpiresAt:  expires,
 	}
-	p.log.Info("postgres: role created", "role", role, "subject", req.Identity.Subject, "expires_at", expires)
+	p.log.Debug("postgres: role created", "role", role, "subject", req.Identity.Subject, "expires_at", expires)
 	return providers.Credential{
 		Lease: lease,
 		Data: map[string]providers.Secret{
@@ -187,7 +187,7 @@ func (p *Provider) Revoke(ctx context.Context, lease providers.Lease) error {
 	if err != nil {
 		return p.errorf("revoking %s: %w", role, withContext(ctx, err))
 	}
-	p.log.Info("postgres: role revoked", "role", role)
+	p.log.Debug("postgres: role revoked", "role", role)
 	return nil
 }
 
