@@ -35,7 +35,10 @@ func (c *cli) check(args []string) int {
 	}
 	lc, err := loadAll(*configPath, self, nil)
 	if err == nil {
-		_, _, err = buildProviders(lc.cfg, nil, "", slog.New(slog.DiscardHandler))
+		var closeProviders func()
+		if _, _, closeProviders, err = buildProviders(lc.cfg, nil, "", slog.New(slog.DiscardHandler)); err == nil {
+			closeProviders()
+		}
 	}
 	if err != nil {
 		for _, line := range problemLines(err) {

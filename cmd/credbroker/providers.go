@@ -11,9 +11,12 @@ import (
 
 	yaml "go.yaml.in/yaml/v3"
 
+	"github.com/credbroker/credbroker/providers/aws"
 	"github.com/credbroker/credbroker/providers/lease"
 	"github.com/credbroker/credbroker/providers/oauth2"
+	"github.com/credbroker/credbroker/providers/postgres"
 	"github.com/credbroker/credbroker/providers/static"
+	"github.com/credbroker/credbroker/providers/vault"
 )
 
 // providerConfig is what every provider package's Config is: validated
@@ -66,6 +69,18 @@ var providerKinds = map[string]providerKind{
 		c.Name, c.TTL = b.name, b.ttl
 		return static.New(*c)
 	}, false),
+	"postgres": kindOf(func(c *postgres.Config, b buildContext) (lease.Provider, error) {
+		c.Name, c.TTL, c.InstallID, c.Logger = b.name, b.ttl, b.installID, b.log
+		return postgres.New(*c)
+	}, true),
+	"vault": kindOf(func(c *vault.Config, b buildContext) (lease.Provider, error) {
+		c.Name, c.TTL, c.Logger = b.name, b.ttl, b.log
+		return vault.New(*c)
+	}, true),
+	"aws_sts": kindOf(func(c *aws.Config, b buildContext) (lease.Provider, error) {
+		c.Name, c.TTL, c.Logger = b.name, b.ttl, b.log
+		return aws.New(*c)
+	}, true),
 	"oauth2": kindOf(func(c *oauth2.Config, b buildContext) (lease.Provider, error) {
 		c.Name, c.TTL, c.Logger = b.name, b.ttl, b.log
 		return oauth2.Open(*c)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -310,10 +311,11 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 			return err
 		}
 	}
-	creds, kinds, err := buildProviders(cfg, leases, installID, log)
+	creds, kinds, closeProviders, err := buildProviders(cfg, leases, installID, log)
 	if err != nil {
 		return err
 	}
+	defer closeProviders() // after the lease manager's last revocation
 	leaseCtx, stopLeases := context.WithCancel(context.Background())
 	leasesStopped := make(chan struct{})
 	var leasesErr error
@@ -596,7 +598,16 @@ func (w awsAdapter) AttestAWS(ctx context.Context, signed json.RawMessage) (atte
 
 // buildProviders creates one provider per configured credential; those
 // that mint credentials are put under the lease manager m.
-func buildProviders(cfg *Config, m *lease.Manager, installID string, log *slog.Logger) (map[string]broker.Provider, map[string]string, error) {
+//
+// Providers that hold connections (io.Closer) are closed by the returned
+// function, once nothing can call them any more.
+func buildProviders(cfg *Config, m *lease.Manager, installID string, log *slog.Logger) (map[string]broker.Provider, map[string]string, func(), error) {
+	var closers []io.Closer
+	closeAll := func() {
+		for _, c := range closers {
+			_ = c.Close()
+		}
+	}
 	creds := map[string]broker.Provider{}
 	kinds := map[string]string{}
 	var errs []error
@@ -614,7 +625,9 @@ func buildProviders(cfg *Config, m *lease.Manager, installID string, log *slog.L
 			errs = append(errs, ConfigError{cfg.pos(key), err.Error()})
 			continue
 		}
-
+		if c, ok := p.(io.Closer); ok {
+			closers = append(closers, c)
+		}
 		if kind.managed {
 			if p, err = m.Add(c.Name, p); err != nil {
 				errs = append(errs, ConfigError{cfg.pos(key), err.Error()})
@@ -623,7 +636,11 @@ func buildProviders(cfg *Config, m *lease.Manager, installID string, log *slog.L
 		}
 		creds[c.Name], kinds[c.Name] = p, c.Kind
 	}
-	return creds, kinds, errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		closeAll()
+		return nil, nil, nil, err
+	}
+	return creds, kinds, closeAll, nil
 }
 
 // mintsCredentials reports whether a credential's provider mints

@@ -362,6 +362,7 @@ func (c *Credential) fetch(ctx context.Context, req providers.Request, old *serv
 			c.revokeDirect(cred.Lease, "it could not be recorded in the lease store")
 			return nil, fmt.Errorf("%w: credential %q: %w", ErrUnavailable, c.name, err)
 		}
+		m.poke() // Run learns the new expiry
 	}
 	ev := audit.LeaseEvent{Event: audit.LeaseIssue, LeaseID: cred.ID, Credential: c.name, Subject: cred.Subject, Provider: cred.Kind, ExpiresAt: cred.ExpiresAt}
 	if old != nil {

@@ -563,3 +563,54 @@ func TestRunStops(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestRunWakesForNewLeases runs the manager's loop on a fake timer: a lease
+// issued while it sleeps makes it wait for that lease's expiry, and when
+// the timer fires the lease is revoked.
+func TestRunWakesForNewLeases(t *testing.T) {
+	e := newEnv(t)
+	type wait struct {
+		d    time.Duration
+		fire chan time.Time
+	}
+	waits := make(chan wait)
+	m, err := New(Config{Store: e.store, Audit: e.audit, Now: e.clock.Now, Logger: discard(),
+		After: func(d time.Duration) <-chan time.Time {
+			w := wait{d, make(chan time.Time, 1)}
+			waits <- w
+			return w.fire
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fake{clock: e.clock, ttl: 30 * time.Second}
+	c, err := m.Add("db", f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	if w := <-waits; w.d != idleWake {
+		t.Fatalf("with nothing due Run waits %v, want %v", w.d, idleWake)
+	}
+	cr, err := c.Credential(ctx, req("unix:uid:1", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Settle(cr.Lease, true)
+	w := <-waits
+	if w.d != 30*time.Second {
+		t.Fatalf("after an issue Run waits %v, want the lease's 30s", w.d)
+	}
+	e.clock.Set(cr.ExpiresAt)
+	w.fire <- cr.ExpiresAt
+	<-waits // the loop went round: the lease is revoked
+	if got := f.revokedIDs(); !slices.Equal(got, []string{cr.ID}) {
+		t.Errorf("revoked %q at expiry", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

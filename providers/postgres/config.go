@@ -144,9 +144,9 @@ func (c *Config) Validate() error {
 	if c.TTL < 0 {
 		bad("ttl %v: must not be negative", c.TTL)
 	}
-	if c.InstallID == "" {
-		bad("the install id is not set")
-	} else if !isInstallID(c.InstallID) {
+	// The install id is the broker's to set, after the file is read: New
+	// requires it, Validate (of the file's keys) checks only its form.
+	if c.InstallID != "" && !isInstallID(c.InstallID) {
 		bad("install id %q: want 1 to 64 letters, digits, '.', '_' or '-'", c.InstallID)
 	}
 	return errors.Join(errs...)

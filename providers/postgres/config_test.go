@@ -20,7 +20,7 @@ func TestValidate(t *testing.T) {
 			c.Grant, c.Database, c.Host, c.Port = []string{"orders_rw", "Mixed Case"}, "orders", "db.internal", 5432
 			c.RolePrefix, c.ReassignTo, c.ConnectionLimit, c.AdminConnections = "app_", "orders_owner", 5, 4
 		}, nil},
-		{"nothing set", func(c *Config) { *c = Config{} }, []string{"admin_dsn_file is required", "install id is not set"}},
+		{"nothing set", func(c *Config) { *c = Config{} }, []string{"admin_dsn_file is required"}},
 		{"all at once", func(c *Config) {
 			c.Grant = []string{"", strings.Repeat("g", 64), "nul\x00"}
 			c.Database, c.ReassignTo, c.Host, c.Port = strings.Repeat("d", 64), "", "a b", 70000

@@ -41,6 +41,9 @@ func New(cfg Config) (*Provider, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.InstallID == "" {
+		return nil, errors.New("postgres: the install id is not set")
+	}
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultTTL
 	}

@@ -59,6 +59,10 @@ type Case struct {
 	// calls the API with it). Optional; when set and the provider is a
 	// Revoker, Use must fail after Revoke.
 	Use func(ctx context.Context, c providers.Credential) error
+	// Public names data fields that are not secret (a role name, a host),
+	// which errors and logs may show; every other field of 6 bytes or more
+	// is treated as a secret.
+	Public []string
 	// Identity is the caller the credentials are asked for; default a unix
 	// identity.
 	Identity attest.Identity
@@ -82,8 +86,8 @@ func Run(t *testing.T, c Case) {
 	secrets := func() []string {
 		out := []string{c.Canary}
 		for _, cr := range issued {
-			for _, s := range cr.Data {
-				if len(s.Reveal()) >= 6 { // shorter values (a port, "5432") are not secrets
+			for k, s := range cr.Data {
+				if len(s.Reveal()) >= 6 && !slices.Contains(c.Public, k) { // shorter values (a port, "5432") are not secrets
 					out = append(out, string(s.Reveal()))
 				}
 			}
