@@ -24,6 +24,7 @@ import (
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/policies"
+	"github.com/credbroker/credbroker/providers/lease"
 	"github.com/credbroker/credbroker/providers/static"
 )
 
@@ -63,6 +64,14 @@ func newHarness(tb testing.TB, tokens ...broker.TokenRoute) *harness {
 // newHarnessCache is newHarness with a token cache TTL (negative: off).
 func newHarnessCache(tb testing.TB, cacheTTL time.Duration, tokens ...broker.TokenRoute) *harness {
 	tb.Helper()
+	return newHarnessWith(tb, cacheTTL, false, tokens...)
+}
+
+// newHarnessWith is newHarness with a token cache TTL, and with demo's
+// provider under a lease manager when leased is set: it then mints a
+// credential once per workload and serves cached hits.
+func newHarnessWith(tb testing.TB, cacheTTL time.Duration, leased bool, tokens ...broker.TokenRoute) *harness {
+	tb.Helper()
 	dir := tb.TempDir()
 	secret := filepath.Join(dir, "demo")
 	if err := os.WriteFile(secret, []byte("s3cr3t\n"), 0o600); err != nil {
@@ -85,15 +94,30 @@ func newHarnessCache(tb testing.TB, cacheTTL time.Duration, tokens ...broker.Tok
 		tb.Fatal(err)
 	}
 	h.peer = peer
-	demo, err := static.New(static.Config{Name: "demo", File: secret, TTL: time.Hour})
+	plain, err := static.New(static.Config{Name: "demo", File: secret, TTL: time.Hour})
 	if err != nil {
 		tb.Fatal(err)
+	}
+	var demo broker.Provider = plain
+	if leased {
+		store, err := lease.OpenStore(ctx, filepath.Join(dir, "leases.db"))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { store.Close() })
+		m, err := lease.New(lease.Config{Store: store, Audit: h.log, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if demo, err = m.Add("demo", plain); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	h.broker, err = broker.New(broker.Config{
 		Peer:          peer,
 		Tokens:        tokens,
 		TokenCacheTTL: cacheTTL,
-		Credentials:   map[string]broker.Provider{"demo": demo, "prod-db": demo},
+		Credentials:   map[string]broker.Provider{"demo": demo, "prod-db": plain},
 		Kinds:         map[string]string{"demo": static.Kind, "prod-db": static.Kind},
 		Policies:      set,
 		Audit:         h.log,
@@ -146,6 +170,38 @@ func (h *harness) get(tb testing.TB, name string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestPipelineLeased checks a provider under the lease manager: decisions
+// for one workload share one issued credential, recorded once as a lease
+// issue, and each decision still has its own row naming the lease.
+func TestPipelineLeased(t *testing.T) {
+	h := newHarnessWith(t, 0, true)
+	var leases []string
+	for range 3 {
+		code, body := h.get(t, "demo")
+		var r struct {
+			LeaseID string `json:"lease_id"`
+		}
+		if code != 200 || json.Unmarshal([]byte(body), &r) != nil {
+			t.Fatalf("%d %s", code, body)
+		}
+		leases = append(leases, r.LeaseID)
+	}
+	if leases[0] == "" || leases[1] != leases[0] || leases[2] != leases[0] {
+		t.Fatalf("leases %q, want one cached credential", leases)
+	}
+	var rows []string
+	err := audit.Query(context.Background(), h.db, audit.Filter{Lease: leases[0]}, func(r *audit.Record) error {
+		rows = append(rows, r.Kind+" "+r.Decision)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(rows, ",") != "decision allow,lease issue,decision allow,decision allow" {
+		t.Errorf("rows of the lease: %q", rows)
+	}
 }
 
 func TestPipeline(t *testing.T) {
@@ -237,6 +293,9 @@ func (h *harness) metric(tb testing.TB, name string) float64 {
 // two rates can be compared in one run.
 func BenchmarkSocketAPI(b *testing.B) {
 	b.Run("unix", func(b *testing.B) { benchSocketAPI(b, newHarness(b), "") })
+	// A cached hit of the lease manager: what every minting provider costs
+	// once its credential is issued (the provider is not called).
+	b.Run("unix-leased", func(b *testing.B) { benchSocketAPI(b, newHarnessWith(b, 0, true), "") })
 	b.Run("kubernetes-token", func(b *testing.B) {
 		route, token := kubernetesRoute(b)
 		benchSocketAPI(b, newHarness(b, route), token)
