@@ -6,13 +6,18 @@ require (
 	github.com/aws/aws-sdk-go-v2 v1.48.0
 	github.com/aws/aws-sdk-go-v2/config v1.33.10
 	github.com/aws/aws-sdk-go-v2/credentials v1.20.10
+	github.com/aws/aws-sdk-go-v2/service/sts v1.52.0 // the aws_sts provider: AssumeRole, AssumeRoleWithWebIdentity
+	github.com/aws/smithy-go v1.28.9 // the STS client's API errors (code and message)
 	github.com/coreos/go-oidc/v3 v3.21.0
 	github.com/go-jose/go-jose/v4 v4.1.8 // go-oidc's own JOSE library: header checks before go-oidc, key sets, test tokens
 	github.com/google/cel-go v0.31.0
 	github.com/hanwen/go-fuse/v2 v2.12.1 // test-only: audit/internal/faultfs, a FUSE loopback that fails fsync with a real EIO; only test binaries link it
+	github.com/hashicorp/vault/api v1.22.0 // the vault provider
+	github.com/jackc/pgx/v5 v5.12.0 // the postgres provider's admin connections; pgproto3 for the coming injection listener
 	github.com/prometheus/client_golang v1.25.0
 	github.com/spiffe/go-spiffe/v2 v2.9.0
 	go.yaml.in/yaml/v3 v3.0.6 // YAML with node line numbers, for file:line errors (the maintained yaml.v3)
+	golang.org/x/oauth2 v0.37.0 // the oauth2 provider (clientcredentials)
 	golang.org/x/sys v0.49.0 // SO_PEERCRED, SO_PEERPIDFD, pidfd_send_signal, sock_diag
 	google.golang.org/grpc v1.79.3 // go-spiffe's Workload API client; the Workload API stand-in in tests
 	modernc.org/sqlite v1.61.1
@@ -31,8 +36,6 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/signin v1.10.5 // indirect
 	github.com/aws/aws-sdk-go-v2/service/sso v1.38.5 // indirect
 	github.com/aws/aws-sdk-go-v2/service/ssooidc v1.43.5 // indirect
-	github.com/aws/aws-sdk-go-v2/service/sts v1.52.0 // indirect
-	github.com/aws/smithy-go v1.28.9 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
@@ -47,10 +50,8 @@ require (
 	github.com/hashicorp/go-secure-stdlib/strutil v0.1.2 // indirect
 	github.com/hashicorp/go-sockaddr v1.0.7 // indirect
 	github.com/hashicorp/hcl v1.0.1-vault-7 // indirect
-	github.com/hashicorp/vault/api v1.22.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
-	github.com/jackc/pgx/v5 v5.12.0 // indirect
 	github.com/mattn/go-isatty v0.0.24 // indirect
 	github.com/mitchellh/go-homedir v1.1.0 // indirect
 	github.com/mitchellh/mapstructure v1.5.0 // indirect
@@ -63,7 +64,6 @@ require (
 	github.com/ryanuber/go-glob v1.0.0 // indirect
 	golang.org/x/exp v0.0.0-20240823005443-9b4947da3948 // indirect
 	golang.org/x/net v0.59.0 // indirect
-	golang.org/x/oauth2 v0.37.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	golang.org/x/time v0.12.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20251202230838-ff82c1b0f217 // indirect
