@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -355,88 +356,56 @@ func (cfg *Config) merge(file string) []error {
 	one.resolvePaths(dir)
 
 	var errs []error
-	set := func(key string, dst *string, v string) {
-		if v == "" {
-			return
-		}
-		if *dst != "" {
-			errs = append(errs, ConfigError{src[key], fmt.Sprintf("%s is already set in %s", key, cfg.sources[key])})
-			return
-		}
-		*dst = v
-		cfg.sources[key] = src[key]
-	}
-	set("socket", &cfg.Socket, one.Socket)
-	set("socket_mode", &cfg.SocketMode, one.SocketMode)
-	set("socket_group", &cfg.SocketGroup, one.SocketGroup)
-	set("policies", &cfg.Policies, one.Policies)
-	set("audit.path", &cfg.Audit.Path, one.Audit.Path)
-	set("audit.key_file", &cfg.Audit.KeyFile, one.Audit.KeyFile)
-	set("audit.head_file", &cfg.Audit.HeadFile, one.Audit.HeadFile)
-	set("audit.checkpoint.file", &cfg.Audit.Checkpoint.File, one.Audit.Checkpoint.File)
-	set("leases.store", &cfg.Leases.Store, one.Leases.Store)
-	if one.Leases.RefreshAt != 0 {
-		if cfg.Leases.RefreshAt != 0 {
-			errs = append(errs, ConfigError{src["leases.refresh_at"], "leases.refresh_at is already set in " + cfg.sources["leases.refresh_at"]})
-		}
-		cfg.Leases.RefreshAt, cfg.sources["leases.refresh_at"] = one.Leases.RefreshAt, src["leases.refresh_at"]
-	}
-	set("log.level", &cfg.Log.Level, one.Log.Level)
-	set("log.format", &cfg.Log.Format, one.Log.Format)
-	if one.Admin != nil {
-		if cfg.Admin != nil {
-			errs = append(errs, ConfigError{src["admin"], "admin is already set in " + cfg.sources["admin"]})
-		}
-		cfg.Admin, cfg.sources["admin"] = one.Admin, src["admin"]
-	}
-	if one.MaxConnections != nil {
-		if cfg.MaxConnections != nil {
-			errs = append(errs, ConfigError{src["max_connections"], "max_connections is already set in " + cfg.sources["max_connections"]})
-		}
-		cfg.MaxConnections, cfg.sources["max_connections"] = one.MaxConnections, src["max_connections"]
-	}
-	if one.Audit.BusyTimeout != 0 {
-		cfg.Audit.BusyTimeout = one.Audit.BusyTimeout
-	}
-	if one.Audit.MinRetention != 0 {
-		cfg.Audit.MinRetention = one.Audit.MinRetention
-	}
-	if one.Audit.Checkpoint.Interval != 0 {
-		cfg.Audit.Checkpoint.Interval = one.Audit.Checkpoint.Interval
-	}
 	base := len(cfg.Credentials)
-	for i, c := range one.Credentials {
+	for i := range one.Credentials {
 		for k, v := range src {
 			if rest, ok := strings.CutPrefix(k, fmt.Sprintf("credentials.%d", i)); ok {
 				cfg.sources[fmt.Sprintf("credentials.%d%s", base+i, rest)] = v
 			}
 		}
-		cfg.Credentials = append(cfg.Credentials, c)
 	}
-	errs = append(errs, setOnce(cfg, src, "attestors.unix", &cfg.Attestors.Unix, one.Attestors.Unix)...)
-	errs = append(errs, setOnce(cfg, src, "attestors.kubernetes", &cfg.Attestors.Kubernetes, one.Attestors.Kubernetes)...)
-	errs = append(errs, setOnce(cfg, src, "attestors.spiffe", &cfg.Attestors.SPIFFE, one.Attestors.SPIFFE)...)
-	errs = append(errs, setOnce(cfg, src, "attestors.github", &cfg.Attestors.GitHub, one.Attestors.GitHub)...)
-	errs = append(errs, setOnce(cfg, src, "attestors.aws", &cfg.Attestors.AWS, one.Attestors.AWS)...)
-	errs = append(errs, setOnce(cfg, src, "attestors.ambient", &cfg.Attestors.Ambient, one.Attestors.Ambient)...)
-	errs = append(errs, setOnce(cfg, src, "attestors.token_cache_ttl", &cfg.Attestors.TokenCacheTTL, one.Attestors.TokenCacheTTL)...)
 	for _, n := range one.Listeners {
 		errs = append(errs, ConfigError{fmt.Sprintf("%s:%d", file, n.Line), "injection listeners are not supported by this version of credbroker"})
 	}
-	return errs
+	one.Listeners = nil
+	return append(errs, cfg.mergeValue(reflect.ValueOf(cfg).Elem(), reflect.ValueOf(&one).Elem(), "", src)...)
 }
 
-// setOnce moves a section into cfg, refusing one set in two files.
-func setOnce[T any](cfg *Config, src map[string]string, key string, dst **T, v *T) []error {
-	if v == nil {
+// mergeValue moves what one file set (src) into the merged configuration
+// (dst), field by field through the yaml keys, so that no field of the
+// configuration can be dropped by the merge: lists are appended (one
+// file's credentials after another's); a section or value set in two
+// files is an error naming the first; structs are merged key by key.
+func (cfg *Config) mergeValue(dst, src reflect.Value, key string, pos map[string]string) []error {
+	switch src.Kind() {
+	case reflect.Struct:
+		var errs []error
+		t := src.Type()
+		for i := range t.NumField() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue // not a key of the file
+			}
+			k := name
+			if key != "" {
+				k = key + "." + name
+			}
+			errs = append(errs, cfg.mergeValue(dst.Field(i), src.Field(i), k, pos)...)
+		}
+		return errs
+	case reflect.Slice:
+		dst.Set(reflect.AppendSlice(dst, src))
 		return nil
 	}
-	var errs []error
-	if *dst != nil {
-		errs = append(errs, ConfigError{src[key], key + " is already set in " + cfg.sources[key]})
+	if src.IsZero() {
+		return nil
 	}
-	*dst, cfg.sources[key] = v, src[key]
-	return errs
+	if !dst.IsZero() {
+		return []error{ConfigError{pos[key], key + " is already set in " + cfg.sources[key]}}
+	}
+	dst.Set(src)
+	cfg.sources[key] = pos[key]
+	return nil
 }
 
 // resolvePaths makes the file's relative paths relative to its directory.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -31,5 +32,58 @@ func TestCredentialProviderKeys(t *testing.T) {
 				t.Errorf("exit %d, output lacks %q:\n%s", code, cfg+tt.want, out)
 			}
 		})
+	}
+}
+
+// TestMergeKeepsEveryField fills every key of the configuration, merges it
+// into an empty one as a file of a configuration directory would be, and
+// expects it whole: a field added to the configuration can never be
+// dropped by the merge. Merging it again reports every key as set twice.
+func TestMergeKeepsEveryField(t *testing.T) {
+	var one Config
+	fill(reflect.ValueOf(&one).Elem())
+	one.Listeners = nil // refused before the merge
+	cfg := &Config{sources: map[string]string{}}
+	if errs := cfg.mergeValue(reflect.ValueOf(cfg).Elem(), reflect.ValueOf(&one).Elem(), "", map[string]string{}); len(errs) > 0 {
+		t.Fatalf("merging into an empty configuration: %v", errs)
+	}
+	cfg.sources = nil
+	if !reflect.DeepEqual(*cfg, one) {
+		t.Fatalf("the merge dropped something:\ngot  %+v\nwant %+v", *cfg, one)
+	}
+	cfg.sources = map[string]string{}
+	errs := cfg.mergeValue(reflect.ValueOf(cfg).Elem(), reflect.ValueOf(&one).Elem(), "", map[string]string{})
+	if len(errs) < 20 {
+		t.Errorf("merging twice reported %d keys set twice: %v", len(errs), errs)
+	}
+	if len(cfg.Credentials) != 2 {
+		t.Errorf("credentials of two files: %d, want both files' appended", len(cfg.Credentials))
+	}
+}
+
+// fill sets every yaml key under v to a non-zero value.
+func fill(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString("/v")
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		v.SetInt(1)
+	case reflect.Float64:
+		v.SetFloat(0.5)
+	case reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		fill(v.Elem())
+	case reflect.Slice:
+		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
+		fill(v.Index(0))
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+				fill(v.Field(i))
+			}
+		}
 	}
 }
