@@ -12,7 +12,10 @@
 //     revoke a Vault lease);
 //   - Renewer: extend a lease without issuing a new credential;
 //   - Sweeper: list the leases it finds upstream that this install owns, so
-//     that leftovers of a run that ended without revoking them are cleaned.
+//     that leftovers of a run that ended without revoking them are cleaned;
+//   - Pinger: check, without issuing anything, that the upstream answers and
+//     accepts the broker's own credentials, so that a broker reports an
+//     unreachable upstream at start.
 package providers
 
 import (
@@ -81,4 +84,10 @@ type Renewer interface {
 // are revoked at start.
 type Sweeper interface {
 	Owned(ctx context.Context) ([]Lease, error)
+}
+
+// Pinger is a provider that can check its upstream without issuing a
+// credential: reachable, and accepting the broker's own credentials.
+type Pinger interface {
+	Ping(ctx context.Context) error
 }

@@ -35,9 +35,9 @@ func (c *cli) check(args []string) int {
 	}
 	lc, err := loadAll(*configPath, self, nil)
 	if err == nil {
-		var closeProviders func()
-		if _, _, closeProviders, err = buildProviders(lc.cfg, nil, "", slog.New(slog.DiscardHandler)); err == nil {
-			closeProviders()
+		var built *builtProviders
+		if built, err = buildProviders(lc.cfg, nil, "", slog.New(slog.DiscardHandler)); err == nil {
+			built.close()
 		}
 	}
 	if err != nil {

@@ -240,3 +240,34 @@ func TestPostgresRestartRevokes(t *testing.T) {
 		t.Error("a role of another install was dropped")
 	}
 }
+
+// TestPostgresDownAtStart starts the broker while its PostgreSQL is down:
+// it says so at start and keeps serving its other credentials; the
+// PostgreSQL credential fails with 503 until the database is back.
+func TestPostgresDownAtStart(t *testing.T) {
+	pg := pgtest.Start(t)
+	pg.Exec(t, "CREATE ROLE orders_rw NOLOGIN")
+	e := newEnv(t, strings.Replace(pgPolicies, "[orders-db]", "[orders-db, demo]", 1), `  - {name: orders-db, postgres: {admin_dsn_file: secrets/pg-admin, grant: [orders_rw]}}
+  - {name: demo, static: {file: secrets/demo}}
+`)
+	e.write("secrets/pg-admin", pg.AdminDSN())
+	e.write("secrets/demo", "s3cr3t")
+	pg.Stop(t)
+	b := e.start()
+	b.waitLog("credential upstream unreachable at start")
+	if !strings.Contains(b.logs.String(), `"credential":"orders-db"`) && !strings.Contains(b.logs.String(), "credential=orders-db") {
+		t.Errorf("the warning does not name the credential:\n%s", b.logs)
+	}
+	c := socketClient(e.socket)
+	if r := call(t, c, "GET", "/v1/credentials/demo", nil, nil); r.Status != 200 {
+		t.Fatalf("demo while PostgreSQL is down: %d %s", r.Status, r.Body)
+	}
+	r := call(t, c, "GET", "/v1/credentials/orders-db", nil, nil)
+	if r.Status != 503 || !strings.Contains(string(r.Body), `credential \"orders-db\" is unavailable: its provider failed`) {
+		t.Fatalf("orders-db while PostgreSQL is down: %d %s", r.Status, r.Body)
+	}
+	pg.Restart(t)
+	if r := call(t, c, "GET", "/v1/credentials/orders-db", nil, nil); r.Status != 200 {
+		t.Fatalf("orders-db once PostgreSQL is back: %d %s", r.Status, r.Body)
+	}
+}

@@ -34,6 +34,7 @@ import (
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/policies"
+	"github.com/credbroker/credbroker/providers"
 	"github.com/credbroker/credbroker/providers/lease"
 )
 
@@ -311,18 +312,22 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 			return err
 		}
 	}
-	creds, kinds, closeProviders, err := buildProviders(cfg, leases, installID, log)
+	built, err := buildProviders(cfg, leases, installID, log)
 	if err != nil {
 		return err
 	}
-	defer closeProviders() // after the lease manager's last revocation
+	defer built.close() // after the lease manager's last revocation
+	creds := built.creds
 	leaseCtx, stopLeases := context.WithCancel(context.Background())
 	leasesStopped := make(chan struct{})
 	var leasesErr error
 	go func() {
 		defer close(leasesStopped)
 		if leases != nil {
+			var pings sync.WaitGroup
+			pings.Go(func() { pingUpstreams(leaseCtx, built.pingers, log) })
 			leasesErr = leases.Run(leaseCtx)
+			pings.Wait()
 		}
 	}()
 	defer func() { stopLeases(); <-leasesStopped }() // before the store closes
@@ -345,7 +350,7 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 		Ambient:       evidence.ambient,
 		TokenCacheTTL: cfg.Attestors.tokenCacheTTL(),
 		Credentials:   creds,
-		Kinds:         kinds,
+		Kinds:         built.kinds,
 		Policies:      lc.policies,
 		Audit:         alog,
 		Registerer:    reg,
@@ -596,20 +601,26 @@ func (w awsAdapter) AttestAWS(ctx context.Context, signed json.RawMessage) (atte
 	return w.a.Attest(ctx, r)
 }
 
-// buildProviders creates one provider per configured credential; those
-// that mint credentials are put under the lease manager m.
-//
-// Providers that hold connections (io.Closer) are closed by the returned
-// function, once nothing can call them any more.
-func buildProviders(cfg *Config, m *lease.Manager, installID string, log *slog.Logger) (map[string]broker.Provider, map[string]string, func(), error) {
-	var closers []io.Closer
-	closeAll := func() {
-		for _, c := range closers {
-			_ = c.Close()
-		}
+// builtProviders are the configured credentials' providers.
+type builtProviders struct {
+	creds   map[string]broker.Provider // by credential name, minting ones under the lease manager
+	kinds   map[string]string          // provider key by credential name, for the audit log
+	pingers map[string]providers.Pinger
+	closers []io.Closer // providers holding connections
+}
+
+// close closes the providers that hold connections.
+func (b *builtProviders) close() {
+	for _, c := range b.closers {
+		_ = c.Close()
 	}
-	creds := map[string]broker.Provider{}
-	kinds := map[string]string{}
+}
+
+// buildProviders creates one provider per configured credential; those
+// that mint credentials are put under the lease manager m (with m nil, as
+// for check, they are validated only: nothing is built or contacted).
+func buildProviders(cfg *Config, m *lease.Manager, installID string, log *slog.Logger) (*builtProviders, error) {
+	b := &builtProviders{creds: map[string]broker.Provider{}, kinds: map[string]string{}, pingers: map[string]providers.Pinger{}}
 	var errs []error
 	for i, c := range cfg.Credentials {
 		kind, ok := providerKinds[c.Kind]
@@ -617,7 +628,7 @@ func buildProviders(cfg *Config, m *lease.Manager, installID string, log *slog.L
 			continue // Validate has reported it
 		}
 		if kind.managed && m == nil {
-			continue // check: the section is validated; nothing is contacted
+			continue
 		}
 		key := fmt.Sprintf("credentials.%d.%s", i, c.Kind)
 		p, err := kind.build(c.Provider, buildContext{name: c.Name, ttl: time.Duration(c.TTL), installID: installID, log: log.With("credential", c.Name)})
@@ -625,8 +636,11 @@ func buildProviders(cfg *Config, m *lease.Manager, installID string, log *slog.L
 			errs = append(errs, ConfigError{cfg.pos(key), err.Error()})
 			continue
 		}
-		if c, ok := p.(io.Closer); ok {
-			closers = append(closers, c)
+		if cl, ok := p.(io.Closer); ok {
+			b.closers = append(b.closers, cl)
+		}
+		if pi, ok := p.(providers.Pinger); ok {
+			b.pingers[c.Name] = pi
 		}
 		if kind.managed {
 			if p, err = m.Add(c.Name, p); err != nil {
@@ -634,13 +648,38 @@ func buildProviders(cfg *Config, m *lease.Manager, installID string, log *slog.L
 				continue
 			}
 		}
-		creds[c.Name], kinds[c.Name] = p, c.Kind
+		b.creds[c.Name], b.kinds[c.Name] = p, c.Kind
 	}
 	if err := errors.Join(errs...); err != nil {
-		closeAll()
-		return nil, nil, nil, err
+		b.close()
+		return nil, err
 	}
-	return creds, kinds, closeAll, nil
+	return b, nil
+}
+
+// pingTimeout bounds the start-up check of each upstream.
+const pingTimeout = 15 * time.Second
+
+// pingUpstreams checks each provider's upstream once, concurrently, and
+// logs the ones that do not answer: the broker serves on, and requests for
+// such a credential fail (503) until its upstream answers.
+func pingUpstreams(ctx context.Context, pingers map[string]providers.Pinger, log *slog.Logger) {
+	var wg sync.WaitGroup
+	for name, p := range pingers {
+		wg.Go(func() {
+			pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+			defer cancel()
+			if err := p.Ping(pctx); err != nil {
+				if ctx.Err() == nil {
+					log.Warn("credential upstream unreachable at start; requests for it fail until it answers, other credentials are served",
+						"credential", name, "error", err)
+				}
+				return
+			}
+			log.Info("credential upstream reachable", "credential", name)
+		})
+	}
+	wg.Wait()
 }
 
 // mintsCredentials reports whether a credential's provider mints

@@ -372,6 +372,20 @@ func (p *Provider) Credential(ctx context.Context, req providers.Request) (provi
 	}, nil
 }
 
+// Ping checks that STS answers and accepts the broker's base credentials
+// (sts:GetCallerIdentity, which needs no permission), issuing nothing. With
+// web identity the broker has no credentials of its own, and the caller's
+// token is only known per request: there is nothing to check.
+func (p *Provider) Ping(ctx context.Context) error {
+	if p.cfg.WebIdentity {
+		return nil
+	}
+	if _, err := p.client.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}); err != nil {
+		return fmt.Errorf("aws: credential %q: ping: %w", p.cfg.Name, p.stsError(ctx, "GetCallerIdentity", err, providers.Secret{}))
+	}
+	return nil
+}
+
 // assumeRole calls AssumeRole, signed with the broker's credentials, with
 // the session tags and source identity derived from the caller.
 func (p *Provider) assumeRole(ctx context.Context, req providers.Request, session string, duration int32) (*types.Credentials, string, error) {

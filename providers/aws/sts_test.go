@@ -528,3 +528,26 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestPing checks the start-up probe against the AWS STS stand-in: the
+// broker's key passes, a wrong secret key and an STS that is down fail
+// without the key in the message, and web identity has nothing to check.
+func TestPing(t *testing.T) {
+	s := startAWSSTS(t)
+	ctx := context.Background()
+	if err := s.provider(t, Config{}).Ping(ctx); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	if err := s.provider(t, Config{Credentials: s.wrongSecretKey}).Ping(ctx); err == nil || !strings.Contains(err.Error(), "SignatureDoesNotMatch") || strings.Contains(err.Error(), s.secret) {
+		t.Errorf("a wrong secret key: %v", err)
+	}
+	if err := s.provider(t, Config{RoleARN: s.webRole, WebIdentity: true}).Ping(ctx); err != nil {
+		t.Errorf("web identity: %v", err)
+	}
+	down := ststest.New(t, ststest.Config{})
+	p := mustNew(t, Config{Name: "payments-aws", RoleARN: s.role, Credentials: s.base, Endpoint: down.URL, HTTPClient: down.Client()})
+	down.Close()
+	if err := p.Ping(ctx); err == nil || strings.Contains(err.Error(), s.secret) {
+		t.Errorf("STS down: %v", err)
+	}
+}

@@ -266,6 +266,22 @@ func (p *Provider) Owned(ctx context.Context) ([]providers.Lease, error) {
 	return out, nil
 }
 
+// Ping connects with the admin DSN and checks that its role may create
+// roles, issuing nothing.
+func (p *Provider) Ping(ctx context.Context) error {
+	var create bool
+	err := p.admin.do(ctx, func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, "SELECT rolcreaterole OR rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&create)
+	})
+	if err != nil {
+		return p.errorf("ping: %w", withContext(ctx, err))
+	}
+	if !create {
+		return p.errorf("ping: the admin role may not create roles: grant it CREATEROLE")
+	}
+	return nil
+}
+
 // withContext makes an error of a call whose ctx ended wrap the context's
 // error, whatever the driver made of the interruption.
 func withContext(ctx context.Context, err error) error {

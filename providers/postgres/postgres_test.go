@@ -576,3 +576,39 @@ func TestBusyAndClosed(t *testing.T) {
 		t.Errorf("issue after Close: %v", err)
 	}
 }
+
+// TestPing checks the start-up probe: a working admin DSN passes, a wrong
+// password, a role without CREATEROLE and a stopped server fail, each
+// saying so without the password.
+func TestPing(t *testing.T) {
+	f := setup(t)
+	f.srv.Exec(t, `CREATE ROLE no_create LOGIN PASSWORD '`+f.password+`'`)
+	ctx := context.Background()
+	good := f.provider(t, f.config("ping"))
+	if err := good.Ping(ctx); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	wrong := f.config("ping")
+	wrong.AdminDSNFile = f.writeDSN(t, "wrong.dsn", "not-the-password")
+	noCreate := f.config("ping")
+	noCreate.AdminDSNFile = filepath.Join(t.TempDir(), "nocreate.dsn")
+	if err := os.WriteFile(noCreate.AdminDSNFile, []byte(f.srv.DSN("no_create", f.password, "postgres")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, tt := range map[string]struct {
+		cfg  Config
+		want string
+	}{
+		"wrong password": {wrong, "password authentication failed"},
+		"no createrole":  {noCreate, "grant it CREATEROLE"},
+	} {
+		err := f.provider(t, tt.cfg).Ping(ctx)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), f.password) {
+			t.Errorf("%s: %v, want an error saying %q and no password", name, err, tt.want)
+		}
+	}
+	f.srv.Stop(t)
+	if err := f.provider(t, f.config("ping")).Ping(ctx); err == nil || strings.Contains(err.Error(), f.password) {
+		t.Errorf("a stopped server: %v", err)
+	}
+}
