@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"maps"
 	"math"
-	"net"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -218,26 +216,14 @@ func validExternalID(s string) bool {
 
 // endpointProblem says what is wrong with an STS endpoint URL, or "".
 func endpointProblem(s string) string {
-	u, err := url.Parse(s)
+	u, err := providers.ParseEndpoint(s)
 	switch {
 	case err != nil:
-		return "is not a URL"
-	case u.Scheme != "https" && u.Scheme != "http":
-		return "must be https:// (or http:// on a loopback host)"
-	case u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/"):
-		return "must be scheme://host[:port] with no user, path, query or fragment"
-	case u.Scheme == "http" && !loopback(u.Hostname()):
-		return "is plain http to a host other than loopback: the answer carries the issued secret key and token"
+		return err.Error()
+	case u.RawQuery != "" || (u.Path != "" && u.Path != "/"):
+		return "must be scheme://host[:port] with no path or query"
 	}
 	return ""
-}
-
-func loopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Provider issues temporary AWS credentials for one role.

@@ -364,7 +364,7 @@ func TestValidate(t *testing.T) {
 			SessionTags: map[string]string{"aws:x": "a", "Env": "b", "env": "c", "bad,key": "d", "nothing": ""},
 			ExternalID:  "a",
 			TTL:         -time.Second,
-		}, []string{`aws: credential "payments-aws": `, "resource is not role/", `region "US East"`, "plain http to a host other than loopback",
+		}, []string{`aws: credential "payments-aws": `, "resource is not role/", `region "US East"`, "plain http only to a loopback host",
 			`key "aws:x" starts with "aws:"`, `keys "Env" and "env" differ only in case`, `key "bad,key" may hold only`, `key "nothing" names no claim`,
 			"external_id must be", "ttl must be positive"}},
 		{"web identity with assume-role options", Config{RoleARN: "arn:aws:iam::123456789012:role/ci", WebIdentity: true,
@@ -375,7 +375,7 @@ func TestValidate(t *testing.T) {
 		{"sts service", Config{RoleARN: "arn:aws:sts::123456789012:assumed-role/x/y"}, []string{"service is not iam"}},
 		{"bad role name", Config{RoleARN: "arn:aws:iam::123456789012:role/a b"}, []string{"role name must be"}},
 		{"empty path segment", Config{RoleARN: "arn:aws:iam::123456789012:role//x"}, []string{"path segments"}},
-		{"endpoint with a path", Config{RoleARN: "arn:aws:iam::123456789012:role/x", Endpoint: "https://sts.amazonaws.com/x?y"}, []string{"no user, path, query or fragment"}},
+		{"endpoint with a path", Config{RoleARN: "arn:aws:iam::123456789012:role/x", Endpoint: "https://sts.amazonaws.com/x?y"}, []string{"no path or query"}},
 		{"too many tags", Config{RoleARN: "arn:aws:iam::123456789012:role/x", SessionTags: manyTags(51)}, []string{"51 tags, AWS allows at most 50"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
+
+	"github.com/credbroker/credbroker/providers"
 )
 
 // Kind is the provider kind reported in replies and audit rows.
@@ -136,42 +136,11 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// checkEndpoint accepts an absolute https URL, or http to a loopback host,
-// without user information. Its errors do not repeat the URL, which might
-// carry a password.
+// checkEndpoint accepts what providers.ParseEndpoint accepts. Its errors
+// do not repeat the URL, which might carry a password.
 func checkEndpoint(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return errors.New("not a URL")
-	}
-	if u.User != nil {
-		return errors.New("must not carry user information; the client authenticates with client_id and client_secret_file")
-	}
-	if u.Host == "" {
-		return errors.New("must be an absolute URL with a host")
-	}
-	if u.Fragment != "" {
-		return errors.New("must not have a fragment")
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if isLoopback(u.Hostname()) {
-			return nil
-		}
-		return fmt.Errorf("must use https (http only to a loopback host, not %q)", u.Hostname())
-	default:
-		return fmt.Errorf("scheme %q: must be https", u.Scheme)
-	}
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	_, err := providers.ParseEndpoint(raw)
+	return err
 }
 
 // isScopeToken reports whether s is an RFC 6749 §3.3 scope-token:

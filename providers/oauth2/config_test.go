@@ -35,7 +35,7 @@ func TestValidate(t *testing.T) {
 		{"http to [::1]", func(c *Config) { c.TokenURL = "http://[::1]:8080/token" }, ""},
 		{"http to localhost", func(c *Config) { c.TokenURL = "http://localhost/token" }, ""},
 		{"no token_url", func(c *Config) { c.TokenURL = "" }, "token_url is required"},
-		{"http to a remote host", func(c *Config) { c.TokenURL = "http://login.example.com/token" }, `token_url: must use https (http only to a loopback host, not "login.example.com")`},
+		{"http to a remote host", func(c *Config) { c.TokenURL = "http://login.example.com/token" }, `token_url: must use https (plain http only to a loopback host, not "login.example.com")`},
 		{"another scheme", func(c *Config) { c.TokenURL = "ftp://login.example.com/token" }, `scheme "ftp"`},
 		{"relative", func(c *Config) { c.TokenURL = "/oauth/token" }, "must be an absolute URL with a host"},
 		{"not a URL", func(c *Config) { c.TokenURL = "https://exa mple.com:x/" }, "token_url: not a URL"},

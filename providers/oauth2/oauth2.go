@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -134,35 +132,12 @@ func newProvider(cfg Config) (*Provider, error) {
 	tr := cfg.Transport
 	if tr == nil {
 		var err error
-		if tr, err = newTransport(cfg.CAFile); err != nil {
+		if tr, err = providers.Transport(cfg.CAFile); err != nil {
 			return nil, fmt.Errorf("oauth2: credential %q: %w", cfg.Name, err)
 		}
 	}
 	p.client = &http.Client{Transport: tr, CheckRedirect: sameOrigin, Timeout: requestTimeout}
 	return p, nil
-}
-
-// newTransport returns a transport trusting the system roots and the
-// certificates in caFile.
-func newTransport(caFile string) (*http.Transport, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile == "" {
-		return tr, nil
-	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("ca_file: %w", err)
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", caFile)
-	}
-	tr.TLSClientConfig.RootCAs = pool
-	return tr, nil
 }
 
 // sameOrigin follows a redirect only to the scheme and host of the
