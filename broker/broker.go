@@ -412,10 +412,14 @@ func (b *Broker) attest(ctx context.Context, req *Request, rec *audit.Record) (i
 }
 
 // unavailable is the caller's message for a provider failure: which
-// credential, and whether the broker's audit log or the provider failed.
-// The provider's own error goes to the log only.
+// credential, and what failed — the reason an error states for callers
+// (CallerReason, as the lease manager's do), else whether the audit log or
+// the provider failed. The provider's own error goes to the log only.
 func unavailable(name string, err error) string {
+	var public interface{ CallerReason() string }
 	switch {
+	case errors.As(err, &public):
+		return fmt.Sprintf("credential %q is unavailable: %s", name, public.CallerReason())
 	case errors.Is(err, audit.ErrUnavailable):
 		return fmt.Sprintf("credential %q is unavailable: the audit log cannot record its issue; no credential was issued", name)
 	case errors.Is(err, context.DeadlineExceeded):

@@ -263,7 +263,7 @@ func TestPostgresDownAtStart(t *testing.T) {
 		t.Fatalf("demo while PostgreSQL is down: %d %s", r.Status, r.Body)
 	}
 	r := call(t, c, "GET", "/v1/credentials/orders-db", nil, nil)
-	if r.Status != 503 || !strings.Contains(string(r.Body), `credential \"orders-db\" is unavailable: its provider failed`) {
+	if r.Status != 503 || !strings.Contains(string(r.Body), `credential \"orders-db\" is unavailable: its provider failed and no unexpired credential is cached`) {
 		t.Fatalf("orders-db while PostgreSQL is down: %d %s", r.Status, r.Body)
 	}
 	pg.Restart(t)

@@ -62,6 +62,38 @@ type Recorder interface {
 // recorded, or the manager has stopped.
 var ErrUnavailable = errors.New("lease: credential unavailable")
 
+// Error is a failure to hand out a credential. Reason says, in words safe
+// to show the caller, what failed; Err is the cause, for the log. It wraps
+// ErrUnavailable and the cause.
+type Error struct {
+	Credential string
+	Reason     string
+	Err        error
+}
+
+func (e *Error) Error() string {
+	msg := fmt.Sprintf("lease: credential %q: %s", e.Credential, e.Reason)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+// Unwrap gives ErrUnavailable and the cause.
+func (e *Error) Unwrap() []error { return []error{ErrUnavailable, e.Err} }
+
+// CallerReason is the part of the error a caller may see.
+func (e *Error) CallerReason() string { return e.Reason }
+
+// Reasons of Error.
+const (
+	reasonStopping   = "the broker is shutting down"
+	reasonProvider   = "its provider failed and no unexpired credential is cached"
+	reasonUnusable   = "its provider returned a credential without a lease id or already expired"
+	reasonStore      = "the lease store cannot record it; no credential was issued"
+	reasonAuditIssue = "the audit log cannot record its issue; no credential was issued"
+)
+
 // Defaults of Config.
 const (
 	DefaultRefreshAt    = 0.5
@@ -294,7 +326,7 @@ func (c *Credential) start(e *entry, req providers.Request, old *served) (*fligh
 	m.mu.Lock()
 	if m.stopped {
 		m.mu.Unlock()
-		return nil, fmt.Errorf("%w: credential %q: the broker is shutting down", ErrUnavailable, c.name)
+		return nil, &Error{Credential: c.name, Reason: reasonStopping}
 	}
 	m.fetches.Add(1)
 	m.mu.Unlock()
@@ -341,7 +373,7 @@ func (c *Credential) fetch(ctx context.Context, req providers.Request, old *serv
 	}
 	cred, err := c.p.Credential(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: credential %q: %w", ErrUnavailable, c.name, err)
+		return nil, &Error{Credential: c.name, Reason: reasonProvider, Err: err}
 	}
 	now := m.cfg.Now()
 	if cred.Credential == "" {
@@ -355,12 +387,12 @@ func (c *Credential) fetch(ctx context.Context, req providers.Request, old *serv
 	}
 	if cred.ID == "" || !cred.ExpiresAt.After(now) {
 		c.release(cred.Lease, "the provider returned it without a lease id or already expired")
-		return nil, fmt.Errorf("%w: credential %q: the provider returned a credential without a lease id or already expired (expiry %s)", ErrUnavailable, c.name, cred.ExpiresAt.UTC().Format(time.RFC3339))
+		return nil, &Error{Credential: c.name, Reason: reasonUnusable, Err: fmt.Errorf("lease id %q, expiry %s", cred.ID, cred.ExpiresAt.UTC().Format(time.RFC3339))}
 	}
 	if c.revoker != nil {
 		if err := m.cfg.Store.add(ctx, cred.Lease); err != nil {
 			c.revokeDirect(cred.Lease, "it could not be recorded in the lease store")
-			return nil, fmt.Errorf("%w: credential %q: %w", ErrUnavailable, c.name, err)
+			return nil, &Error{Credential: c.name, Reason: reasonStore, Err: err}
 		}
 		m.poke() // Run learns the new expiry
 	}
@@ -370,7 +402,7 @@ func (c *Credential) fetch(ctx context.Context, req providers.Request, old *serv
 	}
 	if err := m.cfg.Audit.RecordLease(ctx, ev); err != nil {
 		c.release(cred.Lease, "its issue could not be recorded in the audit log")
-		return nil, fmt.Errorf("%w: credential %q: the audit log is unavailable: %w", ErrUnavailable, c.name, err)
+		return nil, &Error{Credential: c.name, Reason: reasonAuditIssue, Err: err}
 	}
 	return &served{cred: cred, k: key{subject: req.Identity.Subject, ttl: req.TTL}, refreshAt: c.refreshPoint(now, cred.ExpiresAt)}, nil
 }

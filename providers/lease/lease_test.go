@@ -418,7 +418,7 @@ func TestAuditFailureReleases(t *testing.T) {
 	c := e.add("db", f)
 	e.audit.fail.Store(true)
 	_, err := c.Credential(context.Background(), req("unix:uid:1", 0))
-	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "audit log is unavailable") {
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "audit log cannot record its issue") {
 		t.Fatalf("issue with the audit log down: %v", err)
 	}
 	e.audit.fail.Store(false)
