@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -269,5 +270,39 @@ func TestPostgresDownAtStart(t *testing.T) {
 	pg.Restart(t)
 	if r := call(t, c, "GET", "/v1/credentials/orders-db", nil, nil); r.Status != 200 {
 		t.Fatalf("orders-db once PostgreSQL is back: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestPostgresUnrecordedIssueIsRevoked fills the volume of the audit log
+// (and the lease store beside it) before the first request for a
+// PostgreSQL credential: the request is refused, and the role the provider
+// created for it is dropped — never left alive unrecorded.
+func TestPostgresUnrecordedIssueIsRevoked(t *testing.T) {
+	e := newPGEnv(t)
+	disk := mountTmpfs(t, "4m")
+	e.db = filepath.Join(disk, "audit.db")
+	b := e.start("--audit-db", e.db)
+	fillDisk(t, disk)
+	r := call(t, socketClient(e.socket), "GET", "/v1/credentials/orders-db", nil, nil)
+	if r.Status != 503 {
+		t.Fatalf("with the audit volume full: %d %s", r.Status, r.Body)
+	}
+	b.waitLog("postgres: role created") // the refusal came after an issue upstream
+	deadline := time.Now().Add(hangBound)
+	for {
+		var n int
+		conn := e.pg.Conn(t)
+		err := conn.QueryRow(context.Background(), "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, 'credbroker_')").Scan(&n)
+		conn.Close(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d roles of the broker remain after a refused issue:\n%s", n, b.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

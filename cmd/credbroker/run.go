@@ -631,7 +631,7 @@ func buildProviders(cfg *Config, m *lease.Manager, installID string, log *slog.L
 			continue
 		}
 		key := fmt.Sprintf("credentials.%d.%s", i, c.Kind)
-		p, err := kind.build(c.Provider, buildContext{name: c.Name, ttl: time.Duration(c.TTL), installID: installID, log: log.With("credential", c.Name)})
+		p, err := kind.build(c.Provider, buildContext{name: c.Name, ttl: time.Duration(c.TTL), installID: installID, log: log.With("component", "providers")})
 		if err != nil {
 			errs = append(errs, ConfigError{cfg.pos(key), err.Error()})
 			continue
