@@ -104,11 +104,13 @@ func TestDatabaseDynamic(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := time.Now()
 			cr := issue(t, p, providers.Request{Name: "orders-db", TTL: tt.ttl, Identity: caller})
+			after := time.Now()
 			if !strings.HasPrefix(cr.ID, "vault:database/creds/ro/") || cr.Kind != Kind || len(cr.Data) != 2 {
 				t.Errorf("lease %+v, fields %v", cr.Lease, cr.Data)
 			}
-			if d := cr.ExpiresAt.Sub(before); d < tt.want-5*time.Second || d > tt.want {
-				t.Errorf("expiry in %v, want %v", d, tt.want)
+			// Vault states durations in whole seconds.
+			if cr.ExpiresAt.Before(before.Add(tt.want-time.Second)) || cr.ExpiresAt.After(after.Add(tt.want)) {
+				t.Errorf("expiry in %v, want %v", cr.ExpiresAt.Sub(before), tt.want)
 			}
 			if err := login(ctx, pg, cr); err != nil {
 				t.Fatal(err)
@@ -136,9 +138,13 @@ func TestDatabaseDynamic(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d := renewed.ExpiresAt.Sub(before)
-			if d > tt.atMost || d < tt.atLeast {
-				t.Errorf("renewed until %v from now, want between %v and %v", d, tt.atLeast, tt.atMost)
+			after := time.Now()
+			// Vault states durations in whole seconds.
+			if renewed.ExpiresAt.After(after.Add(tt.atMost+time.Second)) || renewed.ExpiresAt.Before(before.Add(tt.atLeast)) {
+				t.Errorf("renewed until %v from now, want between %v and %v", renewed.ExpiresAt.Sub(before), tt.atLeast, tt.atMost)
+			}
+			if tt.shortened && !renewed.ExpiresAt.Before(before.Add(tt.ttl)) {
+				t.Errorf("renewed until %v from now: not shorter than asked (%v)", renewed.ExpiresAt.Sub(before), tt.ttl)
 			}
 			if renewed.ID != cr.ID {
 				t.Errorf("renewal changed the lease id")

@@ -62,7 +62,10 @@
 //     across requests (each issue is one login and one read): after a KV
 //     read it is revoked at once; for a dynamic lease it is held in memory,
 //     keyed by the lease id, until it expires, to renew and revoke that
-//     lease (revoking it revokes the lease). A request without a caller
+//     lease: Revoke revokes the lease with it (synchronously when the
+//     caller's Vault policy allows update on sys/leases/revoke), then the
+//     token itself, which also ends the lease, though Vault does that in
+//     the background. A request without a caller
 //     token fails with ErrNoCallerToken. A lease issued before a restart
 //     cannot be renewed (ErrNotRenewable) and ends with its token's TTL.
 //   - Errors keep Vault's own messages (bounded, printable ASCII, with any

@@ -53,6 +53,9 @@ func newKubeAPI(t testing.TB) *kubeAPI {
 
 type saClaims struct {
 	jwt.Claims
+	// Aud is always an array, as kube-apiserver writes it (jwt.Claims
+	// writes a single audience as a string).
+	Aud        []string `json:"aud"`
 	Kubernetes struct {
 		Namespace      string `json:"namespace"`
 		ServiceAccount struct {
@@ -68,7 +71,7 @@ func (k *kubeAPI) token(t testing.TB, namespace, name string) string {
 	now := time.Now()
 	var c saClaims
 	c.Issuer, c.Subject = kubeIssuer, "system:serviceaccount:"+namespace+":"+name
-	c.Audience = jwt.Audience{kubeIssuer}
+	c.Aud = []string{kubeIssuer}
 	c.IssuedAt, c.NotBefore, c.Expiry = jwt.NewNumericDate(now), jwt.NewNumericDate(now), jwt.NewNumericDate(now.Add(time.Hour))
 	c.Kubernetes.Namespace = namespace
 	c.Kubernetes.ServiceAccount.Name, c.Kubernetes.ServiceAccount.UID = name, "uid-"+namespace+"-"+name
@@ -109,7 +112,7 @@ func (k *kubeAPI) tokenReview(w http.ResponseWriter, r *http.Request) {
 			status = map[string]any{
 				"authenticated": true,
 				"user":          map[string]any{"username": c.Subject, "uid": c.Kubernetes.ServiceAccount.UID},
-				"audiences":     []string(c.Audience),
+				"audiences":     c.Aud,
 			}
 		}
 	}

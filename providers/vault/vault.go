@@ -316,10 +316,12 @@ func (p *Provider) renew(ctx context.Context, lease providers.Lease, ttl time.Du
 
 // Revoke ends a lease. A dynamic lease is revoked in Vault
 // (sys/leases/revoke; one Vault no longer knows is revoked already). With
-// pass_caller_token, the caller's token the lease was issued under is
-// revoked, which revokes the lease with it; a lease whose token is no
-// longer held (issued before a restart) ends with that token's TTL. A KV
-// lease has nothing upstream to end: revoking it succeeds at once.
+// pass_caller_token, the lease is revoked with the caller's token it was
+// issued under (synchronously when the caller's Vault policy allows
+// sys/leases/revoke), and then that token, which also ends the lease,
+// though in the background; a lease whose token is no longer held (issued
+// before a restart) ends with that token's TTL. A KV lease has nothing
+// upstream to end: revoking it succeeds at once.
 func (p *Provider) Revoke(ctx context.Context, lease providers.Lease) error {
 	if err := p.revoke(ctx, lease); err != nil {
 		return fmt.Errorf("vault: credential %q: revoke lease %s: %w", p.cfg.Name, lease.ID, err)
@@ -343,6 +345,20 @@ func (p *Provider) revoke(ctx context.Context, lease providers.Lease) error {
 		if !ok {
 			p.log.Warn("vault: the caller's token of this lease is no longer held; the lease ends with that token's TTL", "credential", p.cfg.Name, "lease", lease.ID)
 			return nil
+		}
+		// The lease first, synchronously, when the caller's policy allows
+		// sys/leases/revoke; then the caller's token, which ends the lease
+		// in any case (Vault revokes a token's leases in the background).
+		if err := cl.s.client.Sys().RevokeWithContext(ctx, id); err != nil {
+			e := requestError("revoke", "sys/leases/revoke", err, nil, cl.s.token)
+			switch e.Status {
+			case http.StatusForbidden:
+				p.log.Debug("vault: the caller may not revoke the lease itself; revoking its token, which revokes the lease in the background", "credential", p.cfg.Name, "lease", lease.ID)
+			case http.StatusBadRequest: // unknown to Vault: revoked already
+			default:
+				p.rememberCallerUntil(lease.ID, cl)
+				return e
+			}
 		}
 		if err := p.revokeTokenErr(ctx, cl.s); err != nil {
 			p.rememberCallerUntil(lease.ID, cl)
