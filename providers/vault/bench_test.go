@@ -11,7 +11,8 @@ import (
 // BenchmarkIssue measures first-issue latency against the Vault dev
 // server: one Credential call as the lease manager makes it on a cache
 // miss, with the broker's token already held (the first call's login is
-// outside the timer). kv is one read of a KV v2 secret; dynamic is one
+// outside the timer, except in kv-with-login, where each issue is a new
+// provider's first: an AppRole login and the read). kv is one read of a KV v2 secret; dynamic is one
 // database/creds read, for which Vault creates a PostgreSQL role, each
 // lease revoked outside the timer.
 func BenchmarkIssue(b *testing.B) {
@@ -26,6 +27,16 @@ func BenchmarkIssue(b *testing.B) {
 		issue(b, p, req) // logs in
 		for b.Loop() {
 			if _, err := p.Credential(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+
+	// A provider's very first issue: an AppRole login, then the read.
+	b.Run("kv-with-login", func(b *testing.B) {
+		cfg := Config{Address: f.srv.Addr, Auth: auth, KV: &KV{Path: "stripe", Field: "key"}, Name: "bench"}
+		for b.Loop() {
+			if _, err := mustNew(b, cfg).Credential(ctx, req); err != nil {
 				b.Fatal(err)
 			}
 		}
