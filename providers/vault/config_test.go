@@ -4,8 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,5 +182,70 @@ func TestRequestErrorRedacts(t *testing.T) {
 				t.Error("context.Canceled not kept for errors.Is")
 			}
 		})
+	}
+}
+
+// TestClientIsolation: a stand-in for a Vault standby that redirects every
+// request elsewhere, with VAULT_* variables set in the environment. The
+// provider sends its own token (never VAULT_TOKEN) and namespace (never
+// VAULT_NAMESPACE), sends no token with a login, and follows no redirect,
+// so the other host never sees a token.
+func TestClientIsolation(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { elsewhere.Add(1) }))
+	defer other.Close()
+	var mu sync.Mutex
+	seen := map[string]http.Header{}
+	standby := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path] = r.Header.Clone()
+		mu.Unlock()
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer standby.Close()
+	t.Setenv("VAULT_TOKEN", "env-token-canary")
+	t.Setenv("VAULT_NAMESPACE", "env-namespace")
+	t.Setenv("VAULT_HEADERS", `{"X-Env-Header":"env"}`)
+
+	dir := t.TempDir()
+	tokenFile, secretIDFile := filepath.Join(dir, "token"), filepath.Join(dir, "secret-id")
+	os.WriteFile(tokenFile, []byte("file-token\n"), 0o600)
+	os.WriteFile(secretIDFile, []byte("secret-id\n"), 0o600)
+	for _, tt := range []struct {
+		name      string
+		auth      Auth
+		path      string
+		wantToken string
+	}{
+		{"token_file", Auth{TokenFile: tokenFile}, "/v1/auth/token/lookup-self", "file-token"},
+		{"approle login", Auth{AppRole: &AppRoleAuth{RoleID: "r", SecretIDFile: secretIDFile}}, "/v1/auth/approle/login", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := New(Config{Address: standby.URL, Auth: tt.auth, KV: &KV{Path: "x", Field: "y"}, Namespace: "team-a", Name: "iso"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.Credential(context.Background(), providers.Request{Name: "iso"}); err == nil {
+				t.Fatal("a redirecting server issued a credential")
+			}
+			mu.Lock()
+			h, ok := seen[tt.path]
+			mu.Unlock()
+			if !ok {
+				t.Fatalf("no request to %s", tt.path)
+			}
+			if got := h.Get("X-Vault-Token"); got != tt.wantToken {
+				t.Errorf("X-Vault-Token %q, want %q", got, tt.wantToken)
+			}
+			if got := h.Get("X-Vault-Namespace"); got != "team-a" {
+				t.Errorf("X-Vault-Namespace %q, want the configured one", got)
+			}
+			if h.Get("X-Env-Header") != "" || h.Get("X-Vault-Request") != "true" {
+				t.Errorf("headers %v: VAULT_HEADERS applied, or X-Vault-Request missing", h)
+			}
+		})
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("%d requests followed the redirect to another host", n)
 	}
 }

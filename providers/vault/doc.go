@@ -72,7 +72,10 @@
 //     token, secret id or JWT redacted) and never a token; failures to log
 //     in wrap ErrAuth. The provider never logs a request or its headers.
 //   - The Vault client takes nothing from the VAULT_* environment
-//     variables: the config is the whole truth. It retries nothing.
+//     variables: the config is the whole truth. It retries nothing, and
+//     follows no redirect, so the broker's token is sent to the configured
+//     address only: point it at the active node or a load balancer (Vault
+//     standbys forward requests by default).
 //   - New reads ca_file only; Vault and the auth method's files are first
 //     used by the first Credential call, so an unreachable Vault is
 //     reported there and other credentials keep being served.

@@ -83,7 +83,9 @@ func New(cfg Config) (*Provider, error) {
 // environment variables the library reads by default (VAULT_TOKEN,
 // VAULT_NAMESPACE, VAULT_HEADERS, VAULT_SKIP_VERIFY, VAULT_CACERT, …) are
 // overridden or unused, so what the broker does is what its config says.
-// The client retries nothing: the lease manager decides when to try again.
+// The client retries nothing (the lease manager decides when to try
+// again) and follows no redirect (a Vault token goes to the configured
+// address only).
 func newClient(cfg *Config) (*api.Client, error) {
 	rt := cfg.Transport
 	if rt == nil {
@@ -105,20 +107,27 @@ func newClient(cfg *Config) (*api.Client, error) {
 		rt = t
 	}
 	c, err := api.NewClient(&api.Config{
-		Address:    cfg.Address,
-		HttpClient: &http.Client{Transport: rt},
-		MaxRetries: 0,
-		Timeout:    DefaultTimeout,
+		Address: cfg.Address,
+		// Redirects are not followed, by net/http or by the library: a
+		// Vault token goes only to the configured address.
+		HttpClient: &http.Client{
+			Transport:     rt,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		DisableRedirects: true,
+		MaxRetries:       0,
+		Timeout:          DefaultTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("vault: address: %w", err)
 	}
 	c.ClearToken()
-	c.ClearNamespace()
+	// Replaces the headers from VAULT_HEADERS and VAULT_NAMESPACE; the
+	// namespace is a header too, so it is set after.
+	c.SetHeaders(http.Header{api.RequestHeaderName: {"true"}})
 	if cfg.Namespace != "" {
 		c.SetNamespace(cfg.Namespace)
 	}
-	c.SetHeaders(http.Header{api.RequestHeaderName: {"true"}})
 	return c, nil
 }
 
