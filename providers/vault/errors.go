@@ -10,21 +10,23 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
-// Sentinels callers branch on.
+// Sentinels callers branch on. Their text, like an *Error's, has no
+// package prefix: every error leaves the package through Credential, Renew
+// or Revoke, which prefix it with "vault: credential <name>: ".
 var (
 	// ErrNoCallerToken is returned with auth.jwt.pass_caller_token when the
 	// request carries no verified caller token.
-	ErrNoCallerToken = errors.New("vault: pass_caller_token is set but the request carries no verified caller token")
+	ErrNoCallerToken = errors.New("pass_caller_token is set but the request carries no verified caller token")
 	// ErrNotFound is wrapped when the secret, or a configured field of it,
 	// is missing.
-	ErrNotFound = errors.New("vault: not found")
+	ErrNotFound = errors.New("not found")
 	// ErrNotRenewable is wrapped when a lease cannot be extended and must
 	// be replaced by a new issue.
-	ErrNotRenewable = errors.New("vault: lease cannot be renewed")
+	ErrNotRenewable = errors.New("lease cannot be renewed")
 	// ErrAuth is wrapped when the provider has no usable Vault token: its
 	// token file, secret id or JWT could not be read, or Vault refused the
 	// login.
-	ErrAuth = errors.New("vault: no usable Vault token")
+	ErrAuth = errors.New("no usable Vault token")
 )
 
 // Bounds on what an error repeats from Vault's answer.
@@ -58,7 +60,7 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "vault: %s %s", e.Op, e.Path)
+	fmt.Fprintf(&b, "%s %s", e.Op, e.Path)
 	switch {
 	case e.Status != 0:
 		fmt.Fprintf(&b, ": Vault answered %d %s", e.Status, http.StatusText(e.Status))
