@@ -46,7 +46,7 @@ func TestValidate(t *testing.T) {
 		{"everything missing", func(c *Config) { *c = Config{} }, []string{
 			"address is required", "exactly one of token_file, kubernetes, approle and jwt", "exactly one of kv and dynamic",
 		}},
-		{"http to a remote host", func(c *Config) { c.Address = "http://vault.example.com:8200" }, []string{"http is allowed only to a loopback host"}},
+		{"http to a remote host", func(c *Config) { c.Address = "http://vault.example.com:8200" }, []string{"plain http only to a loopback host"}},
 		{"user information in the address", func(c *Config) { c.Address = "https://u:pw@vault:8200" }, []string{"must not carry user information"}},
 		{"two auth methods", func(c *Config) { c.Auth.AppRole = &AppRoleAuth{RoleID: "r", SecretIDFile: "s"} }, []string{"(2 are)"}},
 		{"approle without its fields", func(c *Config) { c.Auth = Auth{AppRole: &AppRoleAuth{}} }, []string{"role_id is required", "secret_id_file is required"}},

@@ -2,13 +2,10 @@ package vault
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -89,20 +86,9 @@ func New(cfg Config) (*Provider, error) {
 func newClient(cfg *Config) (*api.Client, error) {
 	rt := cfg.Transport
 	if rt == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		if cfg.CAFile != "" {
-			pem, err := os.ReadFile(cfg.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("vault: ca_file: %w", err)
-			}
-			pool, err := x509.SystemCertPool()
-			if err != nil {
-				pool = x509.NewCertPool()
-			}
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("vault: ca_file %s holds no PEM certificate", cfg.CAFile)
-			}
-			t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		t, err := providers.Transport(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("vault: %w", err)
 		}
 		rt = t
 	}
@@ -136,6 +122,23 @@ func (p *Provider) TTL() time.Duration { return p.cfg.TTL }
 
 func (p *Provider) passCaller() bool {
 	return p.cfg.Auth.JWT != nil && p.cfg.Auth.JWT.PassCallerToken
+}
+
+// Ping checks that Vault answers and takes the broker's own token (logging
+// in, or renewing it, as a request would), reading no secret. With
+// pass_caller_token the broker has no token of its own: it checks that
+// Vault answers.
+func (p *Provider) Ping(ctx context.Context) error {
+	if p.passCaller() {
+		if _, err := p.base.Sys().HealthWithContext(ctx); err != nil {
+			return fmt.Errorf("vault: credential %q: ping: %w", p.cfg.Name, err)
+		}
+		return nil
+	}
+	if _, err := p.brokerSession(ctx); err != nil {
+		return fmt.Errorf("vault: credential %q: ping: %w", p.cfg.Name, err)
+	}
+	return nil
 }
 
 // Credential reads the secret: for kv, one field of a KV v2 secret; for

@@ -388,3 +388,24 @@ func TestConformanceKV(t *testing.T) {
 		Logs:     log.String,
 	})
 }
+
+// TestPing checks the start-up probe: the broker's token is accepted; an
+// AppRole secret id Vault refuses, and a Vault that does not answer, fail
+// without a secret in the message.
+func TestPing(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	good := mustNew(t, Config{Address: f.srv.Addr, Auth: Auth{TokenFile: f.file(t, "token", f.token(t, "1h", "kv-read"))}, KV: &KV{Path: "stripe", Field: "key"}, Name: "stripe"})
+	if err := good.Ping(ctx); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	roleID, _, secretID := f.approle(t, "1h", "2h", "kv-read")
+	wrong := mustNew(t, Config{Address: f.srv.Addr, Auth: Auth{AppRole: &AppRoleAuth{RoleID: roleID, SecretIDFile: f.file(t, "wrong-secret-id", "not-"+secretID)}}, KV: &KV{Path: "stripe", Field: "key"}, Name: "stripe"})
+	if err := wrong.Ping(ctx); err == nil || strings.Contains(err.Error(), secretID) {
+		t.Errorf("a refused secret id: %v", err)
+	}
+	down := mustNew(t, Config{Address: closedAddress(t), Auth: Auth{TokenFile: f.file(t, "token2", f.token(t, "1h", "kv-read"))}, KV: &KV{Path: "stripe", Field: "key"}, Name: "stripe"})
+	if err := down.Ping(ctx); err == nil {
+		t.Error("a Vault that does not answer passed the ping")
+	}
+}
