@@ -24,6 +24,7 @@ import (
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/policies"
+	"github.com/credbroker/credbroker/providers"
 	"github.com/credbroker/credbroker/providers/lease"
 	"github.com/credbroker/credbroker/providers/static"
 )
@@ -64,13 +65,35 @@ func newHarness(tb testing.TB, tokens ...broker.TokenRoute) *harness {
 // newHarnessCache is newHarness with a token cache TTL (negative: off).
 func newHarnessCache(tb testing.TB, cacheTTL time.Duration, tokens ...broker.TokenRoute) *harness {
 	tb.Helper()
-	return newHarnessWith(tb, cacheTTL, false, tokens...)
+	return newHarnessWith(tb, cacheTTL, nil, tokens...)
 }
 
-// newHarnessWith is newHarness with a token cache TTL, and with demo's
-// provider under a lease manager when leased is set: it then mints a
+// demoProvider makes demo's provider from the static one and the harness
+// (its audit log open).
+type demoProvider func(tb testing.TB, plain broker.Provider, h *harness) broker.Provider
+
+// leased puts demo's provider under a lease manager: it then mints a
 // credential once per workload and serves cached hits.
-func newHarnessWith(tb testing.TB, cacheTTL time.Duration, leased bool, tokens ...broker.TokenRoute) *harness {
+func leased(tb testing.TB, plain broker.Provider, h *harness) broker.Provider {
+	store, err := lease.OpenStore(context.Background(), filepath.Join(tb.TempDir(), "leases.db"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	m, err := lease.New(lease.Config{Store: store, Audit: h.log, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p, err := m.Add("demo", plain)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// newHarnessWith is newHarness with a token cache TTL and, when demo is
+// set, demo's provider made by it.
+func newHarnessWith(tb testing.TB, cacheTTL time.Duration, demoOf demoProvider, tokens ...broker.TokenRoute) *harness {
 	tb.Helper()
 	dir := tb.TempDir()
 	secret := filepath.Join(dir, "demo")
@@ -99,19 +122,8 @@ func newHarnessWith(tb testing.TB, cacheTTL time.Duration, leased bool, tokens .
 		tb.Fatal(err)
 	}
 	var demo broker.Provider = plain
-	if leased {
-		store, err := lease.OpenStore(ctx, filepath.Join(dir, "leases.db"))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { store.Close() })
-		m, err := lease.New(lease.Config{Store: store, Audit: h.log, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if demo, err = m.Add("demo", plain); err != nil {
-			tb.Fatal(err)
-		}
+	if demoOf != nil {
+		demo = demoOf(tb, plain, h)
 	}
 	h.broker, err = broker.New(broker.Config{
 		Peer:          peer,
@@ -176,7 +188,7 @@ func (h *harness) get(tb testing.TB, name string) (int, string) {
 // for one workload share one issued credential, recorded once as a lease
 // issue, and each decision still has its own row naming the lease.
 func TestPipelineLeased(t *testing.T) {
-	h := newHarnessWith(t, 0, true)
+	h := newHarnessWith(t, 0, leased)
 	var leases []string
 	for range 3 {
 		code, body := h.get(t, "demo")
@@ -201,6 +213,48 @@ func TestPipelineLeased(t *testing.T) {
 	}
 	if strings.Join(rows, ",") != "decision allow,lease issue,decision allow,decision allow" {
 		t.Errorf("rows of the lease: %q", rows)
+	}
+}
+
+// tokenRecorder is a provider that keeps the token it was given.
+type tokenRecorder struct {
+	broker.Provider
+	tokens chan string
+}
+
+func (r tokenRecorder) Credential(ctx context.Context, req providers.Request) (providers.Credential, error) {
+	r.tokens <- string(req.Token.Reveal())
+	return r.Provider.Credential(ctx, req)
+}
+
+// TestProviderGetsVerifiedToken checks that a provider is given the bearer
+// token the caller was attested by (for Vault's pass_caller_token and AWS
+// web identity), and no token when the caller presented none.
+func TestProviderGetsVerifiedToken(t *testing.T) {
+	route, token := kubernetesRoute(t)
+	tokens := make(chan string, 1)
+	h := newHarnessWith(t, 0, func(_ testing.TB, plain broker.Provider, _ *harness) broker.Provider {
+		return tokenRecorder{plain, tokens}
+	}, route)
+	for _, tt := range []struct {
+		name, bearer string
+	}{{"bearer token", token}, {"peer credentials only", ""}} {
+		req, _ := http.NewRequest("GET", "http://credbroker/v1/credentials/demo", nil)
+		req.Header.Set(broker.RequestHeader, "1")
+		if tt.bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+tt.bearer)
+		}
+		resp, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: status %d", tt.name, resp.StatusCode)
+		}
+		if got := <-tokens; got != tt.bearer {
+			t.Errorf("%s: the provider got token %q, want %q", tt.name, got, tt.bearer)
+		}
 	}
 }
 
@@ -295,7 +349,7 @@ func BenchmarkSocketAPI(b *testing.B) {
 	b.Run("unix", func(b *testing.B) { benchSocketAPI(b, newHarness(b), "") })
 	// A cached hit of the lease manager: what every minting provider costs
 	// once its credential is issued (the provider is not called).
-	b.Run("unix-leased", func(b *testing.B) { benchSocketAPI(b, newHarnessWith(b, 0, true), "") })
+	b.Run("unix-leased", func(b *testing.B) { benchSocketAPI(b, newHarnessWith(b, 0, leased), "") })
 	b.Run("kubernetes-token", func(b *testing.B) {
 		route, token := kubernetesRoute(b)
 		benchSocketAPI(b, newHarness(b, route), token)
