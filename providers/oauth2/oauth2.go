@@ -140,6 +140,24 @@ func newProvider(cfg Config) (*Provider, error) {
 	return p, nil
 }
 
+// Ping checks that the token endpoint answers over a connection the
+// provider trusts (TLS verified), without authenticating: any HTTP answer
+// will do (a token endpoint answers a GET with 405 or 400). Nothing is
+// issued and the client secret is not sent.
+func (p *Provider) Ping(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.cfg.TokenURL, nil)
+	if err != nil {
+		return fmt.Errorf("oauth2: credential %q: ping: %s: not a URL", p.cfg.Name, p.tokenURL)
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("oauth2: credential %q: ping: token endpoint %s: %w", p.cfg.Name, p.tokenURL, errors.Unwrap(err))
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	return nil
+}
+
 // sameOrigin follows a redirect only to the scheme and host of the
 // original request: a token request carries the client secret, which must
 // not reach another host.

@@ -664,3 +664,39 @@ func TestTransport(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPing checks the start-up probe: the token endpoint answers over
+// verified TLS without being sent the secret; one that is down, or whose
+// certificate is not trusted, fails.
+func TestPing(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	p, err := Open(f.basic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, before, _ := f.srv.stats()
+	if err := p.(providers.Pinger).Ping(ctx); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	if _, after, _ := f.srv.stats(); after != before {
+		t.Errorf("the ping made %d token requests", after-before)
+	}
+	down := newAuthServer(t)
+	downURL := down.url("/token")
+	down.srv.Close()
+	untrusted := f.basic()
+	untrusted.CAFile = ""
+	for name, cfg := range map[string]Config{
+		"down":      func() Config { c := f.basic(); c.TokenURL = downURL; return c }(),
+		"untrusted": untrusted,
+	} {
+		p, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.(providers.Pinger).Ping(ctx); err == nil {
+			t.Errorf("%s: the ping passed", name)
+		}
+	}
+}
