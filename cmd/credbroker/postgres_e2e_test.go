@@ -155,7 +155,7 @@ func roleOf(leaseID string) string { return strings.TrimPrefix(leaseID, "postgre
 // the password nowhere in it.
 func TestPostgresLeaseLifecycle(t *testing.T) {
 	e := newPGEnv(t)
-	b := e.start()
+	b := e.start("--admin", "127.0.0.1:0")
 	c := e.get(b)
 	if !strings.HasPrefix(c.LeaseID, "postgres:credbroker_unix_uid_0") || c.Data["username"] != roleOf(c.LeaseID) || len(c.Data["password"]) < 32 {
 		t.Fatalf("issued %q with username %q", c.LeaseID, c.Data["username"])
@@ -190,6 +190,20 @@ func TestPostgresLeaseLifecycle(t *testing.T) {
 	}
 	if strings.Contains(b.logs.String(), c.Data["password"]) {
 		t.Error("the issued password is in the broker's log")
+	}
+	_, metrics := httpGet(t, "http://"+adminAddr(t, b)+"/metrics")
+	for _, want := range []string{
+		`credbroker_lease_events_total{credential="orders-db",event="issue"} 1`,
+		`credbroker_lease_requests_total{credential="orders-db",result="hit"} 1`,
+		`credbroker_lease_requests_total{credential="orders-db",result="miss"} 1`,
+		`credbroker_lease_revocations_total{result="ok"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(metrics, c.Data["password"]) {
+		t.Error("the issued password is in /metrics")
 	}
 }
 

@@ -308,7 +308,7 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 		}
 		defer store.Close()
 		installID = store.InstallID()
-		if leases, err = lease.New(lease.Config{Store: store, Audit: alog, RefreshAt: cfg.Leases.RefreshAt, Logger: log.With("component", "leases")}); err != nil {
+		if leases, err = lease.New(lease.Config{Store: store, Audit: alog, RefreshAt: cfg.Leases.RefreshAt, Logger: log.With("component", "leases"), Registerer: reg}); err != nil {
 			return err
 		}
 	}

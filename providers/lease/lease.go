@@ -42,6 +42,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/providers"
 )
@@ -125,14 +127,18 @@ type Config struct {
 	After func(time.Duration) <-chan time.Time
 	// Logger receives lifecycle failures; default slog.Default().
 	Logger *slog.Logger
+	// Registerer receives the manager's metrics (credbroker_lease_*,
+	// credbroker_leases); nil means none are exported.
+	Registerer prometheus.Registerer
 }
 
 // Manager manages the leases of every credential added to it.
 type Manager struct {
-	cfg  Config
-	log  *slog.Logger
-	base context.Context // ends when Run ends: fetches and revocations
-	stop context.CancelFunc
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	base    context.Context // ends when Run ends: fetches and revocations
+	stop    context.CancelFunc
 
 	mu      sync.Mutex
 	creds   map[string]*Credential
@@ -186,7 +192,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	base, stop := context.WithCancel(context.Background())
 	return &Manager{
-		cfg: cfg, log: cfg.Logger, base: base, stop: stop,
+		cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer), base: base, stop: stop,
 		creds: map[string]*Credential{}, swept: map[string]bool{}, kick: make(chan struct{}, 1),
 	}, nil
 }
@@ -202,7 +208,7 @@ func (m *Manager) Add(name string, p Provider) (*Credential, error) {
 	if _, dup := m.creds[name]; dup {
 		return nil, fmt.Errorf("lease: credential %q is added twice", name)
 	}
-	c := &Credential{m: m, name: name, p: p, cache: map[key]*entry{}, leases: map[string]*served{}}
+	c := &Credential{m: m, name: name, p: p, cache: map[key]*entry{}, leases: map[string]*served{}, metrics: m.metrics.forCredential(name)}
 	c.revoker, _ = p.(providers.Revoker)
 	c.renewer, _ = p.(providers.Renewer)
 	c.sweeper, _ = p.(providers.Sweeper)
@@ -265,6 +271,7 @@ type Credential struct {
 	revoker providers.Revoker
 	renewer providers.Renewer
 	sweeper providers.Sweeper
+	metrics credentialMetrics
 
 	mu     sync.Mutex
 	cache  map[key]*entry
@@ -277,6 +284,7 @@ type Credential struct {
 func (c *Credential) Credential(ctx context.Context, req providers.Request) (providers.Credential, error) {
 	req.Name = c.name
 	k := key{subject: req.Identity.Subject, ttl: req.TTL}
+	waited := false // for an upstream call: a miss
 	for {
 		if err := ctx.Err(); err != nil {
 			return providers.Credential{}, fmt.Errorf("lease: credential %q: %w", c.name, err)
@@ -296,6 +304,11 @@ func (c *Credential) Credential(ctx context.Context, req providers.Request) (pro
 			}
 			s.pending++
 			c.mu.Unlock()
+			if waited {
+				c.metrics.miss.Inc()
+			} else {
+				c.metrics.hit.Inc()
+			}
 			return s.cred, nil
 		}
 		f := e.flight
@@ -306,6 +319,7 @@ func (c *Credential) Credential(ctx context.Context, req providers.Request) (pro
 				return providers.Credential{}, err
 			}
 		}
+		waited = true
 		c.mu.Unlock()
 		select {
 		case <-f.done:
@@ -340,6 +354,9 @@ func (c *Credential) start(e *entry, req providers.Request, old *served) (*fligh
 		now := m.cfg.Now()
 		c.mu.Lock()
 		e.flight = nil
+		if err != nil {
+			c.metrics.failure.Inc()
+		}
 		switch {
 		case err == nil:
 			if prev := e.cur; prev != nil && prev != s && prev.pending == 0 {
@@ -400,6 +417,11 @@ func (c *Credential) fetch(ctx context.Context, req providers.Request, old *serv
 	if old != nil {
 		ev.Event, ev.Replaces = audit.LeaseRefresh, old.cred.ID
 	}
+	if old != nil {
+		c.metrics.refresh.Inc()
+	} else {
+		c.metrics.issue.Inc()
+	}
 	if err := m.cfg.Audit.RecordLease(ctx, ev); err != nil {
 		c.release(cred.Lease, "its issue could not be recorded in the audit log")
 		return nil, &Error{Credential: c.name, Reason: reasonAuditIssue, Err: err}
@@ -437,6 +459,7 @@ func (c *Credential) renew(ctx context.Context, req providers.Request, old *serv
 	old.cred.ExpiresAt = l.ExpiresAt
 	old.refreshAt = c.refreshPoint(now, l.ExpiresAt)
 	c.mu.Unlock()
+	c.metrics.renew.Inc()
 	return old, true
 }
 

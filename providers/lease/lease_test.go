@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/credbroker/credbroker/attest"
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/providers"
@@ -309,6 +311,13 @@ func TestCacheAndSingleflight(t *testing.T) {
 	if got, want := e.events(), []string{"issue fake:1", "issue fake:2", "issue fake:3"}; !slices.Equal(got, want) {
 		t.Errorf("lifecycle rows %q, want %q", got, want)
 	}
+	mt := e.m.metrics
+	// The concurrent requests that found the issue under way are misses,
+	// those that came after it hits: how many of each depends on timing.
+	miss, hit := testutil.ToFloat64(mt.requests.WithLabelValues("db", "miss")), testutil.ToFloat64(mt.requests.WithLabelValues("db", "hit"))
+	if issued := testutil.ToFloat64(mt.events.WithLabelValues("db", "issue")); miss+hit != n+4 || miss < 3 || hit < 2 || issued != 3 {
+		t.Errorf("metrics: %v misses, %v hits, %v issues; want %d requests, at least 3 misses and 2 hits, 3 issues", miss, hit, issued, n+4)
+	}
 }
 
 func TestRefreshAheadAndOutage(t *testing.T) {
@@ -477,6 +486,10 @@ func TestRevocationOutage(t *testing.T) {
 	}
 	if attempts < 30 || revoked != 1 || failed < 5 || failed > 7 {
 		t.Errorf("%d failed attempts gave %d revoke_failed rows and %d revoke rows", attempts, failed, revoked)
+	}
+	mt := e.m.metrics
+	if ok, bad := testutil.ToFloat64(mt.revocations.WithLabelValues("ok")), testutil.ToFloat64(mt.revocations.WithLabelValues("failed")); ok != 1 || bad != float64(attempts) {
+		t.Errorf("metrics: %v revocations ok, %v failed; want 1 and %d", ok, bad, attempts)
 	}
 }
 

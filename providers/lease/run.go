@@ -115,6 +115,13 @@ func (m *Manager) revokeDue(ctx context.Context) time.Time {
 		m.log.Warn("lease: revocations postponed: the lease store is unreadable", "error", err)
 		return m.cfg.Now().Add(m.cfg.RetryMin)
 	}
+	counts := map[string]float64{stateActive: 0, stateRevoke: 0, stateRevoked: 0}
+	for _, st := range rows {
+		counts[st.state]++
+	}
+	for state, n := range counts {
+		m.metrics.outstanding.WithLabelValues(state).Set(n)
+	}
 	var next time.Time
 	due := func(t time.Time) {
 		if next.IsZero() || t.Before(next) {
@@ -176,6 +183,7 @@ func (m *Manager) revoke(ctx context.Context, st stored) (t time.Time, retry boo
 		if ctx.Err() != nil {
 			return time.Time{}, false // stopping; the next run resumes
 		}
+		m.metrics.revocations.WithLabelValues("failed").Inc()
 		wait := m.backoff(attempt)
 		if serr := m.cfg.Store.failed(ctx, st.ID, attempt, now.Add(wait), err.Error()); serr != nil {
 			m.log.Warn("lease: failed revocation not stored", "lease_id", st.ID, "error", serr)
@@ -192,6 +200,7 @@ func (m *Manager) revoke(ctx context.Context, st stored) (t time.Time, retry boo
 		}
 		return now.Add(wait), true
 	}
+	m.metrics.revocations.WithLabelValues("ok").Inc()
 	if err := m.cfg.Store.revoked(ctx, st.ID, attempt); err != nil {
 		m.log.Warn("lease: revocation not stored; it will be repeated", "lease_id", st.ID, "error", err)
 		return now.Add(m.backoff(1)), true
