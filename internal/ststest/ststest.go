@@ -26,11 +26,8 @@
 package ststest
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -48,6 +45,8 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/credbroker/credbroker/internal/sigv4test"
 )
 
 // Namespace is the XML namespace of STS 2011-06-15 answers.
@@ -482,131 +481,24 @@ func (s *STS) issue(call *Call, role Role) string {
 	return fmt.Sprintf(credentialsXML, esc(arn), roleID, esc(call.RoleSessionName), id, secret, token, exp.Format(time.RFC3339))
 }
 
-// verify checks r's SigV4 signature and returns the signing key. The
-// canonical request, string to sign and signing key are computed here, not
-// by the SDK, as described in AWS's "Create a signed AWS API request".
+// verify checks r's SigV4 signature (internal/sigv4test, scoped to sts in
+// this region, on this clock) and returns the signing key.
 func (s *STS) verify(r *http.Request, body []byte) (key, *stsError) {
-	rest, ok := strings.CutPrefix(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 ")
-	if !ok {
-		return key{}, fail(http.StatusForbidden, "MissingAuthenticationToken", "Request is missing Authentication Token")
-	}
-	comp := map[string]string{}
-	for _, p := range strings.Split(rest, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
-		comp[k] = v
-	}
-	scope := strings.Split(comp["Credential"], "/")
-	if len(scope) != 5 || comp["SignedHeaders"] == "" || comp["Signature"] == "" {
-		return key{}, fail(http.StatusBadRequest, "IncompleteSignature", "Authorization header requires Credential, SignedHeaders and Signature")
-	}
-	if scope[3] != "sts" || scope[4] != "aws4_request" {
-		return key{}, fail(http.StatusForbidden, "SignatureDoesNotMatch", "Credential should be scoped to correct service: 'sts'.")
-	}
-	if scope[2] != s.Region {
-		return key{}, fail(http.StatusForbidden, "SignatureDoesNotMatch", "Credential should be scoped to a valid region.")
+	id, err := sigv4test.Verify(r, body, sigv4test.Check{
+		Service: "sts", Region: s.Region, Now: s.now(),
+		Lookup: func(id string) (sigv4test.Key, bool) {
+			s.mu.Lock()
+			k, ok := s.keys[id]
+			s.mu.Unlock()
+			return sigv4test.Key{Secret: k.secret, Token: k.token, Expires: k.expires}, ok
+		},
+	})
+	if err != nil {
+		return key{}, fail(err.Status, err.Code, "%s", err.Message)
 	}
 	s.mu.Lock()
-	k, ok := s.keys[scope[0]]
-	s.mu.Unlock()
-	if !ok {
-		return key{}, fail(http.StatusForbidden, "InvalidClientTokenId", "The security token included in the request is invalid.")
-	}
-	if subtle.ConstantTimeCompare([]byte(r.Header.Get("X-Amz-Security-Token")), []byte(k.token)) != 1 {
-		return key{}, fail(http.StatusForbidden, "InvalidClientTokenId", "The security token included in the request is invalid.")
-	}
-	now := s.now()
-	if !k.expires.IsZero() && !now.Before(k.expires) {
-		return key{}, fail(http.StatusForbidden, "ExpiredToken", "The security token included in the request is expired")
-	}
-	amzDate := r.Header.Get("X-Amz-Date")
-	t, err := time.Parse("20060102T150405Z", amzDate)
-	if err != nil || amzDate[:8] != scope[1] {
-		return key{}, fail(http.StatusForbidden, "SignatureDoesNotMatch", "X-Amz-Date is missing, malformed or outside the credential scope's date")
-	}
-	if d := now.Sub(t); d > 15*time.Minute || d < -15*time.Minute {
-		return key{}, fail(http.StatusForbidden, "SignatureDoesNotMatch", "Signature expired: %s is now earlier than %s", amzDate, now.Add(-15*time.Minute).UTC().Format("20060102T150405Z"))
-	}
-	signed := strings.Split(comp["SignedHeaders"], ";")
-	if !slices.IsSorted(signed) || !slices.Contains(signed, "host") || !slices.Contains(signed, "x-amz-date") {
-		return key{}, fail(http.StatusForbidden, "SignatureDoesNotMatch", "SignedHeaders must be sorted and include host and x-amz-date")
-	}
-	if r.Header.Get("X-Amz-Security-Token") != "" && !slices.Contains(signed, "x-amz-security-token") {
-		return key{}, fail(http.StatusForbidden, "SignatureDoesNotMatch", "x-amz-security-token must be signed")
-	}
-	var headers strings.Builder
-	for _, name := range signed {
-		if name != strings.ToLower(name) {
-			return key{}, fail(http.StatusForbidden, "SignatureDoesNotMatch", "SignedHeaders must be lowercase")
-		}
-		var vals []string
-		switch name {
-		case "host":
-			vals = []string{r.Host}
-		case "content-length":
-			vals = []string{strconv.FormatInt(r.ContentLength, 10)}
-		default:
-			vals = r.Header.Values(name)
-		}
-		if len(vals) == 0 {
-			return key{}, fail(http.StatusForbidden, "SignatureDoesNotMatch", "signed header %s is missing", name)
-		}
-		for i, v := range vals {
-			vals[i] = strings.Join(strings.Fields(v), " ")
-		}
-		headers.WriteString(name + ":" + strings.Join(vals, ",") + "\n")
-	}
-	bodySum := sha256.Sum256(body)
-	canonical := strings.Join([]string{
-		r.Method,
-		"/",
-		canonicalQuery(r.URL.Query()),
-		headers.String(),
-		comp["SignedHeaders"],
-		hex.EncodeToString(bodySum[:]),
-	}, "\n")
-	canonicalSum := sha256.Sum256([]byte(canonical))
-	stringToSign := strings.Join([]string{"AWS4-HMAC-SHA256", amzDate, strings.Join(scope[1:], "/"), hex.EncodeToString(canonicalSum[:])}, "\n")
-	signingKey := hmacSHA256([]byte("AWS4"+k.secret), scope[1])
-	signingKey = hmacSHA256(signingKey, scope[2])
-	signingKey = hmacSHA256(signingKey, scope[3])
-	signingKey = hmacSHA256(signingKey, scope[4])
-	want := hex.EncodeToString(hmacSHA256(signingKey, stringToSign))
-	if !hmac.Equal([]byte(want), []byte(comp["Signature"])) {
-		return key{}, fail(http.StatusForbidden, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.")
-	}
-	return k, nil
-}
-
-// canonicalQuery sorts q by name, then value, URI-encoding both.
-func canonicalQuery(q url.Values) string {
-	var parts []string
-	for k, vs := range q {
-		for _, v := range vs {
-			parts = append(parts, uriEncode(k)+"="+uriEncode(v))
-		}
-	}
-	slices.Sort(parts)
-	return strings.Join(parts, "&")
-}
-
-// uriEncode percent-encodes everything but RFC 3986's unreserved characters.
-func uriEncode(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("-_.~", c) >= 0 {
-			b.WriteByte(c)
-		} else {
-			fmt.Fprintf(&b, "%%%02X", c)
-		}
-	}
-	return b.String()
-}
-
-func hmacSHA256(key []byte, data string) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(data))
-	return m.Sum(nil)
+	defer s.mu.Unlock()
+	return s.keys[id], nil
 }
 
 func esc(s string) string {

@@ -4,20 +4,16 @@
 package ststest
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/credbroker/credbroker/internal/sigv4test"
 )
 
 // STS stands in for AWS STS (sts.amazonaws.com), which cannot be reached
@@ -152,89 +148,24 @@ func (f *STS) serve(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, OKXML, key.arn, key.userID, key.account)
 }
 
-// verify checks the SigV4 signature of r. It returns an error code and
-// status when the request is not properly signed.
+// verify checks the SigV4 signature of r (internal/sigv4test, any region,
+// no clock: the attestor's own freshness checks are what its tests probe).
+// It returns an error code and status when the request is not properly
+// signed.
 func (f *STS) verify(r *http.Request, body []byte) (stsKey, int, string) {
-	authz := r.Header.Get("Authorization")
-	rest, ok := strings.CutPrefix(authz, "AWS4-HMAC-SHA256 ")
-	if !ok {
-		return stsKey{}, 403, "MissingAuthenticationToken"
-	}
-	comp := map[string]string{}
-	for _, p := range strings.Split(rest, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
-		comp[k] = v
-	}
-	scope := strings.Split(comp["Credential"], "/")
-	if len(scope) != 5 {
-		return stsKey{}, 400, "IncompleteSignature"
+	id, err := sigv4test.Verify(r, body, sigv4test.Check{
+		Service: "sts",
+		Lookup: func(id string) (sigv4test.Key, bool) {
+			f.mu.Lock()
+			k, ok := f.keys[id]
+			f.mu.Unlock()
+			return sigv4test.Key{Secret: k.secret, Token: k.token}, ok
+		},
+	})
+	if err != nil {
+		return stsKey{}, err.Status, err.Code
 	}
 	f.mu.Lock()
-	key, ok := f.keys[scope[0]]
-	f.mu.Unlock()
-	if !ok {
-		return stsKey{}, 403, "InvalidClientTokenId"
-	}
-	if key.token != "" && r.Header.Get("X-Amz-Security-Token") != key.token {
-		return stsKey{}, 403, "InvalidClientTokenId"
-	}
-	signed := strings.Split(comp["SignedHeaders"], ";")
-	if !sort.StringsAreSorted(signed) {
-		return stsKey{}, 403, "SignatureDoesNotMatch"
-	}
-	var canonHeaders strings.Builder
-	for _, name := range signed {
-		var val string
-		switch name {
-		case "host":
-			val = r.Host
-		case "content-length":
-			val = strconv.FormatInt(r.ContentLength, 10)
-		default:
-			vals := r.Header.Values(name)
-			if len(vals) == 0 {
-				return stsKey{}, 403, "SignatureDoesNotMatch"
-			}
-			for i := range vals {
-				vals[i] = strings.Join(strings.Fields(vals[i]), " ")
-			}
-			val = strings.Join(vals, ",")
-		}
-		canonHeaders.WriteString(name + ":" + val + "\n")
-	}
-	amzDate := r.Header.Get("X-Amz-Date")
-	if len(amzDate) < 8 || amzDate[:8] != scope[1] {
-		return stsKey{}, 403, "SignatureDoesNotMatch"
-	}
-	bodySum := sha256.Sum256(body)
-	canon := strings.Join([]string{
-		r.Method,
-		"/",
-		r.URL.RawQuery,
-		canonHeaders.String(),
-		comp["SignedHeaders"],
-		hex.EncodeToString(bodySum[:]),
-	}, "\n")
-	canonSum := sha256.Sum256([]byte(canon))
-	stringToSign := strings.Join([]string{
-		"AWS4-HMAC-SHA256",
-		amzDate,
-		strings.Join(scope[1:], "/"),
-		hex.EncodeToString(canonSum[:]),
-	}, "\n")
-	k := hmacSHA256([]byte("AWS4"+key.secret), scope[1])
-	k = hmacSHA256(k, scope[2])
-	k = hmacSHA256(k, scope[3])
-	k = hmacSHA256(k, "aws4_request")
-	want := hex.EncodeToString(hmacSHA256(k, stringToSign))
-	if !hmac.Equal([]byte(want), []byte(comp["Signature"])) {
-		return stsKey{}, 403, "SignatureDoesNotMatch"
-	}
-	return key, 200, ""
-}
-
-func hmacSHA256(key []byte, data string) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(data))
-	return m.Sum(nil)
+	defer f.mu.Unlock()
+	return f.keys[id], 200, ""
 }
