@@ -35,12 +35,13 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/credbroker/credbroker/internal/logtest"
 )
 
 // Version is the Vault release the peer script builds.
@@ -61,7 +62,7 @@ type Server struct {
 
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has been waited for
-	out  *syncBuffer
+	out  *logtest.Buffer
 }
 
 // Start starts a new Vault dev server for this test. t.Cleanup stops it.
@@ -107,7 +108,7 @@ func start(bin, home string) (*Server, error) {
 		Addr:      "http://" + listen,
 		RootToken: "root-" + rand.Text(),
 		done:      make(chan struct{}),
-		out:       &syncBuffer{},
+		out:       &logtest.Buffer{},
 	}
 	s.cmd = exec.Command(bin, "server", "-dev",
 		"-dev-listen-address="+listen,
@@ -245,23 +246,4 @@ func tail(s string) string {
 		s = s[len(s)-4000:]
 	}
 	return s
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's output copiers and
-// the test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -15,6 +15,7 @@ import (
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
+	"github.com/credbroker/credbroker/internal/logtest"
 	"github.com/credbroker/credbroker/internal/miniotest"
 	"github.com/credbroker/credbroker/providers"
 	"github.com/credbroker/credbroker/providers/providertest"
@@ -147,8 +148,8 @@ func TestMinIO(t *testing.T) {
 // same provider signing with a wrong secret key.
 func TestConformanceMinIO(t *testing.T) {
 	m := miniotest.Start(t)
-	var logs syncBuffer
-	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var logs logtest.Buffer
+	logger := logs.Logger()
 	providertest.Run(t, providertest.Case{
 		Kind:     Kind,
 		Fields:   (&Config{}).Fields(),

@@ -1,12 +1,9 @@
 package aws
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/credbroker/credbroker/attest"
 	"github.com/credbroker/credbroker/attest/oidc/oidctest"
+	"github.com/credbroker/credbroker/internal/logtest"
 	"github.com/credbroker/credbroker/internal/ststest"
 	"github.com/credbroker/credbroker/providers"
 	"github.com/credbroker/credbroker/providers/providertest"
@@ -260,8 +258,8 @@ func TestFailuresAgainstAWSSTS(t *testing.T) {
 		{name: "web identity for a role that trusts no OIDC provider", cfg: Config{RoleARN: s.role, WebIdentity: true}, id: ciIdentity, token: goodToken, wantCode: "AccessDenied"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs syncBuffer
-			tt.cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			var logs logtest.Buffer
+			tt.cfg.Logger = logs.Logger()
 			p := s.provider(t, tt.cfg)
 			if tt.endpoint != "" {
 				p = mustNew(t, Config{RoleARN: s.role, Endpoint: tt.endpoint, HTTPClient: s.Client(), Credentials: s.base})
@@ -484,8 +482,8 @@ func FuzzPrintable(f *testing.F) {
 // stand-in: Use proves the issued credentials with GetCallerIdentity.
 func TestConformanceAWSSTS(t *testing.T) {
 	s := startAWSSTS(t)
-	var logs syncBuffer
-	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var logs logtest.Buffer
+	logger := logs.Logger()
 	providertest.Run(t, providertest.Case{
 		Kind:     Kind,
 		Fields:   (&Config{}).Fields(),
@@ -510,23 +508,6 @@ func mustNew(t testing.TB, cfg Config) *Provider {
 		t.Fatal(err)
 	}
 	return p
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestPing checks the start-up probe against the AWS STS stand-in: the

@@ -1,23 +1,21 @@
 package oauth2
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/credbroker/credbroker/attest"
+	"github.com/credbroker/credbroker/internal/logtest"
 	"github.com/credbroker/credbroker/providers"
 	"github.com/credbroker/credbroker/providers/providertest"
 )
@@ -548,24 +546,6 @@ func TestRevokeErrors(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestConformance runs the provider suite twice: a revoking basic client,
 // and a post client without revocation. The failing provider's endpoint
 // echoes the request, client secret included, in its error.
@@ -588,12 +568,12 @@ func TestConformance(t *testing.T) {
 		{"post, plain secret", plain, plainSecret},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			logs := &syncBuffer{}
+			logs := &logtest.Buffer{}
 			build := func(tokenURL string) Issuer {
 				cfg := tt.cfg
 				cfg.Now = nil
 				cfg.TokenURL = tokenURL
-				cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+				cfg.Logger = logs.Logger()
 				if cfg.ClientID == "basic-client" {
 					cfg.RevocationURL = f.srv.url("/revoke")
 				}

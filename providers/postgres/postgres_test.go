@@ -1,12 +1,10 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/credbroker/credbroker/attest"
+	"github.com/credbroker/credbroker/internal/logtest"
 	"github.com/credbroker/credbroker/internal/pgtest"
 	"github.com/credbroker/credbroker/providers"
 	"github.com/credbroker/credbroker/providers/providertest"
@@ -413,24 +412,6 @@ func TestScramVerifierMatchesServer(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // recorder keeps what a provider issued, to look for it in logs.
 type recorder struct {
 	*Provider
@@ -462,8 +443,8 @@ func (r *recorder) Credential(ctx context.Context, req providers.Request) (provi
 func TestConformance(t *testing.T) {
 	f := setup(t)
 	f.srv.Exec(t, `CREATE DATABASE app`)
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs := &logtest.Buffer{}
+	logger := logs.Logger()
 	cfg := f.config("install-a")
 	cfg.Host, cfg.Database, cfg.Logger = "localhost", "app", logger
 	p := &recorder{Provider: f.provider(t, cfg)}

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/credbroker/credbroker/internal/logtest"
 	"github.com/credbroker/credbroker/internal/pgtest"
 	"github.com/credbroker/credbroker/providers"
 	"github.com/credbroker/credbroker/providers/providertest"
@@ -82,7 +83,7 @@ func TestDatabaseDynamic(t *testing.T) {
 	f := newFixture(t)
 	pg := f.databaseEngine(t)
 	ctx := context.Background()
-	var log logs
+	var log logtest.Buffer
 	token := f.token(t, "24h", "broker-db")
 	p := mustNew(t, Config{
 		Address: f.srv.Addr,
@@ -90,7 +91,7 @@ func TestDatabaseDynamic(t *testing.T) {
 		Dynamic: &Dynamic{Path: "database/creds/ro"},
 		Name:    "orders-db",
 		TTL:     3 * time.Hour,
-		Logger:  log.logger(),
+		Logger:  log.Logger(),
 	})
 
 	for _, tt := range []struct {
@@ -182,13 +183,13 @@ func TestConformanceDynamic(t *testing.T) {
 	f := newFixture(t)
 	pg := f.databaseEngine(t)
 	token := f.token(t, "24h", "broker-db")
-	var log logs
+	var log logtest.Buffer
 	cfg := Config{
 		Address: f.srv.Addr,
 		Auth:    Auth{TokenFile: f.file(t, "token", token)},
 		Dynamic: &Dynamic{Path: "database/creds/ro"},
 		Name:    "conformance",
-		Logger:  log.logger(),
+		Logger:  log.Logger(),
 	}
 	p := mustNew(t, cfg)
 	cfg.Address = closedAddress(t)

@@ -16,6 +16,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/credbroker/credbroker/attest"
+	"github.com/credbroker/credbroker/internal/logtest"
 	"github.com/credbroker/credbroker/providers"
 )
 
@@ -123,14 +124,14 @@ func TestJWTPassCallerToken(t *testing.T) {
 	is := newIssuer(t)
 	f.jwtAuth(t, is)
 	ctx := context.Background()
-	var log logs
+	var log logtest.Buffer
 	provider := func(path string) *Provider {
 		return mustNew(t, Config{
 			Address: f.srv.Addr,
 			Auth:    Auth{JWT: &JWTAuth{Role: "workloads", PassCallerToken: true}},
 			KV:      &KV{Path: path, Field: "password"},
 			Name:    "team-db",
-			Logger:  log.logger(),
+			Logger:  log.Logger(),
 		})
 	}
 	alicePath, bobPath := provider("teams/alice/db"), provider("teams/bob/db")
@@ -222,13 +223,13 @@ path "sys/leases/revoke" { capabilities = ["update"] }
 		"token_ttl":       "30m",
 		"token_max_ttl":   "1h",
 	})
-	var log logs
+	var log logtest.Buffer
 	p := mustNew(t, Config{
 		Address: f.srv.Addr,
 		Auth:    Auth{JWT: &JWTAuth{Role: "db", PassCallerToken: true}},
 		Dynamic: &Dynamic{Path: "database/creds/ro"},
 		Name:    "orders-db",
-		Logger:  log.logger(),
+		Logger:  log.Logger(),
 	})
 	alice := is.token(t, "alice", "credbroker", time.Hour)
 	req := providers.Request{Name: "orders-db", Identity: caller, Token: providers.NewSecret([]byte(alice))}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/credbroker/credbroker/attest"
+	"github.com/credbroker/credbroker/internal/logtest"
 	"github.com/credbroker/credbroker/internal/vaulttest"
 	"github.com/credbroker/credbroker/providers"
 	"github.com/credbroker/credbroker/providers/providertest"
@@ -111,28 +111,6 @@ func (f *fixture) approle(t testing.TB, ttl, maxTTL string, policies ...string) 
 	return roleID, f.file(t, "secret-id", secretID), secretID
 }
 
-// logs collects a provider's log lines.
-type logs struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logs) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
 // clock is a settable time source.
 type clock struct {
 	mu  sync.Mutex
@@ -189,7 +167,7 @@ func closedAddress(t testing.TB) string {
 func TestKVTokenFile(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	var log logs
+	var log logtest.Buffer
 	clk := &clock{now: time.Now()}
 	tokenFile := f.file(t, "token", f.token(t, "1h", "kv-read"))
 	p := mustNew(t, Config{
@@ -199,7 +177,7 @@ func TestKVTokenFile(t *testing.T) {
 		Name:    "stripe",
 		TTL:     time.Hour,
 		Now:     clk.Now,
-		Logger:  log.logger(),
+		Logger:  log.Logger(),
 	})
 
 	for _, tt := range []struct {
@@ -292,7 +270,7 @@ func TestAppRoleTokenLifecycle(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	roleID, secretIDFile, secretID := f.approle(t, "1h", "24h", "kv-read")
-	var log logs
+	var log logtest.Buffer
 	clk := &clock{now: time.Now()}
 	p := mustNew(t, Config{
 		Address: f.srv.Addr,
@@ -300,7 +278,7 @@ func TestAppRoleTokenLifecycle(t *testing.T) {
 		KV:      &KV{Path: "stripe", Field: "key"},
 		Name:    "stripe",
 		Now:     clk.Now,
-		Logger:  log.logger(),
+		Logger:  log.Logger(),
 	})
 	req := providers.Request{Name: "stripe", Identity: caller}
 
@@ -368,13 +346,13 @@ func TestAppRoleTokenLifecycle(t *testing.T) {
 func TestConformanceKV(t *testing.T) {
 	f := newFixture(t)
 	roleID, secretIDFile, secretID := f.approle(t, "1h", "2h", "kv-read")
-	var log logs
+	var log logtest.Buffer
 	cfg := Config{
 		Address: f.srv.Addr,
 		Auth:    Auth{AppRole: &AppRoleAuth{RoleID: roleID, SecretIDFile: secretIDFile}},
 		KV:      &KV{Path: "stripe", Field: "key"},
 		Name:    "conformance",
-		Logger:  log.logger(),
+		Logger:  log.Logger(),
 	}
 	p := mustNew(t, cfg)
 	cfg.Auth.AppRole = &AppRoleAuth{RoleID: "no-such-role", SecretIDFile: secretIDFile}
