@@ -94,6 +94,8 @@ type expecter interface {
 const (
 	ChannelSocket = "socket" // the socket API on its Unix socket
 	ChannelMTLS   = "mtls"   // the socket API on an mTLS TCP listener
+	ChannelHTTP   = "http"   // an HTTP injection listener
+	ChannelAWS    = "aws"    // the AWS container-credentials endpoint
 )
 
 // Config wires a Broker.

@@ -45,10 +45,33 @@ func (b *Broker) NewSocketServer(errLog *slog.Logger) *http.Server {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(errLog.Handler(), slog.LevelWarn),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, unlimited(c))
-		},
+		ConnContext:       ConnContext,
 	}
+}
+
+// ConnContext is the ConnContext of an http.Server whose callers the broker
+// attests (the socket API, injection listeners): it keeps each request's
+// connection in its context, for RequestConn.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, unlimited(c))
+}
+
+// RequestConn returns the connection r arrived on, as ConnContext kept it
+// (unwrapped from LimitListener), or nil.
+func RequestConn(r *http.Request) net.Conn {
+	c, _ := r.Context().Value(connKey{}).(net.Conn)
+	return c
+}
+
+// WriteRefusal writes a refusal from Decide as the socket API does: JSON
+// {"error":{"code","message","decision_id"}} with the matching status.
+func WriteRefusal(w http.ResponseWriter, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{Kind: KindUnavailable, Message: "internal error", Err: err}
+	}
+	status, code := statusOf(e.Kind)
+	writeError(w, status, code, e.Message, e.DecisionID)
 }
 
 // Handler serves the socket API:
@@ -117,7 +140,7 @@ func (b *Broker) request(r *http.Request, name string) *Request {
 	if r.TLS != nil {
 		req.Channel, req.PeerCerts = ChannelMTLS, r.TLS.PeerCertificates
 	} else {
-		req.Conn, _ = r.Context().Value(connKey{}).(net.Conn)
+		req.Conn = RequestConn(r)
 	}
 	return req
 }
@@ -126,12 +149,7 @@ func (b *Broker) request(r *http.Request, name string) *Request {
 func (b *Broker) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 	g, err := b.Decide(r.Context(), req)
 	if err != nil {
-		var e *Error
-		if !errors.As(err, &e) {
-			e = &Error{Kind: KindUnavailable, Message: "internal error", Err: err}
-		}
-		status, code := statusOf(e.Kind)
-		writeError(w, status, code, e.Message, e.DecisionID)
+		WriteRefusal(w, err)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
