@@ -1,0 +1,565 @@
+//go:build linux
+
+package unix
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"syscall"
+
+	"github.com/credbroker/credbroker/attest"
+	sys "golang.org/x/sys/unix"
+)
+
+// Caller-safe reasons of TCP attestation failures.
+const (
+	reasonNoPeer    = "no process visible to the broker is at the other end of the connection"
+	reasonTCPConn   = "the connection is not a TCP connection"
+	reasonSockets   = "cannot read the kernel's socket table"
+	reasonAmbiguous = "processes that differ hold the other end of the connection"
+	reasonSockUID   = "the other end of the connection was opened under another uid than the process holding it"
+)
+
+// errHolderGone says that a process found holding the client socket no
+// longer does, or no longer exists.
+var errHolderGone = errors.New("unix: the process let go of the socket")
+
+// AttestTCP returns the identity of the process at the other end of conn,
+// a connection accepted on a TCP listener bound to a loopback address
+// (IPv4, IPv6, or a dual-stack listener reached over loopback). The
+// identity is the one Attest gives a Unix-socket peer — method unix,
+// subject unix:uid:N, claims uid, gid, pid, exe, exe_sha256 and the cgroup
+// claims — plus ClaimTransport "tcp", so unix selectors apply unchanged.
+// uid and gid are the process's real ids, as Attest reports for a writer.
+//
+// The process is found from kernel facts only:
+//
+//  1. The connection's own socket (its inode, by fstat) must be the one
+//     the kernel's socket table (NETLINK_SOCK_DIAG, inet_diag, exact
+//     lookup) files under the connection's 4-tuple. A connection that was
+//     reset, whose 4-tuple a new connection from the same client port may
+//     now carry, is refused as gone.
+//  2. The client socket is looked up under the mirrored 4-tuple; it must be
+//     connected (not SYN_SENT, TIME_WAIT or closed) and still referred to
+//     by a file (inode not 0), which gives its inode, its owner's uid and
+//     its cookie, a number the kernel never gives another socket.
+//  3. Every process in /proc whose fd table has socket:[INODE] is a
+//     holder. For each, a pidfd is taken, then /proc/PID is opened and its
+//     real uid and gid, executable and cgroup are read as Attest reads
+//     them, and it is confirmed, through the held /proc/PID directory, that
+//     the process still holds the socket.
+//  4. Several holders (a fork, a passed descriptor) are accepted only when
+//     they would be described alike apart from the pid — same uid, gid,
+//     executable and hash, pod and container — and the lowest pid is
+//     named; otherwise the connection is refused as ambiguous, since any of
+//     them may have written the request. The socket's owner uid (the fsuid
+//     that created it) must be the named process's real, effective or
+//     filesystem uid: a socket created under one uid and held only by a
+//     process of another is refused.
+//  5. Then the client socket is looked up again with its cookie (the same
+//     socket still has the 4-tuple), the connection's socket again (it
+//     still owns its 4-tuple), and a null signal through the pidfd confirms
+//     that the named process lived through every read, so a reused pid
+//     cannot be mistaken for it.
+//
+// Nothing is cached per connection: every call finds the holders afresh,
+// so a socket passed to another process is attributed to whoever holds it
+// at that call, and a process that exits is refused at the next call. The
+// cost is a scan of /proc/*/fd (see BenchmarkAttestTCP).
+//
+// It returns an *attest.Error wrapping ErrNoPeer when the peer is not a
+// process visible here: conn is not between loopback addresses, the
+// connection or its client socket is not in this network namespace's
+// socket table, or no process of the broker's pid namespace holds the
+// client socket (a process in a sibling container that shares the
+// network namespace but not the pid namespace). Other failures are
+// *attest.Error values too; those about a peer that has gone or changed
+// use the reason Attest uses.
+func (a *Attestor) AttestTCP(ctx context.Context, conn net.Conn) (attest.Identity, error) {
+	if err := ctx.Err(); err != nil {
+		return attest.Identity{}, fail(reasonCancelled, err)
+	}
+	local, lok := tcpAddrPort(conn.LocalAddr())
+	remote, rok := tcpAddrPort(conn.RemoteAddr())
+	sc, sok := conn.(syscall.Conn)
+	if !lok || !rok || !sok {
+		return a.refuse(peer{}, fail(reasonTCPConn, fmt.Errorf("unix: connection of type %T", conn)))
+	}
+	if !local.Addr().Unmap().IsLoopback() || !remote.Addr().Unmap().IsLoopback() {
+		return a.refuse(peer{}, noPeer("connection %v -> %v is not between loopback addresses", remote, local))
+	}
+	srvIno, _, err := tcpSocketState(sc)
+	if err != nil {
+		return a.refuse(peer{}, fail(reasonCred, err))
+	}
+	d, err := openInetDiag()
+	if err != nil {
+		return a.refuse(peer{}, fail(reasonSockets, err))
+	}
+	defer d.close()
+	srv := tuple{src: local, dst: remote}
+	cli := tuple{src: remote, dst: local}
+	if err := checkServerSocket(d, sc, srv, srvIno); err != nil {
+		return a.refuse(peer{}, err)
+	}
+	cs, err := d.lookup(cli, noCookie)
+	switch {
+	case errors.Is(err, errDiagNotFound):
+		if _, state, serr := tcpSocketState(sc); serr == nil && state == tcpClose {
+			return a.refuse(peer{}, fail(reasonGone, errors.New("unix: the connection was closed by its peer")))
+		}
+		return a.refuse(peer{}, noPeer("the client socket %v -> %v is not in this network namespace's socket table", remote, local))
+	case err != nil:
+		return a.refuse(peer{}, fail(reasonSockets, err))
+	case !connectedState(cs.state):
+		return a.refuse(peer{}, fail(reasonGone, fmt.Errorf("unix: the client socket is in TCP state %d", cs.state)))
+	case cs.inode == 0:
+		return a.refuse(peer{}, fail(reasonGone, errors.New("unix: no file refers to the client socket any more")))
+	}
+
+	pids, err := a.socketHolders(ctx, cs.inode)
+	if err != nil {
+		if ctx.Err() != nil {
+			return a.refuse(peer{}, fail(reasonCancelled, err))
+		}
+		return a.refuse(peer{}, fail(reasonFiles, err))
+	}
+	if len(pids) == 0 {
+		return a.refuse(peer{}, noPeer("no process in the broker's pid namespace holds socket inode %d", cs.inode))
+	}
+	holders := make([]*tcpHolder, 0, len(pids))
+	defer func() {
+		for _, h := range holders {
+			h.release()
+		}
+	}()
+	for _, pid := range pids {
+		h, err := a.takeHolder(ctx, pid, cs.inode)
+		if errors.Is(err, errHolderGone) {
+			continue
+		}
+		if err != nil {
+			return a.refuse(h.peer(), err)
+		}
+		holders = append(holders, h)
+	}
+	if len(holders) == 0 {
+		return a.refuse(peer{}, fail(reasonGone, fmt.Errorf("unix: every process that held socket inode %d let go of it", cs.inode)))
+	}
+	h, err := chooseHolder(holders)
+	if err != nil {
+		return a.refuse(h.peer(), err)
+	}
+	if !h.mayOwn(cs.uid) {
+		return a.refuse(h.peer(), fail(reasonSockUID, fmt.Errorf("unix: socket owned by uid %d, held by pid %d of uids %v", cs.uid, h.pid, h.uids)))
+	}
+
+	// Re-check: the same client socket still has the 4-tuple, the
+	// connection still owns its own, and the named process lived through
+	// every read.
+	again, err := d.lookup(cli, cs.cookie)
+	switch {
+	case errors.Is(err, errDiagNotFound):
+		return a.refuse(h.peer(), fail(reasonGone, errors.New("unix: the client socket was replaced during attestation")))
+	case err != nil:
+		return a.refuse(h.peer(), fail(reasonSockets, err))
+	case again.inode != cs.inode:
+		return a.refuse(h.peer(), fail(reasonGone, fmt.Errorf("unix: the client socket's inode changed from %d to %d", cs.inode, again.inode)))
+	}
+	if err := checkServerSocket(d, sc, srv, srvIno); err != nil {
+		return a.refuse(h.peer(), err)
+	}
+	if err := pidfdAlive(h.pidfd); err != nil {
+		return a.refuse(h.peer(), fail(reasonGone, err))
+	}
+	p := h.peer()
+	id := a.identity(&p, &h.facts)
+	id.Claims[ClaimTransport] = TransportTCP
+	return id, nil
+}
+
+// noPeer returns a failure wrapping ErrNoPeer.
+func noPeer(format string, args ...any) *attest.Error {
+	return fail(reasonNoPeer, fmt.Errorf("%w: "+format, append([]any{ErrNoPeer}, args...)...))
+}
+
+// tcpAddrPort returns the address of a TCP endpoint.
+func tcpAddrPort(addr net.Addr) (netip.AddrPort, bool) {
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok || ta == nil {
+		return netip.AddrPort{}, false
+	}
+	ap := ta.AddrPort()
+	return ap, ap.IsValid()
+}
+
+// connectedState reports whether a TCP state is one of a socket that
+// completed its handshake and may still carry what its process writes.
+func connectedState(state uint8) bool {
+	switch state {
+	case tcpEstablished, tcpFinWait1, tcpFinWait2, tcpCloseWait, tcpLastAck, tcpClosing:
+		return true
+	}
+	return false
+}
+
+// tcpSocketState returns the inode and TCP state of the connection's own
+// socket, without duplicating its descriptor.
+func tcpSocketState(sc syscall.Conn) (ino uint64, state uint8, err error) {
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, 0, fmt.Errorf("unix: raw connection: %w", err)
+	}
+	var st sys.Stat_t
+	var info *sys.TCPInfo
+	var statErr, infoErr error
+	if err := rc.Control(func(fd uintptr) {
+		statErr = sys.Fstat(int(fd), &st)
+		info, infoErr = sys.GetsockoptTCPInfo(int(fd), sys.IPPROTO_TCP, sys.TCP_INFO)
+	}); err != nil {
+		return 0, 0, fmt.Errorf("unix: raw connection: %w", err)
+	}
+	if statErr != nil {
+		return 0, 0, fmt.Errorf("unix: fstat socket: %w", statErr)
+	}
+	if infoErr != nil {
+		return 0, 0, fmt.Errorf("unix: TCP_INFO: %w", infoErr)
+	}
+	return uint64(st.Ino), info.State, nil
+}
+
+// checkServerSocket confirms that the kernel files the connection's own
+// socket, of inode ino, under its 4-tuple srv. A 4-tuple names at most one
+// live socket, so the client socket filed under the mirrored 4-tuple is
+// then this connection's other end.
+func checkServerSocket(d *inetDiag, sc syscall.Conn, srv tuple, ino uint64) error {
+	s, err := d.lookup(srv, noCookie)
+	switch {
+	case errors.Is(err, errDiagNotFound):
+		if _, state, serr := tcpSocketState(sc); serr == nil && state == tcpClose {
+			return fail(reasonGone, errors.New("unix: the connection was closed by its peer"))
+		}
+		return noPeer("the connection %v -> %v is not in this network namespace's socket table", srv.dst, srv.src)
+	case err != nil:
+		return fail(reasonSockets, err)
+	case uint64(s.inode) != ino:
+		return fail(reasonGone, fmt.Errorf("unix: the connection's 4-tuple belongs to socket inode %d, not to the connection's %d", s.inode, ino))
+	}
+	return nil
+}
+
+// tcpHolder is a process found holding the client socket, held by a pidfd
+// and its /proc directory while it is attested.
+type tcpHolder struct {
+	pid          int32
+	pidfd, dirfd int
+	uids, gids   [4]uint32 // real, effective, saved, filesystem
+	facts        procFacts
+}
+
+// peer returns the ids the holder is described by; the zero peer for nil.
+func (h *tcpHolder) peer() peer {
+	if h == nil {
+		return peer{pidfd: -1}
+	}
+	return peer{pid: h.pid, uid: h.uids[0], gid: h.gids[0], pidfd: -1}
+}
+
+// mayOwn reports whether a socket owned by uid may have been created by
+// the holder under its present ids.
+func (h *tcpHolder) mayOwn(uid uint32) bool {
+	return uid == h.uids[0] || uid == h.uids[1] || uid == h.uids[3]
+}
+
+func (h *tcpHolder) release() {
+	if h.dirfd >= 0 {
+		sys.Close(h.dirfd)
+		h.dirfd = -1
+	}
+	if h.pidfd >= 0 {
+		sys.Close(h.pidfd)
+		h.pidfd = -1
+	}
+}
+
+// takeHolder takes a pidfd for pid, reads its ids, executable and cgroup,
+// and confirms it holds the socket of inode ino. It returns errHolderGone
+// when the process no longer exists or no longer holds the socket. The
+// returned holder, when not nil, must be released.
+func (a *Attestor) takeHolder(ctx context.Context, pid int32, ino uint32) (*tcpHolder, error) {
+	h := &tcpHolder{pid: pid, pidfd: -1, dirfd: -1}
+	ok := false
+	defer func() {
+		if !ok {
+			h.release()
+		}
+	}()
+	var err error
+	if h.pidfd, err = sys.PidfdOpen(int(pid), 0); err != nil {
+		if errors.Is(err, sys.ESRCH) {
+			return nil, errHolderGone
+		}
+		return nil, fail(reasonProc, fmt.Errorf("unix: pidfd_open %d: %w", pid, err))
+	}
+	if h.dirfd, err = a.openProcDir(pid); err != nil {
+		if errors.Is(err, sys.ENOENT) {
+			return nil, errHolderGone
+		}
+		return nil, fail(reasonProc, err)
+	}
+	if hook := a.hooks.AfterPeerCred; hook != nil {
+		hook(pid)
+	}
+	err = a.readStatusIDs(h)
+	if err == nil {
+		err = a.readFacts(ctx, h.dirfd, -1, &h.facts)
+	}
+	var holds bool
+	if err == nil {
+		if holds, err = holdsSocket(h.dirfd, uint64(ino)); err != nil {
+			err = fail(reasonFiles, err)
+		}
+	}
+	if aliveErr := pidfdAlive(h.pidfd); aliveErr != nil {
+		return nil, errHolderGone
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fail(reasonCancelled, err)
+		}
+		ok = true // for the caller's record of the ids; it releases h
+		return h, err
+	}
+	if !holds {
+		return nil, errHolderGone
+	}
+	ok = true
+	return h, nil
+}
+
+// readStatusIDs reads the uids and gids of the holder from /proc/PID/status.
+func (a *Attestor) readStatusIDs(h *tcpHolder) error {
+	bp := a.bufs.Get().(*[]byte)
+	defer a.bufs.Put(bp)
+	b, err := readProcFile(h.dirfd, "status", *bp)
+	if err != nil {
+		return fail(reasonProc, err)
+	}
+	if h.uids, h.gids, err = parseStatusIDs(b); err != nil {
+		return fail(reasonProc, err)
+	}
+	return nil
+}
+
+// chooseHolder names one of several holders of the client socket: the one
+// with the lowest pid, provided every holder would be described alike
+// apart from its pid. Any of them may have written the request, so
+// holders that differ are refused rather than one picked.
+func chooseHolder(hs []*tcpHolder) (*tcpHolder, error) {
+	slices.SortFunc(hs, func(x, y *tcpHolder) int { return int(x.pid) - int(y.pid) })
+	first := hs[0]
+	for _, h := range hs[1:] {
+		if h.uids[0] != first.uids[0] || h.gids[0] != first.gids[0] ||
+			h.facts.exe != first.facts.exe || h.facts.exeSHA256 != first.facts.exeSHA256 ||
+			h.facts.podUID != first.facts.podUID || h.facts.containerID != first.facts.containerID {
+			return first, fail(reasonAmbiguous, fmt.Errorf("unix: pid %d (uid %d, %s) and pid %d (uid %d, %s) hold the socket", first.pid, first.uids[0], first.facts.exe, h.pid, h.uids[0], h.facts.exe))
+		}
+	}
+	return first, nil
+}
+
+// socketHolders returns the pids, in the order /proc lists them, of the
+// processes whose open files include the socket of inode ino. A process
+// whose open files cannot be read for lack of permission is an error, not
+// a process skipped: it might hold the socket.
+func (a *Attestor) socketHolders(ctx context.Context, ino uint32) ([]int32, error) {
+	procfd, err := sys.Open(a.procRoot, sys.O_RDONLY|sys.O_DIRECTORY|sys.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("unix: open %s: %w", a.procRoot, err)
+	}
+	defer sys.Close(procfd)
+	var wantBuf [32]byte
+	want := append(strconv.AppendUint(append(wantBuf[:0], "socket:["...), uint64(ino), 10), ']')
+	s := fdScan{
+		procfd: procfd,
+		want:   want,
+		dents:  make([]byte, 16<<10),
+		fdDent: make([]byte, 8<<10),
+	}
+	var pids []int32
+	for {
+		n, err := getdents(procfd, s.dents)
+		if err != nil {
+			return nil, fmt.Errorf("unix: read %s: %w", a.procRoot, err)
+		}
+		if n == 0 {
+			return pids, nil
+		}
+		for buf := s.dents[:n]; len(buf) > 0; {
+			name, rest, ok := nextDirent(buf)
+			if !ok {
+				return nil, fmt.Errorf("unix: read %s: malformed directory entry", a.procRoot)
+			}
+			buf = rest
+			pid, ok := parsePid(name)
+			if !ok {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			held, err := s.holds(name)
+			if err != nil {
+				return nil, fmt.Errorf("unix: pid %d: %w", pid, err)
+			}
+			if held {
+				pids = append(pids, pid)
+			}
+		}
+	}
+}
+
+// fdScan holds the buffers of one scan of /proc/*/fd.
+type fdScan struct {
+	procfd int
+	want   []byte // "socket:[INODE]"
+	dents  []byte // of /proc
+	fdDent []byte // of /proc/PID/fd
+	path   []byte // "PID/fd"
+	link   [64]byte
+}
+
+// holds reports whether process pid (the /proc entry name) has the wanted
+// socket among its open files; a process that is gone holds nothing.
+func (s *fdScan) holds(pid []byte) (bool, error) {
+	s.path = append(append(s.path[:0], pid...), "/fd"...)
+	fdDir, err := sys.Openat(s.procfd, string(s.path), sys.O_RDONLY|sys.O_DIRECTORY|sys.O_CLOEXEC, 0)
+	switch {
+	case errors.Is(err, sys.ENOENT), errors.Is(err, sys.ESRCH):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("open fd directory: %w", err)
+	}
+	defer sys.Close(fdDir)
+	for {
+		n, err := getdents(fdDir, s.fdDent)
+		switch {
+		case errors.Is(err, sys.ENOENT), errors.Is(err, sys.ESRCH):
+			return false, nil // exited while listed
+		case err != nil:
+			return false, fmt.Errorf("read fd directory: %w", err)
+		case n == 0:
+			return false, nil
+		}
+		for buf := s.fdDent[:n]; len(buf) > 0; {
+			name, rest, ok := nextDirent(buf)
+			if !ok {
+				return false, errors.New("read fd directory: malformed directory entry")
+			}
+			buf = rest
+			if len(name) == 0 || name[0] == '.' {
+				continue
+			}
+			m, err := sys.Readlinkat(fdDir, string(name), s.link[:])
+			if err != nil {
+				continue // closed meanwhile
+			}
+			if bytes.Equal(s.link[:m], s.want) {
+				return true, nil
+			}
+		}
+	}
+}
+
+// getdents reads directory entries, retrying on EINTR.
+func getdents(fd int, buf []byte) (int, error) {
+	for {
+		n, err := sys.Getdents(fd, buf)
+		if errors.Is(err, sys.EINTR) {
+			continue
+		}
+		return n, err
+	}
+}
+
+// nextDirent splits the first linux_dirent64 off buf and returns its name.
+func nextDirent(buf []byte) (name, rest []byte, ok bool) {
+	const nameOff = 19 // d_ino, d_off, d_reclen, d_type
+	if len(buf) < nameOff {
+		return nil, nil, false
+	}
+	reclen := int(binary.NativeEndian.Uint16(buf[16:]))
+	if reclen <= nameOff || reclen > len(buf) {
+		return nil, nil, false
+	}
+	name = buf[nameOff:reclen]
+	if i := bytes.IndexByte(name, 0); i >= 0 {
+		name = name[:i]
+	}
+	return name, buf[reclen:], true
+}
+
+// parsePid parses a /proc entry name that is a pid.
+func parsePid(b []byte) (int32, bool) {
+	if len(b) == 0 || len(b) > 10 || b[0] == '0' {
+		return 0, false
+	}
+	var v int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	if v > 1<<31-1 {
+		return 0, false
+	}
+	return int32(v), true
+}
+
+var errStatusFormat = errors.New("unix: malformed /proc/PID/status")
+
+// parseStatusIDs returns the real, effective, saved and filesystem uids
+// and gids from the Uid: and Gid: lines of /proc/PID/status.
+func parseStatusIDs(b []byte) (uids, gids [4]uint32, err error) {
+	var haveUID, haveGID bool
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		var dst *[4]uint32
+		switch {
+		case bytes.HasPrefix(line, []byte("Uid:")):
+			dst, haveUID = &uids, true
+		case bytes.HasPrefix(line, []byte("Gid:")):
+			dst, haveGID = &gids, true
+		default:
+			continue
+		}
+		fields := bytes.Fields(line[4:])
+		if len(fields) != 4 {
+			return uids, gids, errStatusFormat
+		}
+		for i, f := range fields {
+			v, err := parseUint(f)
+			if err != nil || v > uint64(^uint32(0)) {
+				return uids, gids, errStatusFormat
+			}
+			dst[i] = uint32(v)
+		}
+	}
+	if !haveUID || !haveGID {
+		return uids, gids, errStatusFormat
+	}
+	return uids, gids, nil
+}
