@@ -42,6 +42,9 @@ import (
 // after SIGINT or SIGTERM.
 const shutdownTimeout = 30 * time.Second
 
+// adminDrain bounds the admin listener's drain: a scrape in flight.
+const adminDrain = 5 * time.Second
+
 // loadedConfig is a validated configuration with its policies compiled.
 type loadedConfig struct {
 	cfg      *Config
@@ -264,15 +267,28 @@ func newLogger(w interface{ Write([]byte) (int, error) }, lc LogConfig) *slog.Lo
 
 // serve runs the broker until ctx is done, then drains in-flight requests,
 // flushes the audit log and returns.
-func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
+func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) (err error) {
 	cfg := lc.cfg
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// The audit log outlives the socket server: requests drained at
-	// shutdown still commit their records.
-	auditCtx, stopAudit := context.WithCancel(context.Background())
-	defer stopAudit()
+	// Every long-lived piece runs in g, in stages: the audit writer first,
+	// then what writes to it beside the requests (the lease manager), then
+	// the reloader, then the listeners. Stopping goes the other way, each
+	// stage joined before the next: listeners drain while the lease manager
+	// and the audit writer still commit. Resources are closed after g has
+	// stopped, newest first.
+	g := newGroup()
+	var cleanup []func()
+	defer func() {
+		if stopErr := g.stop(); err == nil {
+			err = stopErr
+		}
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}()
+
 	alog, err := audit.Open(ctx, audit.Config{
 		Path:         cfg.Audit.Path,
 		KeyFile:      cfg.Audit.KeyFile,
@@ -286,19 +302,15 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer alog.Close()
-	var wg sync.WaitGroup
-	auditDone := make(chan error, 1)
-	wg.Add(1)
-	go func() { defer wg.Done(); auditDone <- alog.Run(auditCtx) }()
+	cleanup = append(cleanup, func() { alog.Close() })
+	g.stage("audit").run("audit log", alog.Run)
 
 	peer, err := unixattest.New(cfg.Attestors.Unix.config(log.With("component", "attest")))
 	if err != nil {
 		return err
 	}
 	// The lease manager, when a provider mints credentials, writes
-	// lifecycle rows: it stops after the listeners drained and before the
-	// audit log.
+	// lifecycle rows.
 	var leases *lease.Manager
 	installID := ""
 	if cfg.mintsCredentials() {
@@ -306,7 +318,7 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		defer store.Close()
+		cleanup = append(cleanup, func() { store.Close() })
 		installID = store.InstallID()
 		if leases, err = lease.New(lease.Config{Store: store, Audit: alog, RefreshAt: cfg.Leases.RefreshAt, Logger: log.With("component", "leases"), Registerer: reg}); err != nil {
 			return err
@@ -316,31 +328,26 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer built.close() // after the lease manager's last revocation
-	creds := built.creds
-	leaseCtx, stopLeases := context.WithCancel(context.Background())
-	leasesStopped := make(chan struct{})
-	var leasesErr error
-	go func() {
-		defer close(leasesStopped)
-		if leases != nil {
-			var pings sync.WaitGroup
-			pings.Go(func() { pingUpstreams(leaseCtx, built.pingers, log) })
-			leasesErr = leases.Run(leaseCtx)
-			pings.Wait()
-		}
-	}()
-	defer func() { stopLeases(); <-leasesStopped }() // before the store closes
+	cleanup = append(cleanup, built.close) // after the lease manager's last revocation
+	state := g.stage("state")
+	if leases != nil {
+		state.run("lease manager", leases.Run)
+		state.run("upstream check", func(ctx context.Context) error {
+			pingUpstreams(ctx, built.pingers, log)
+			<-ctx.Done()
+			return nil
+		})
+	}
 	evidence, err := buildAttestors(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	if r := evidence.replay; r != nil {
-		defer r.Close() // after the listeners drained
+		cleanup = append(cleanup, func() { r.Close() }) // after the listeners drained
 	}
 	if sp := evidence.spiffe; sp != nil {
-		defer sp.Close()
-		go func() { _ = sp.Run(auditCtx) }()
+		cleanup = append(cleanup, func() { sp.Close() })
+		state.run("spiffe bundles", sp.Run)
 	}
 	b, err := broker.New(broker.Config{
 		Peer:          peer,
@@ -349,7 +356,7 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 		AWS:           evidence.aws,
 		Ambient:       evidence.ambient,
 		TokenCacheTTL: cfg.Attestors.tokenCacheTTL(),
-		Credentials:   creds,
+		Credentials:   built.creds,
 		Kinds:         built.kinds,
 		Policies:      lc.policies,
 		Audit:         alog,
@@ -365,27 +372,32 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 	// were loaded must be seen.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	cleanup = append(cleanup, func() { signal.Stop(hup) })
 	trigger := make(chan struct{}, 1)
-	go func() {
-		for range hup {
+	control := g.stage("control")
+	control.run("signals", func(ctx context.Context) error {
+		for {
 			select {
-			case trigger <- struct{}{}:
-			default:
+			case <-ctx.Done():
+				return nil
+			case <-hup:
+				select {
+				case trigger <- struct{}{}:
+				default:
+				}
 			}
 		}
-	}()
-	reloadCtx, stopReload := context.WithCancel(ctx)
-	defer stopReload()
-	go (&broker.Reloader{
+	})
+	control.run("policy reloader", (&broker.Reloader{
 		Broker:  b,
 		Load:    func() (*policies.Set, error) { return loadPolicies(cfg.Policies, cfg.Files) },
 		Stamp:   func() string { return policyStamp(cfg.Policies) },
 		Trigger: trigger,
 		Initial: lc.policyStamp,
 		Logger:  log,
-	}).Run(reloadCtx)
+	}).Run)
 
+	listeners := g.stage("listeners")
 	mode, _ := cfg.socketMode()
 	gid, _ := cfg.socketGID() // both checked by Validate
 	ln, err := broker.ListenUnix(cfg.Socket, mode, gid)
@@ -393,45 +405,39 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 		return err
 	}
 	ours, _ := os.Lstat(cfg.Socket)
-	defer removeSocket(cfg.Socket, ln, ours)
+	cleanup = append(cleanup, func() { removeSocket(cfg.Socket, ln, ours) })
 	srv := b.NewSocketServer(log)
 	conns := broker.NewConnMetrics(reg)
 	// Each read records who wrote it, so the writer of each request is
 	// the one attested.
 	pln, err := peer.Listen(ln)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	lim, err := broker.LimitListener(pln, srv, broker.LimitConfig{Name: broker.ListenerSocket, Max: *cfg.MaxConnections, Metrics: conns})
 	if err != nil {
 		return err
 	}
-	srvErr := make(chan error, 1)
-	go func() { srvErr <- srv.Serve(lim) }()
+	listeners.run("socket API", serveHTTP(srv, lim, shutdownTimeout))
 
-	var mtlsSrv *http.Server
 	if sp := cfg.Attestors.SPIFFE; sp != nil && sp.MTLSListen != "" {
-		mtlsSrv = b.NewSocketServer(log)
+		mtlsSrv := b.NewSocketServer(log)
 		mln, err := listenMTLS(sp, evidence.spiffe, func(ln net.Listener) (net.Listener, error) {
 			return broker.LimitListener(ln, mtlsSrv, broker.LimitConfig{Name: broker.ListenerMTLS, Max: *cfg.MaxConnections, Metrics: conns})
 		})
 		if err != nil {
-			srv.Close()
 			return err
 		}
-		go func() { _ = mtlsSrv.Serve(mln) }()
+		listeners.run("mtls listener", serveHTTP(mtlsSrv, mln, shutdownTimeout))
 		log.Info("mtls listening", "addr", mln.Addr().String())
 	}
 
-	var adminSrv *http.Server
 	if *cfg.Admin != "" {
 		aln, err := net.Listen("tcp", *cfg.Admin)
 		if err != nil {
-			srv.Close()
 			return fmt.Errorf("admin listener: %w", err)
 		}
-		adminSrv = &http.Server{
+		adminSrv := &http.Server{
 			Handler: broker.AdminHandler(reg, map[string]broker.Health{
 				"audit":    alog.Healthy,
 				"policies": b.PoliciesHealth,
@@ -444,48 +450,24 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) error {
 		alim, err := broker.LimitListener(aln, adminSrv, broker.LimitConfig{Name: broker.ListenerAdmin, Max: adminMaxConnections, Metrics: conns})
 		if err != nil {
 			aln.Close()
-			srv.Close()
 			return err
 		}
-		go func() { _ = adminSrv.Serve(alim) }()
+		listeners.run("admin listener", serveHTTP(adminSrv, alim, adminDrain))
 		log.Info("admin listening", "addr", aln.Addr().String())
 	}
 
 	lc.serving = true
 	log.Info("credbroker serving", "socket", cfg.Socket, "audit", cfg.Audit.Path,
-		"policies", lc.policies.Len(), "credentials", strings.Join(sortedKeys(creds), ","), "version", version)
+		"policies", lc.policies.Len(), "credentials", strings.Join(sortedKeys(built.creds), ","), "version", version)
 
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down: draining in-flight requests")
-	case err := <-srvErr:
-		stopLeases()
-		<-leasesStopped
-		stopAudit()
-		wg.Wait()
-		return fmt.Errorf("socket server: %w", err)
+	case <-g.Failed():
+		log.Error("shutting down: a part of the broker stopped", "error", g.stop())
 	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	shutErr := srv.Shutdown(shutCtx)
-	if mtlsSrv != nil {
-		shutErr = errors.Join(shutErr, mtlsSrv.Shutdown(shutCtx))
-	}
-	if adminSrv != nil {
-		_ = adminSrv.Shutdown(shutCtx)
-	}
-	stopLeases()
-	<-leasesStopped
-	if leasesErr != nil {
-		shutErr = errors.Join(shutErr, fmt.Errorf("lease manager: %w", leasesErr))
-	}
-	stopAudit()
-	wg.Wait()
-	if err := <-auditDone; err != nil {
-		return fmt.Errorf("audit log: %w", err)
-	}
-	if shutErr != nil {
-		return fmt.Errorf("draining requests: %w", shutErr)
+	if err := g.stop(); err != nil {
+		return err
 	}
 	log.Info("credbroker stopped")
 	return nil
