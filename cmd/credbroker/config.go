@@ -79,8 +79,8 @@ type Config struct {
 	Credentials []CredentialConfig `yaml:"credentials"`
 	// Leases configures the lease manager of minted credentials.
 	Leases LeasesConfig `yaml:"leases"`
-	// Listeners are injection listeners.
-	Listeners []yaml.Node `yaml:"listeners"`
+	// Listeners are injection listeners, each one key of listenerKinds.
+	Listeners []ListenerConfig `yaml:"listeners"`
 	// Log configures the broker's own log.
 	Log LogConfig `yaml:"log"`
 
@@ -364,10 +364,13 @@ func (cfg *Config) merge(file string) []error {
 			}
 		}
 	}
-	for _, n := range one.Listeners {
-		errs = append(errs, ConfigError{fmt.Sprintf("%s:%d", file, n.Line), "injection listeners are not supported by this version of credbroker"})
+	for i := range one.Listeners {
+		for k, v := range src {
+			if rest, ok := strings.CutPrefix(k, fmt.Sprintf("listeners.%d", i)); ok {
+				cfg.sources[fmt.Sprintf("listeners.%d%s", len(cfg.Listeners)+i, rest)] = v
+			}
+		}
 	}
-	one.Listeners = nil
 	return append(errs, cfg.mergeValue(reflect.ValueOf(cfg).Elem(), reflect.ValueOf(&one).Elem(), "", src)...)
 }
 
@@ -427,6 +430,13 @@ func (cfg *Config) resolvePaths(dir string) {
 	if sp := cfg.Attestors.SPIFFE; sp != nil {
 		for _, p := range []*string{&sp.BundleFile, &sp.MTLSCertFile, &sp.MTLSKeyFile} {
 			*p = resolve(dir, *p)
+		}
+	}
+	for i := range cfg.Listeners {
+		if l := cfg.Listeners[i].Listener; l != nil {
+			for _, path := range l.Paths() {
+				*path = resolve(dir, *path)
+			}
 		}
 	}
 	for i := range cfg.Credentials {
@@ -631,6 +641,7 @@ func (cfg *Config) Validate() error {
 			}
 		}
 	}
+	cfg.validateListeners(bad)
 	return errors.Join(errs...)
 }
 

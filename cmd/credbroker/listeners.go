@@ -1,0 +1,122 @@
+package main
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// listenerConfig is what every listener package's Config is: validated
+// without I/O, naming its file paths, and stating the credential it
+// injects and the data fields it needs from it.
+type listenerConfig interface {
+	Validate() error
+	Paths() []*string
+	Fields() []string
+}
+
+// listenerKind is one entry of listenerKinds.
+type listenerKind struct {
+	newConfig  func() listenerConfig
+	credential func(listenerConfig) string // the credential it injects
+}
+
+// listenerKindOf turns a listener package's Config type into a table
+// entry; credential reads the name of the credential it injects.
+func listenerKindOf[C any, P interface {
+	*C
+	listenerConfig
+}](credential func(*C) string) listenerKind {
+	return listenerKind{
+		newConfig:  func() listenerConfig { return P(new(C)) },
+		credential: func(c listenerConfig) string { return credential((*C)(c.(P))) },
+	}
+}
+
+// listenerKinds maps each listener key to its package. Adding a listener
+// adds one entry here.
+var listenerKinds = map[string]listenerKind{}
+
+// ListenerConfig is one injection listener: exactly one key of
+// listenerKinds.
+type ListenerConfig struct {
+	// Kind is the listener key ("http", …).
+	Kind string
+	// Listener is the listener package's own configuration.
+	Listener listenerConfig
+}
+
+// UnmarshalYAML decodes a listener strictly into its package's Config.
+func (l *ListenerConfig) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode || len(n.Content) != 2 {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: a listener is one key: %s", n.Line, listenerKeys())}}
+	}
+	k, v := n.Content[0], n.Content[1]
+	kind, ok := listenerKinds[k.Value]
+	if !ok {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: unknown listener %q (this version has: %s)", k.Line, k.Value, listenerKeys())}}
+	}
+	l.Kind, l.Listener = k.Value, kind.newConfig()
+	errs := strictKeys(v, reflect.TypeOf(l.Listener))
+	if err := v.Decode(l.Listener); err != nil {
+		var te *yaml.TypeError
+		if asTypeError(err, &te) {
+			errs = append(errs, te.Errors...)
+		} else {
+			errs = append(errs, fmt.Sprintf("line %d: %v", v.Line, err))
+		}
+	}
+	if len(errs) > 0 {
+		return &yaml.TypeError{Errors: errs}
+	}
+	return nil
+}
+
+// listenerKeys lists the listener keys, for messages.
+func listenerKeys() string {
+	if len(listenerKinds) == 0 {
+		return "none"
+	}
+	return strings.Join(sortedKeys(listenerKinds), ", ")
+}
+
+// validateListeners reports, for each listener, its own problems, a
+// credential that is not configured, and data fields it needs that the
+// credential's provider does not yield.
+func (cfg *Config) validateListeners(bad func(key, format string, args ...any)) {
+	byName := map[string]*CredentialConfig{}
+	for i := range cfg.Credentials {
+		byName[cfg.Credentials[i].Name] = &cfg.Credentials[i]
+	}
+	for i, l := range cfg.Listeners {
+		if l.Listener == nil {
+			continue
+		}
+		key := fmt.Sprintf("listeners.%d.%s", i, l.Kind)
+		if err := l.Listener.Validate(); err != nil {
+			for _, e := range unjoin(err) {
+				bad(key, "listener %s: %v", l.Kind, e)
+			}
+		}
+		name := listenerKinds[l.Kind].credential(l.Listener)
+		c, ok := byName[name]
+		switch {
+		case name == "":
+			continue
+		case !ok:
+			bad(key+".credential", "listener %s: credential %q is not configured", l.Kind, name)
+			continue
+		case c.Provider == nil:
+			continue // reported with the credential
+		}
+		have := c.Provider.Fields()
+		for _, f := range l.Listener.Fields() {
+			if !slices.Contains(have, f) {
+				bad(key, "listener %s: needs field %q of credential %q, whose %s provider yields %s", l.Kind, f, name, c.Kind, strings.Join(have, ", "))
+			}
+		}
+	}
+}
