@@ -501,7 +501,7 @@ func (b *Broker) refuse(ctx context.Context, rec *audit.Record, start time.Time,
 func (b *Broker) finish(ctx context.Context, rec *audit.Record, start time.Time, outcome *Error) error {
 	rec.Latency = b.now().Sub(start)
 	if err := b.audit.Append(ctx, rec); err != nil {
-		b.metrics.decisions.WithLabelValues(resultError).Inc()
+		b.metrics.decisions.WithLabelValues(rec.Channel, resultError).Inc()
 		if ctx.Err() != nil {
 			// The caller went away before its record was committed: nothing
 			// is wrong with the store.
@@ -512,7 +512,7 @@ func (b *Broker) finish(ctx context.Context, rec *audit.Record, start time.Time,
 		}
 		return &Error{Kind: KindUnavailable, Message: "the audit log is unavailable; no credential was issued", DecisionID: rec.DecisionID, Err: err}
 	}
-	b.metrics.decisions.WithLabelValues(rec.Decision).Inc()
+	b.metrics.decisions.WithLabelValues(rec.Channel, rec.Decision).Inc()
 	b.metrics.latency.Observe(b.now().Sub(start).Seconds())
 	if outcome == nil {
 		b.log.Debug("decision", keyDecisionID, rec.DecisionID, keyDecision, rec.Decision, keySubject, rec.Subject, keyCredential, rec.Credential, keyPolicy, rec.Policy)

@@ -13,8 +13,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credbroker_decisions_total",
-			Help: "Decisions made, by result (allow, deny, error).",
-		}, []string{"result"}),
+			Help: "Decisions made, by the channel the request came in on (socket, mtls, http, …) and result (allow, deny, error).",
+		}, []string{"channel", "result"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "credbroker_decision_duration_seconds",
 			Help:    "Time from request to committed audit record.",
@@ -30,7 +30,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 	}
 	for _, r := range []string{resultAllow, resultDeny, resultError} {
-		m.decisions.WithLabelValues(r)
+		m.decisions.WithLabelValues(ChannelSocket, r)
 	}
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")

@@ -134,7 +134,7 @@ func TestCanaryNeverLeaks(t *testing.T) {
 		t.Errorf("%d decision lines with a cause (%d at warn for the provider), want the token and provider failures'", causes, warned)
 	}
 	_, metrics := httpGet(t, "http://"+admin+"/metrics")
-	if !strings.Contains(metrics, `credbroker_decisions_total{result="allow"} 1`) {
+	if !strings.Contains(metrics, `credbroker_decisions_total{channel="socket",result="allow"} 1`) {
 		t.Errorf("metrics lack the allow count:\n%s", metrics)
 	}
 	export, _, _ := credbroker(t, "audit", "export", "--db", e.db)

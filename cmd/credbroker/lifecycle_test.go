@@ -75,8 +75,8 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	code, metrics := httpGet(t, admin+"/metrics")
 	for _, want := range []string{
-		`credbroker_decisions_total{result="allow"} 1`,
-		`credbroker_decisions_total{result="deny"} 1`,
+		`credbroker_decisions_total{channel="socket",result="allow"} 1`,
+		`credbroker_decisions_total{channel="socket",result="deny"} 1`,
 		`credbroker_decision_duration_seconds_count 2`,
 		`credbroker_audit_failures_total 0`,
 	} {
