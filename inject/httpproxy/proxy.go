@@ -1,0 +1,405 @@
+package httpproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/credbroker/credbroker/broker"
+	"github.com/credbroker/credbroker/providers"
+)
+
+// Server and transport limits.
+const (
+	// MaxHeaderBytes bounds a request's header block.
+	MaxHeaderBytes = 64 << 10
+	// ReadHeaderTimeout bounds the time a caller takes to send a request's
+	// header block.
+	ReadHeaderTimeout = 10 * time.Second
+	// IdleTimeout closes a caller's keep-alive connection idle this long.
+	IdleTimeout = 2 * time.Minute
+	// DialTimeout bounds connecting to the upstream, TLSHandshakeTimeout
+	// its TLS handshake.
+	DialTimeout         = 10 * time.Second
+	TLSHandshakeTimeout = 10 * time.Second
+	// ResponseHeaderTimeout bounds the wait for the upstream's response
+	// header once the request is sent. Bodies stream without a limit.
+	ResponseHeaderTimeout = 2 * time.Minute
+	// MaxIdleConnsPerHost is how many idle keep-alive connections to the
+	// upstream are pooled.
+	MaxIdleConnsPerHost = 64
+	// UpstreamIdleTimeout closes a pooled upstream connection idle this
+	// long.
+	UpstreamIdleTimeout = 90 * time.Second
+)
+
+// Log attribute keys.
+const (
+	keyCredential = "credential"
+	keyDecisionID = "decision_id"
+	keyError      = "error"
+	keyUpstream   = "upstream"
+)
+
+// Decider decides one request: attest the caller, evaluate policy, obtain
+// the credential and record the decision. *broker.Broker is one; a
+// refusal is a *broker.Error.
+type Decider interface {
+	Decide(ctx context.Context, req *broker.Request) (*broker.Grant, error)
+}
+
+var _ Decider = (*broker.Broker)(nil)
+
+// Option adjusts a Proxy.
+type Option func(*Proxy)
+
+// WithLogger sets the logger for upstream failures and unusable
+// credentials; default slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(p *Proxy) {
+		if l != nil {
+			p.log = l
+		}
+	}
+}
+
+// WithConnLimit makes Run cap the connections it serves with
+// broker.LimitListener; default no cap.
+func WithConnLimit(cfg broker.LimitConfig) Option {
+	return func(p *Proxy) { p.limit = &cfg }
+}
+
+// Proxy is an HTTP injection listener: a reverse proxy to one upstream
+// that adds one credential, decided per request, to every request.
+type Proxy struct {
+	cred      string
+	upstream  *url.URL
+	header    string
+	tmpl      *headerTemplate
+	drain     time.Duration
+	decider   Decider
+	transport *http.Transport
+	rp        *httputil.ReverseProxy
+	log       *slog.Logger
+	limit     *broker.LimitConfig
+}
+
+// New validates cfg and returns a Proxy deciding with d. It reads the TLS
+// files; the upstream need not be reachable.
+func New(cfg Config, d Decider, opts ...Option) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d == nil {
+		return nil, errors.New("httpproxy: a decider is required")
+	}
+	u, _ := parseUpstream(cfg.Upstream)           // checked by Validate
+	tmpl, _ := compileTemplate(cfg.headerValue()) // checked by Validate
+	tr, err := newTransport(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{
+		cred:      cfg.Credential,
+		upstream:  u,
+		header:    cfg.headerName(),
+		tmpl:      tmpl,
+		drain:     cfg.drainTimeout(),
+		decider:   d,
+		transport: tr,
+		log:       slog.Default(),
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:       p.rewrite,
+		Transport:     tr,
+		FlushInterval: -1,
+		ErrorHandler:  p.proxyError,
+		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+	}
+	return p, nil
+}
+
+// newTransport is the one transport of a listener: TLS 1.2 or later
+// verified against the system roots and ca_file, an optional client
+// certificate, no proxy from the environment, pooled keep-alive
+// connections, bodies passed as they are (no transparent gzip).
+func newTransport(c TLSConfig) (*http.Transport, error) {
+	tr, err := providers.Transport(c.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("httpproxy: tls: %w", err)
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("httpproxy: tls: client certificate: %w", err)
+		}
+		tr.TLSClientConfig.Certificates = []tls.Certificate{cert}
+	}
+	dialer := &net.Dialer{Timeout: DialTimeout, KeepAlive: 30 * time.Second}
+	tr.Proxy = nil
+	tr.DialContext = dialer.DialContext
+	tr.TLSHandshakeTimeout = TLSHandshakeTimeout
+	tr.ResponseHeaderTimeout = ResponseHeaderTimeout
+	tr.IdleConnTimeout = UpstreamIdleTimeout
+	tr.MaxIdleConns = MaxIdleConnsPerHost
+	tr.MaxIdleConnsPerHost = MaxIdleConnsPerHost
+	tr.DisableCompression = true
+	return tr, nil
+}
+
+// Handler returns the proxy's handler. It expects its server to keep the
+// caller's connection with broker.ConnContext; the checks on raw header
+// lines (request smuggling) need Run, which serves it on connections it
+// follows.
+func (p *Proxy) Handler() http.Handler { return http.HandlerFunc(p.serve) }
+
+// Run serves the proxy on ln until ctx ends, then stops accepting and lets
+// requests in flight finish for up to the drain timeout. It returns nil
+// after a clean drain. The caller makes ln (and, for a Unix socket, wraps
+// it with the unix attestor's Listen so each request's sender can be
+// attested); Run closes it.
+func (p *Proxy) Run(ctx context.Context, ln net.Listener) error {
+	srv := p.server()
+	l := ln
+	if p.limit != nil {
+		var err error
+		if l, err = broker.LimitListener(ln, srv, *p.limit); err != nil {
+			ln.Close()
+			return fmt.Errorf("httpproxy: %w", err)
+		}
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(rawListener{l}) }()
+	select {
+	case err := <-served:
+		p.transport.CloseIdleConnections()
+		return fmt.Errorf("httpproxy: serve: %w", err)
+	case <-ctx.Done():
+	}
+	drainCtx, cancel := context.WithTimeout(context.Background(), p.drain)
+	defer cancel()
+	err := srv.Shutdown(drainCtx)
+	if err != nil {
+		srv.Close()
+	}
+	<-served
+	p.transport.CloseIdleConnections()
+	if err != nil {
+		return fmt.Errorf("httpproxy: requests still in flight after the drain timeout (%s) were cut: %w", p.drain, err)
+	}
+	return nil
+}
+
+// server is the HTTP/1 server Run serves with.
+func (p *Proxy) server() *http.Server {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	return &http.Server{
+		Handler:                      p.Handler(),
+		ConnContext:                  connContext,
+		Protocols:                    &protos,
+		DisableGeneralOptionsHandler: true,
+		MaxHeaderBytes:               MaxHeaderBytes,
+		ReadHeaderTimeout:            ReadHeaderTimeout,
+		IdleTimeout:                  IdleTimeout,
+		ErrorLog:                     slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// injection is what a decided request carries to rewrite.
+type injection struct {
+	value      string
+	decisionID string
+}
+
+type injectionKey struct{}
+
+// serve refuses what must not be forwarded, decides the request, and
+// forwards it with the credential.
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
+	if rc, ok := r.Context().Value(rawKey{}).(*rawConn); ok {
+		if err := rc.shapeErr(); err != nil {
+			// The connection's framing is no longer trusted.
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusBadRequest, "bad_request", "request refused: "+err.Error(), "")
+			return
+		}
+	}
+	if status, msg := checkRequest(r); status != 0 {
+		w.Header().Set("Connection", "close")
+		if status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		}
+		writeError(w, status, codeOf(status), msg, "")
+		return
+	}
+	g, err := p.decider.Decide(r.Context(), &broker.Request{
+		Credential: p.cred,
+		Channel:    broker.ChannelHTTP,
+		Method:     r.Method,
+		Path:       r.URL.Path,
+		Host:       p.upstream.Host,
+		Conn:       broker.RequestConn(r),
+	})
+	if err != nil {
+		broker.WriteRefusal(w, err)
+		return
+	}
+	value, err := p.tmpl.render(func(field string) ([]byte, bool) {
+		s, ok := g.Credential.Data[field]
+		if !ok {
+			return nil, false
+		}
+		return s.Reveal(), true
+	})
+	if err != nil {
+		p.log.Warn("credential cannot be injected", keyCredential, p.cred, keyDecisionID, g.DecisionID, keyError, err)
+		writeError(w, http.StatusBadGateway, "bad_gateway", fmt.Sprintf("credential %q cannot be sent in header %s: %v", p.cred, p.header, err), g.DecisionID)
+		return
+	}
+	ctx := context.WithValue(r.Context(), injectionKey{}, &injection{value: value, decisionID: g.DecisionID})
+	p.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// checkRequest refuses, before any decision, what the proxy never
+// forwards: HTTP/2 (h2c prior knowledge), CONNECT, protocol upgrades
+// (h2c, WebSocket) and targets that are not a path. It returns 0 for a
+// request to forward.
+func checkRequest(r *http.Request) (int, string) {
+	switch {
+	case r.ProtoMajor != 1:
+		return http.StatusBadRequest, "only HTTP/1.x is served"
+	case r.Method == http.MethodConnect:
+		return http.StatusMethodNotAllowed, "CONNECT is not served: this listener forwards to its configured upstream only"
+	case len(r.Header["Upgrade"]) > 0, len(r.Header["Http2-Settings"]) > 0, headerHasToken(r.Header, "Connection", "upgrade"):
+		return http.StatusBadRequest, "protocol upgrades (h2c, WebSocket) are not served"
+	case !strings.HasPrefix(r.URL.Path, "/"):
+		return http.StatusBadRequest, "the request target must be a path"
+	}
+	return 0, ""
+}
+
+// headerHasToken reports whether a comma-separated header holds token,
+// case-insensitively.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h[name] {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// rewrite routes the outgoing request to the upstream, whatever the
+// request named (Host header, absolute-form target, user information),
+// and sets the credential header on the headers rewriteHeader leaves.
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	inj, _ := pr.In.Context().Value(injectionKey{}).(*injection)
+	u := &url.URL{
+		Scheme:   p.upstream.Scheme,
+		Host:     p.upstream.Host,
+		Path:     joinPath(p.upstream.Path, pr.In.URL.Path),
+		RawPath:  joinPath(p.upstream.EscapedPath(), pr.In.URL.EscapedPath()),
+		RawQuery: pr.Out.URL.RawQuery,
+	}
+	if u.RawPath == u.Path {
+		u.RawPath = ""
+	}
+	pr.Out.URL = u
+	pr.Out.Host = ""
+	value := ""
+	if inj != nil {
+		value = inj.value
+	}
+	rewriteHeader(pr.Out.Header, pr.In.Header, p.header, value)
+}
+
+// joinPath appends a request path to the upstream's base path.
+func joinPath(base, path string) string {
+	return strings.TrimSuffix(base, "/") + path
+}
+
+// rewriteHeader removes from out every header the caller must not send
+// the upstream — headers named in in's Connection header (hop-by-hop),
+// Authorization, Proxy-*, X-Amz-*, and any copy of the credential header —
+// then sets the credential header to value, once. Removal comes first, so
+// that Connection: Authorization cannot remove the credential.
+func rewriteHeader(out, in http.Header, name, value string) {
+	for _, v := range in["Connection"] {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				delete(out, http.CanonicalHeaderKey(t))
+			}
+		}
+	}
+	for k := range out {
+		switch ck := http.CanonicalHeaderKey(k); {
+		case ck == "Authorization", ck == "Connection", ck == "Upgrade", ck == "Http2-Settings",
+			strings.HasPrefix(ck, "Proxy-"), strings.HasPrefix(ck, "X-Amz-"), strings.EqualFold(ck, name):
+			delete(out, k)
+		}
+	}
+	out[name] = []string{value}
+}
+
+// proxyError answers a failed upstream exchange: 502 in the broker's JSON
+// error shape. The cause goes to the log; it never carries the credential,
+// which travels in a header only.
+func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	id := ""
+	if inj, ok := r.Context().Value(injectionKey{}).(*injection); ok {
+		id = inj.decisionID
+	}
+	if r.Context().Err() != nil {
+		p.log.Debug("caller went away before the upstream answered", keyCredential, p.cred, keyDecisionID, id)
+	} else {
+		p.log.Warn("upstream request failed", keyCredential, p.cred, keyDecisionID, id, keyUpstream, p.upstream.Host, keyError, err)
+	}
+	writeError(w, http.StatusBadGateway, "bad_gateway", "the upstream "+p.upstream.Host+" could not be reached or failed; the broker's log has the cause", id)
+}
+
+// codeOf is the JSON error code of a status the proxy answers itself.
+func codeOf(status int) string {
+	switch status {
+	case http.StatusMethodNotAllowed:
+		return "method_not_allowed"
+	case http.StatusBadGateway:
+		return "bad_gateway"
+	default:
+		return "bad_request"
+	}
+}
+
+// writeError writes the broker's JSON error shape:
+// {"error":{"code","message","decision_id"}}.
+func writeError(w http.ResponseWriter, status int, code, msg, decisionID string) {
+	type detail struct {
+		Code       string `json:"code"`
+		Message    string `json:"message"`
+		DecisionID string `json:"decision_id,omitempty"`
+	}
+	b, _ := json.Marshal(struct {
+		Error detail `json:"error"`
+	}{detail{code, msg, decisionID}}) // strings always encode
+	b = append(b, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
