@@ -210,8 +210,8 @@ func (d *inetDiag) close() { sys.Close(d.fd) }
 
 // lookup asks the kernel about the TCP socket whose own end is t.src and
 // whose other end is t.dst (and, unless cookie is noCookie, whose cookie is
-// cookie). It returns errDiagNotFound when there is none, and checks that
-// the answer is about t.
+// cookie). It returns errDiagNotFound when there is none: the kernel says
+// so, or answers about another socket (a listener on t.src).
 func (d *inetDiag) lookup(t tuple, cookie uint64) (diagSock, error) {
 	d.seq++
 	encodeInetDiagReq(&d.req, d.seq, t, cookie)
@@ -234,7 +234,9 @@ func (d *inetDiag) lookup(t tuple, cookie uint64) (diagSock, error) {
 			return diagSock{}, err
 		}
 		if !sameTuple(s.t, t) {
-			return diagSock{}, fmt.Errorf("unix: inet_diag: answer about %v->%v, asked about %v->%v", s.t.src, s.t.dst, t.src, t.dst)
+			// With no socket of that 4-tuple the kernel answers with a
+			// listener on the local end, if there is one.
+			return diagSock{}, fmt.Errorf("%w: the kernel answered about %v->%v (state %d), asked about %v->%v", errDiagNotFound, s.t.src, s.t.dst, s.state, t.src, t.dst)
 		}
 		if cookie != noCookie && s.cookie != cookie {
 			return diagSock{}, errDiagNotFound

@@ -1,0 +1,566 @@
+//go:build linux
+
+package unix
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/credbroker/credbroker/attest"
+	sys "golang.org/x/sys/unix"
+)
+
+// Environment of the TCP helper processes: the test binary re-executed
+// with -test.run=^TestTCPHelperProcess$.
+const (
+	envTCPHelper    = "CREDBROKER_UNIX_TEST_TCP_HELPER"    // hold | reset | exit | fork | holdfd
+	envTCPAddr      = "CREDBROKER_UNIX_TEST_TCP_ADDR"      // host:port to dial
+	envTCPLocalPort = "CREDBROKER_UNIX_TEST_TCP_LPORT"     // source port to bind, with SO_REUSEADDR
+	envTCPChildUID  = "CREDBROKER_UNIX_TEST_TCP_CHILD_UID" // fork: uid (and gid) of the child
+)
+
+// TestTCPHelperProcess is not a test: it is the body of the TCP helper
+// processes the other tests start. Run directly, it does nothing.
+func TestTCPHelperProcess(t *testing.T) {
+	mode := os.Getenv(envTCPHelper)
+	if mode == "" {
+		return
+	}
+	if err := tcpHelper(mode); err != nil {
+		fmt.Fprintln(os.Stderr, "tcp helper:", err)
+		os.Exit(2)
+	}
+	os.Exit(0)
+}
+
+// tcpHelper connects to envTCPAddr and then:
+//
+//	hold:   holds the connection until the other end closes it;
+//	reset:  waits for one byte, then resets the connection (SO_LINGER 0)
+//	        and exits, freeing its 4-tuple at once;
+//	exit:   exits at once (a graceful close);
+//	fork:   starts a holdfd child (as envTCPChildUID when set) sharing the
+//	        connection, prints the child's pid, and holds it too;
+//	holdfd: (no connect) holds the connection passed as fd 3.
+func tcpHelper(mode string) error {
+	if mode == "holdfd" {
+		conn, err := net.FileConn(os.NewFile(3, "conn"))
+		if err != nil {
+			return err
+		}
+		return holdUntilEOF(conn)
+	}
+	addr := os.Getenv(envTCPAddr)
+	d := net.Dialer{Timeout: helperTimeout}
+	if p := os.Getenv(envTCPLocalPort); p != "" {
+		port, err := strconv.Atoi(p)
+		if err != nil {
+			return err
+		}
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return err
+		}
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(host), Port: port}
+		d.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = sys.SetsockoptInt(int(fd), sys.SOL_SOCKET, sys.SO_REUSEADDR, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	conn := c.(*net.TCPConn)
+	switch mode {
+	case "hold":
+		return holdUntilEOF(conn)
+	case "exit":
+		return nil
+	case "reset":
+		conn.SetReadDeadline(time.Now().Add(helperTimeout))
+		if _, err := io.ReadFull(conn, make([]byte, 1)); err != nil {
+			return err
+		}
+		if err := conn.SetLinger(0); err != nil {
+			return err
+		}
+		return conn.Close()
+	case "fork":
+		f, err := conn.File()
+		if err != nil {
+			return err
+		}
+		cmd := tcpHelperCommand("holdfd")
+		cmd.ExtraFiles = []*os.File{f}
+		if s := os.Getenv(envTCPChildUID); s != "" {
+			uid, err := strconv.ParseUint(s, 10, 32)
+			if err != nil {
+				return err
+			}
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+		}
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		f.Close()
+		fmt.Println(cmd.Process.Pid)
+		herr := holdUntilEOF(conn)
+		if err := cmd.Wait(); err != nil {
+			return err
+		}
+		return herr
+	}
+	return fmt.Errorf("unknown %s %q", envTCPHelper, mode)
+}
+
+func holdUntilEOF(conn net.Conn) error {
+	conn.SetReadDeadline(time.Now().Add(helperTimeout))
+	_, err := io.Copy(io.Discard, conn)
+	return err
+}
+
+// tcpHelperCommand re-executes the running binary as a TCP helper.
+func tcpHelperCommand(mode string, env ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTCPHelperProcess$", "-test.timeout="+helperTimeout.String())
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	cmd.Env = append(os.Environ(), append([]string{envTCPHelper + "=" + mode, "GORACE=" + gorace}, env...)...)
+	cmd.Stderr = os.Stderr
+	return cmd
+}
+
+// tcpPeer is a helper process connected to a test listener.
+type tcpPeer struct {
+	cmd  *exec.Cmd
+	conn *net.TCPConn // the accepted end
+	out  *bufio.Reader
+}
+
+// startTCPPeer starts exe (the test binary, or a copy other users can run)
+// as a TCP helper in mode, connecting to ln as cred (nil: as the test
+// runs), and accepts its connection. Cleanup closes the connection and
+// waits for the helper, which exits on EOF.
+func startTCPPeer(t testing.TB, ln *net.TCPListener, dial, exe, mode string, cred *syscall.Credential, env ...string) *tcpPeer {
+	t.Helper()
+	if dial == "" {
+		dial = ln.Addr().String()
+	}
+	cmd := tcpHelperCommand(mode, append(env, envTCPAddr+"="+dial)...)
+	cmd.Path, cmd.Args[0] = exe, exe
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpPeer{cmd: cmd, out: bufio.NewReader(out)}
+	ln.SetDeadline(time.Now().Add(helperTimeout))
+	p.conn, err = ln.AcceptTCP()
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.conn.Close()
+		if cmd.ProcessState == nil {
+			io.Copy(io.Discard, p.out)
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("tcp helper %s: %v", mode, err)
+			}
+		}
+	})
+	return p
+}
+
+// listenTCP listens on addr ("127.0.0.1:0", "[::1]:0", "[::]:0").
+func listenTCP(t testing.TB, addr string) *net.TCPListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln.(*net.TCPListener)
+}
+
+// checkTCPIdentity checks an identity from AttestTCP: a unix identity of
+// the wanted process with the transport claim.
+func checkTCPIdentity(t *testing.T, id attest.Identity, uid, gid, pid int, exe, sum string) {
+	t.Helper()
+	if got := id.Claims[ClaimTransport]; got != TransportTCP {
+		t.Errorf("claim %s = %#v, want %q", ClaimTransport, got, TransportTCP)
+	}
+	id.Claims = maps.Clone(id.Claims)
+	delete(id.Claims, ClaimTransport)
+	checkIdentity(t, id, uid, gid, pid, exe, sum)
+}
+
+// wantReason checks that err is an attestation failure with reason.
+func wantReason(t *testing.T, id attest.Identity, err error, reason string) {
+	t.Helper()
+	var ae *attest.Error
+	if !errors.As(err, &ae) || !errors.Is(err, attest.ErrFailed) {
+		t.Fatalf("AttestTCP = %+v, %v; want an *attest.Error (%s)", id, err, reason)
+	}
+	if ae.Reason != reason {
+		t.Fatalf("reason = %q (%v), want %q", ae.Reason, err, reason)
+	}
+	if ae.Method != attest.MethodUnix {
+		t.Errorf("method = %q", ae.Method)
+	}
+	if id.Subject != "" {
+		t.Errorf("a refused attestation named subject %q", id.Subject)
+	}
+}
+
+// tcpExe copies the test binary into a directory other users can reach.
+func tcpExe(t *testing.T) (exe, sum string) {
+	t.Helper()
+	exe = filepath.Join(sharedDir(t), "tcppeer")
+	copyExe(t, exe, nil)
+	return exe, fileSHA256(t, exe)
+}
+
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Fatal("this test needs root, to run peers as other uids and read their /proc entries")
+	}
+}
+
+// Processes of two uids connect to one listener and are told apart, over
+// IPv4, IPv6 and a dual-stack listener reached at an IPv4 address (an
+// IPv6 socket with IPv4-mapped addresses).
+func TestAttestTCPTwoUIDs(t *testing.T) {
+	needRoot(t)
+	exe, sum := tcpExe(t)
+	a := newAttestor(t, Config{})
+	for _, tc := range []struct {
+		name, listen, dial string
+	}{
+		{"ipv4", "127.0.0.1:0", ""},
+		{"ipv6", "[::1]:0", ""},
+		{"dual-stack", "[::]:0", "127.0.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln := listenTCP(t, tc.listen)
+			dial := ""
+			if tc.dial != "" {
+				dial = net.JoinHostPort(tc.dial, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+			}
+			for _, u := range []struct{ uid, gid uint32 }{{0, 0}, {65534, 65533}} {
+				p := startTCPPeer(t, ln, dial, exe, "hold", &syscall.Credential{Uid: u.uid, Gid: u.gid})
+				id, err := a.AttestTCP(context.Background(), p.conn)
+				if err != nil {
+					t.Fatalf("uid %d: %v", u.uid, err)
+				}
+				checkTCPIdentity(t, id, int(u.uid), int(u.gid), p.cmd.Process.Pid, exe, sum)
+			}
+		})
+	}
+}
+
+// A client connects from port P and resets; a second process binds P and
+// connects to the same listener, so the two connections have one 4-tuple.
+// The second is attested as itself, and the first, attested again after
+// its process died, is refused rather than named after the second.
+func TestAttestTCPPortReuse(t *testing.T) {
+	needRoot(t)
+	exe, sum := tcpExe(t)
+	a := newAttestor(t, Config{})
+	ln := listenTCP(t, "127.0.0.1:0")
+
+	first := startTCPPeer(t, ln, "", exe, "reset", &syscall.Credential{Uid: 65534, Gid: 65534})
+	id, err := a.AttestTCP(context.Background(), first.conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTCPIdentity(t, id, 65534, 65534, first.cmd.Process.Pid, exe, sum)
+	port := first.conn.RemoteAddr().(*net.TCPAddr).Port
+
+	// Tell it to reset, and wait for the reset and its exit.
+	if _, err := first.conn.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	first.conn.SetReadDeadline(time.Now().Add(helperTimeout))
+	if _, err := io.Copy(io.Discard, first.conn); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("reading the first connection: %v, want ECONNRESET", err)
+	}
+	if err := first.cmd.Wait(); err != nil {
+		t.Fatalf("first helper: %v", err)
+	}
+
+	second := startTCPPeer(t, ln, "", exe, "hold", &syscall.Credential{Uid: 0, Gid: 0}, envTCPLocalPort+"="+strconv.Itoa(port))
+	if got := second.conn.RemoteAddr().String(); got != first.conn.RemoteAddr().String() {
+		t.Fatalf("second connection from %s, want the first's %s", got, first.conn.RemoteAddr())
+	}
+	id, err = a.AttestTCP(context.Background(), second.conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTCPIdentity(t, id, 0, 0, second.cmd.Process.Pid, exe, sum)
+
+	id, err = a.AttestTCP(context.Background(), first.conn)
+	wantReason(t, id, err, reasonGone)
+	if errors.Is(err, ErrNoPeer) {
+		t.Errorf("a peer that exited is reported as ErrNoPeer: %v", err)
+	}
+	if pid, ok := id.Claims[ClaimPID]; ok {
+		t.Errorf("the stale attestation carries pid %v", pid)
+	}
+}
+
+// TestAttestTCPHolders covers sockets held by two processes: alike (the
+// lowest pid is named) and of different uids (refused).
+func TestAttestTCPHolders(t *testing.T) {
+	needRoot(t)
+	exe, sum := tcpExe(t)
+	a := newAttestor(t, Config{})
+	ln := listenTCP(t, "127.0.0.1:0")
+	for _, tc := range []struct {
+		name     string
+		childUID string
+		reason   string // "" for success
+	}{
+		{"same uid", "0", ""},
+		{"different uids", "65534", reasonAmbiguous},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startTCPPeer(t, ln, "", exe, "fork", &syscall.Credential{Uid: 0, Gid: 0}, envTCPChildUID+"="+tc.childUID)
+			line, err := p.out.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading the child's pid: %v", err)
+			}
+			child, err := strconv.Atoi(strings.TrimSpace(line))
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, err := a.AttestTCP(context.Background(), p.conn)
+			if tc.reason != "" {
+				wantReason(t, id, err, tc.reason)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkTCPIdentity(t, id, 0, 0, min(child, p.cmd.Process.Pid), exe, sum)
+		})
+	}
+}
+
+// TestAttestTCPRefusals covers connections whose peer cannot be named.
+func TestAttestTCPRefusals(t *testing.T) {
+	needRoot(t)
+	exe, _ := tcpExe(t)
+	ln := listenTCP(t, "127.0.0.1:0")
+
+	t.Run("not tcp", func(t *testing.T) {
+		a := newAttestor(t, Config{})
+		c1, c2 := net.Pipe()
+		defer c1.Close()
+		defer c2.Close()
+		id, err := a.AttestTCP(context.Background(), c1)
+		wantReason(t, id, err, reasonTCPConn)
+	})
+	t.Run("cancelled", func(t *testing.T) {
+		a := newAttestor(t, Config{})
+		p := startTCPPeer(t, ln, "", exe, "hold", nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		id, err := a.AttestTCP(ctx, p.conn)
+		wantReason(t, id, err, reasonCancelled)
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("error %v does not wrap context.Canceled", err)
+		}
+	})
+	t.Run("peer exited", func(t *testing.T) {
+		a := newAttestor(t, Config{})
+		p := startTCPPeer(t, ln, "", exe, "exit", nil)
+		// EOF: the helper closed its end, so no file refers to it.
+		p.conn.SetReadDeadline(time.Now().Add(helperTimeout))
+		if _, err := io.Copy(io.Discard, p.conn); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.cmd.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		id, err := a.AttestTCP(context.Background(), p.conn)
+		wantReason(t, id, err, reasonGone)
+	})
+	t.Run("peer killed during attestation", func(t *testing.T) {
+		var p *tcpPeer
+		a := newAttestor(t, Config{Hooks: Hooks{AfterPeerCred: func(pid int32) {
+			if int(pid) == p.cmd.Process.Pid {
+				p.cmd.Process.Kill()
+				p.cmd.Wait()
+			}
+		}}})
+		p = startTCPPeer(t, ln, "", exe, "hold", nil)
+		id, err := a.AttestTCP(context.Background(), p.conn)
+		wantReason(t, id, err, reasonGone)
+	})
+	t.Run("not loopback", func(t *testing.T) {
+		a := newAttestor(t, Config{})
+		addr := nonLoopbackAddr(t)
+		ln := listenTCP(t, net.JoinHostPort(addr.String(), "0"))
+		client, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		server, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer server.Close()
+		id, err := a.AttestTCP(context.Background(), server)
+		wantReason(t, id, err, reasonNoPeer)
+		if !errors.Is(err, ErrNoPeer) {
+			t.Errorf("error %v does not wrap ErrNoPeer", err)
+		}
+	})
+}
+
+// nonLoopbackAddr returns an address of an interface that is up and not
+// loopback.
+func nonLoopbackAddr(t *testing.T) net.IP {
+	t.Helper()
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.IsGlobalUnicast() {
+				return ipn.IP
+			}
+		}
+	}
+	t.Fatal("this test needs a network interface with a non-loopback address, to connect from one")
+	return nil
+}
+
+// TestAttestTCPSelf attests a connection from the test process itself, and
+// checks that attestations, successful or not, leave no descriptor open.
+func TestAttestTCPSelf(t *testing.T) {
+	exe := selfExe(t)
+	sum := fileSHA256(t, exe)
+	a := newAttestor(t, Config{})
+	ln := listenTCP(t, "[::1]:0")
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	// Reset: the connection's peer is gone, and the 4-tuple free.
+	gone, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	goneServer, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer goneServer.Close()
+	gone.(*net.TCPConn).SetLinger(0)
+	gone.Close()
+	goneServer.SetReadDeadline(time.Now().Add(helperTimeout))
+	if _, err := io.Copy(io.Discard, goneServer); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("reading a reset connection: %v", err)
+	}
+
+	id, err := a.AttestTCP(context.Background(), server) // warm up
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTCPIdentity(t, id, os.Getuid(), os.Getgid(), os.Getpid(), exe, sum)
+	before := openFDs(t)
+	for range 20 {
+		if _, err := a.AttestTCP(context.Background(), server); err != nil {
+			t.Fatal(err)
+		}
+		id, err := a.AttestTCP(context.Background(), goneServer)
+		wantReason(t, id, err, reasonGone)
+	}
+	if after := openFDs(t); after != before {
+		t.Errorf("open descriptors: %d before, %d after", before, after)
+	}
+}
+
+// BenchmarkAttestTCP measures an attestation of a helper's connection with
+// the processes the machine runs, and with a few hundred more.
+func BenchmarkAttestTCP(b *testing.B) {
+	ln := listenTCP(b, "127.0.0.1:0")
+	p := startTCPPeer(b, ln, "", os.Args[0], "hold", nil)
+	a := newAttestor(b, Config{})
+	ctx := context.Background()
+	run := func(b *testing.B) {
+		b.ReportMetric(float64(countProcs(b)), "procs")
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := a.AttestTCP(ctx, p.conn); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("machine", run)
+	b.Run("extra=300", func(b *testing.B) {
+		for range 300 {
+			cmd := exec.Command("sleep", "600")
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		}
+		run(b)
+	})
+}
+
+func countProcs(b *testing.B) int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if _, ok := parsePid([]byte(e.Name())); ok {
+			n++
+		}
+	}
+	return n
+}
