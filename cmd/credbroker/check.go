@@ -99,6 +99,9 @@ func warnings(lc *loadedConfig) []string {
 			}
 		}
 	}
+	if sp := lc.cfg.Attestors.SPIFFE; sp != nil && sp.MTLSListen != "" {
+		out = append(out, fmt.Sprintf("%s: warning: attestors.spiffe.mtls_listen is deprecated: write listeners: [{socket_api: {listen: %s, cert_file: …, key_file: …}}]", lc.cfg.pos("attestors.spiffe.mtls_listen"), sp.MTLSListen))
+	}
 	return out
 }
 

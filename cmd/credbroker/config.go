@@ -549,6 +549,13 @@ func (cfg *Config) applyDefaults() {
 	if a := cfg.Attestors.AWS; a != nil && a.ReplayDB == "" {
 		a.ReplayDB = defaultReplayDB(cfg.Audit.Path)
 	}
+	if sp := cfg.Attestors.SPIFFE; sp != nil && sp.MTLSListen != "" {
+		// The deprecated key is a socket_api listener (check warns).
+		cfg.Listeners = append(cfg.Listeners, ListenerConfig{Kind: "socket_api", Listener: &broker.SocketAPIConfig{
+			Listen: sp.MTLSListen, CertFile: sp.MTLSCertFile, KeyFile: sp.MTLSKeyFile,
+		}})
+		cfg.sources[fmt.Sprintf("listeners.%d.socket_api", len(cfg.Listeners)-1)] = cfg.pos("attestors.spiffe.mtls_listen")
+	}
 	if cfg.Leases.Store == "" {
 		cfg.Leases.Store = cfg.Audit.Path + leasesSuffix
 	}
@@ -602,9 +609,6 @@ func (cfg *Config) Validate() error {
 				bad(key, "%s: %v", key, err)
 			}
 		}
-	}
-	if sp := cfg.Attestors.SPIFFE; sp != nil && sp.MTLSListen != "" && sp.WorkloadAPI == "" && (sp.MTLSCertFile == "" || sp.MTLSKeyFile == "") {
-		bad("attestors.spiffe.mtls_listen", "mtls_listen with a bundle_file needs mtls_cert_file and mtls_key_file (with workload_api the broker serves its own SVID)")
 	}
 	if a := cfg.Attestors.Ambient; a != nil && a.TokenFile == "" {
 		bad("attestors.ambient", "attestors.ambient needs token_file")

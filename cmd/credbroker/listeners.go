@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/credbroker/credbroker/broker"
 )
 
 // listenerConfig is what every listener package's Config is: validated
@@ -38,7 +40,9 @@ func listenerKindOf[C any, P interface {
 
 // listenerKinds maps each listener key to its package. Adding a listener
 // adds one entry here.
-var listenerKinds = map[string]listenerKind{}
+var listenerKinds = map[string]listenerKind{
+	"socket_api": listenerKindOf(func(*broker.SocketAPIConfig) string { return "" }),
+}
 
 // ListenerConfig is one injection listener: exactly one key of
 // listenerKinds.
@@ -99,6 +103,14 @@ func (cfg *Config) validateListeners(bad func(key, format string, args ...any)) 
 		if err := l.Listener.Validate(); err != nil {
 			for _, e := range unjoin(err) {
 				bad(key, "listener %s: %v", l.Kind, e)
+			}
+		}
+		if sa, ok := l.Listener.(*broker.SocketAPIConfig); ok {
+			switch sp := cfg.Attestors.SPIFFE; {
+			case sp == nil:
+				bad(key, "listener socket_api: callers are attested by their SVID: configure attestors.spiffe")
+			case sa.CertFile == "" && sp.WorkloadAPI == "":
+				bad(key, "listener socket_api: with a bundle_file the listener needs cert_file and key_file (with workload_api the broker serves its own SVID)")
 			}
 		}
 		name := listenerKinds[l.Kind].credential(l.Listener)

@@ -87,8 +87,29 @@ func (ca *testCA) bundle(t *testing.T) []byte {
 // TestMTLSListener serves the socket API on a TCP listener to callers
 // presenting X.509-SVIDs: the SPIFFE ID in the certificate is the identity,
 // a certificate from another CA fails the handshake, and decisions are
-// audited on the mtls channel.
+// audited on the mtls channel. The listener is configured under listeners:
+// as a socket_api listener, or with the deprecated attestors.spiffe keys,
+// which check warns about.
 func TestMTLSListener(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		config   func(bundle, cert, key string) string
+		warnings int
+	}{
+		{"socket_api listener", func(bundle, cert, key string) string {
+			return "attestors:\n  spiffe: {trust_domain: example.org, audiences: [credbroker], bundle_file: " + bundle + "}\n" +
+				"listeners:\n  - socket_api: {listen: \"127.0.0.1:0\", cert_file: " + cert + ", key_file: " + key + "}\n"
+		}, 0},
+		{"deprecated mtls_listen", func(bundle, cert, key string) string {
+			return "attestors:\n  spiffe: {trust_domain: example.org, audiences: [credbroker], bundle_file: " + bundle +
+				", mtls_listen: \"127.0.0.1:0\", mtls_cert_file: " + cert + ", mtls_key_file: " + key + "}\n"
+		}, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testMTLSListener(t, tt.config, tt.warnings) })
+	}
+}
+
+func testMTLSListener(t *testing.T, config func(bundle, cert, key string) string, warnings int) {
 	ca := newTestCA(t, "example.org")
 	e := newEnv(t, `policies:
   - name: payments-over-mtls
@@ -105,8 +126,11 @@ func TestMTLSListener(t *testing.T) {
 	certFile := e.write("server.pem", string(certPEM))
 	keyFile := e.write("server.key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})))
 	cfg, _ := os.ReadFile(e.config)
-	os.WriteFile(e.config, append(cfg, []byte("attestors:\n  spiffe: {trust_domain: example.org, audiences: [credbroker], bundle_file: "+bundle+
-		", mtls_listen: \"127.0.0.1:0\", mtls_cert_file: "+certFile+", mtls_key_file: "+keyFile+"}\n")...), 0o600)
+	os.WriteFile(e.config, append(cfg, []byte(config(bundle, certFile, keyFile))...), 0o600)
+	out, _, code := credbroker(t, "check", "--config", e.config)
+	if code != 0 || strings.Count(out, "warning: attestors.spiffe.mtls_listen is deprecated") != warnings {
+		t.Fatalf("check: exit %d, want %d deprecation warnings:\n%s", code, warnings, out)
+	}
 	b := e.start()
 	addr := logAddr(t, b, "mtls listening")
 

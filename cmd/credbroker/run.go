@@ -202,12 +202,10 @@ func tuneGC(cfg *Config, log *slog.Logger) {
 	log.Info("garbage collector", "gogc", s[0].Value.Uint64(), "memory_limit", s[1].Value.Uint64())
 }
 
-// memoryLimit is the default soft memory limit for cfg's connection caps.
+// memoryLimit is the default soft memory limit for cfg's connection caps:
+// the socket API's and each listener's.
 func memoryLimit(cfg *Config) int64 {
-	conns := int64(*cfg.MaxConnections)
-	if sp := cfg.Attestors.SPIFFE; sp != nil && sp.MTLSListen != "" {
-		conns *= 2
-	}
+	conns := int64(*cfg.MaxConnections) * int64(1+len(cfg.Listeners))
 	if *cfg.Admin != "" {
 		conns += adminMaxConnections
 	}
@@ -231,10 +229,7 @@ const (
 // listener is at its connection cap.
 func fdsNeeded(cfg *Config) uint64 {
 	conns := uint64(*cfg.MaxConnections)
-	n := fdsBase + fdsPerSocketConn*conns
-	if sp := cfg.Attestors.SPIFFE; sp != nil && sp.MTLSListen != "" {
-		n += conns
-	}
+	n := fdsBase + fdsPerSocketConn*conns + conns*uint64(len(cfg.Listeners))
 	if *cfg.Admin != "" {
 		n += adminMaxConnections
 	}
@@ -420,15 +415,19 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) (err error) 
 	}
 	listeners.run("socket API", serveHTTP(srv, lim, shutdownTimeout))
 
-	if sp := cfg.Attestors.SPIFFE; sp != nil && sp.MTLSListen != "" {
+	for _, l := range cfg.Listeners {
+		sa, ok := l.Listener.(*broker.SocketAPIConfig)
+		if !ok {
+			continue
+		}
 		mtlsSrv := b.NewSocketServer(log)
-		mln, err := listenMTLS(sp, evidence.spiffe, func(ln net.Listener) (net.Listener, error) {
+		mln, err := listenMTLS(sa, evidence.spiffe, func(ln net.Listener) (net.Listener, error) {
 			return broker.LimitListener(ln, mtlsSrv, broker.LimitConfig{Name: broker.ListenerMTLS, Max: *cfg.MaxConnections, Metrics: conns})
 		})
 		if err != nil {
 			return err
 		}
-		listeners.run("mtls listener", serveHTTP(mtlsSrv, mln, shutdownTimeout))
+		listeners.run("mtls listener "+sa.Listen, serveHTTP(mtlsSrv, mln, shutdownTimeout))
 		log.Info("mtls listening", "addr", mln.Addr().String())
 	}
 
@@ -548,10 +547,10 @@ func certAttestor(sp *spiffeattest.Attestor) broker.CertAttestor {
 // domain are required and verified in the handshake, then attested by the
 // broker from the verified chain. limit wraps the TCP listener beneath TLS,
 // so that the server still sees TLS connections.
-func listenMTLS(sp *SPIFFEConfig, att *spiffeattest.Attestor, limit func(net.Listener) (net.Listener, error)) (net.Listener, error) {
+func listenMTLS(sa *broker.SocketAPIConfig, att *spiffeattest.Attestor, limit func(net.Listener) (net.Listener, error)) (net.Listener, error) {
 	tlsCfg := att.TLSConfig()
-	if sp.MTLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(sp.MTLSCertFile, sp.MTLSKeyFile)
+	if sa.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(sa.CertFile, sa.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("mtls listener: %w", err)
 		}
@@ -560,7 +559,7 @@ func listenMTLS(sp *SPIFFEConfig, att *spiffeattest.Attestor, limit func(net.Lis
 	if len(tlsCfg.Certificates) == 0 && tlsCfg.GetCertificate == nil && tlsCfg.GetConfigForClient == nil {
 		return nil, errors.New("mtls listener: no server certificate")
 	}
-	ln, err := net.Listen("tcp", sp.MTLSListen)
+	ln, err := net.Listen("tcp", sa.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("mtls listener: %w", err)
 	}

@@ -1,0 +1,41 @@
+package broker
+
+import (
+	"errors"
+	"net"
+)
+
+// SocketAPIConfig is a listener serving the socket API on TCP with mutual
+// TLS, beyond the broker's own Unix socket: callers present an X.509-SVID
+// and are attested by the spiffe attestor, which must be configured. In the
+// configuration file:
+//
+//	listeners:
+//	  - socket_api: {listen: 0.0.0.0:8443}                          # the broker's SVID from the Workload API
+//	  - socket_api: {listen: 0.0.0.0:8443, cert_file: …, key_file: …}  # with a bundle_file
+type SocketAPIConfig struct {
+	// Listen is the TCP address, host:port. Required.
+	Listen string `yaml:"listen"`
+	// CertFile and KeyFile hold the server's certificate and key; default
+	// (both empty) the broker's own SVID from the SPIFFE Workload API.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Validate reports what is wrong with c, without I/O.
+func (c *SocketAPIConfig) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, errors.New("listen must be host:port"))
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, errors.New("cert_file and key_file go together"))
+	}
+	return errors.Join(errs...)
+}
+
+// Paths are c's file paths, for resolving relative ones.
+func (c *SocketAPIConfig) Paths() []*string { return []*string{&c.CertFile, &c.KeyFile} }
+
+// Fields is empty: the socket API hands credentials out whole.
+func (c *SocketAPIConfig) Fields() []string { return nil }
