@@ -5,6 +5,7 @@ package unix
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +31,7 @@ const (
 	envTCPAddr      = "CREDBROKER_UNIX_TEST_TCP_ADDR"      // host:port to dial
 	envTCPLocalPort = "CREDBROKER_UNIX_TEST_TCP_LPORT"     // source port to bind, with SO_REUSEADDR
 	envTCPChildUID  = "CREDBROKER_UNIX_TEST_TCP_CHILD_UID" // fork: uid (and gid) of the child
+	envTCPScenario  = "CREDBROKER_UNIX_TEST_TCP_SCENARIO"  // pidns: see TestAttestTCPPidNamespace
 )
 
 // TestTCPHelperProcess is not a test: it is the body of the TCP helper
@@ -54,8 +56,12 @@ func TestTCPHelperProcess(t *testing.T) {
 //	exit:   exits at once (a graceful close);
 //	fork:   starts a holdfd child (as envTCPChildUID when set) sharing the
 //	        connection, prints the child's pid, and holds it too;
-//	holdfd: (no connect) holds the connection passed as fd 3.
+//	holdfd: (no connect) holds the connection passed as fd 3;
+//	pidns:  (no connect) see tcpHelperPidns.
 func tcpHelper(mode string) error {
+	if mode == "pidns" {
+		return tcpHelperPidns()
+	}
 	if mode == "holdfd" {
 		conn, err := net.FileConn(os.NewFile(3, "conn"))
 		if err != nil {
@@ -444,6 +450,205 @@ func TestAttestTCPRefusals(t *testing.T) {
 	})
 }
 
+// tcpPidnsResult is what tcpHelperPidns reports.
+type tcpPidnsResult struct {
+	ChildPID       int    `json:"child_pid,omitempty"`
+	ReplacementPID int    `json:"replacement_pid,omitempty"`
+	IdentityPID    int64  `json:"identity_pid,omitempty"`
+	Reason         string `json:"reason,omitempty"`
+	NoPeer         bool   `json:"no_peer,omitempty"`
+	Error          string `json:"error,omitempty"`
+}
+
+// TestAttestTCPPidNamespace runs the attestor as pid 1 of a new pid
+// namespace (with its own /proc) sharing the network namespace, as a
+// sidecar container does without a shared process namespace.
+func TestAttestTCPPidNamespace(t *testing.T) {
+	needRoot(t)
+	for _, tc := range []struct {
+		scenario string
+		check    func(t *testing.T, r tcpPidnsResult)
+	}{
+		// The client is the test process, outside the namespace.
+		{"invisible", func(t *testing.T, r tcpPidnsResult) {
+			if !r.NoPeer || r.Reason != reasonNoPeer {
+				t.Fatalf("a client in a parent pid namespace: %+v, want ErrNoPeer", r)
+			}
+		}},
+		// The client is a child inside the namespace.
+		{"visible", func(t *testing.T, r tcpPidnsResult) {
+			if r.Error != "" || r.IdentityPID != int64(r.ChildPID) {
+				t.Fatalf("a client in the namespace: %+v, want pid %d", r, r.ChildPID)
+			}
+		}},
+		// The child is killed once its pidfd is taken and its pid given to
+		// another process before /proc is read.
+		{"window", func(t *testing.T, r tcpPidnsResult) {
+			if r.ReplacementPID != r.ChildPID {
+				t.Fatalf("replacement has pid %d, the client had %d: the race was not set up", r.ReplacementPID, r.ChildPID)
+			}
+			if r.Reason != reasonGone || r.IdentityPID != 0 {
+				t.Fatalf("a client replaced during attestation: %+v, want reason %q", r, reasonGone)
+			}
+		}},
+	} {
+		t.Run(tc.scenario, func(t *testing.T) {
+			r, setup := runTCPPidns(t, tc.scenario)
+			if setup != "" {
+				t.Logf("the helper could not set the race up, running it again: %s", setup)
+				if r, setup = runTCPPidns(t, tc.scenario); setup != "" {
+					t.Fatalf("the helper could not set the race up twice: %s", setup)
+				}
+			}
+			t.Logf("result: %+v", r)
+			tc.check(t, r)
+		})
+	}
+}
+
+// runTCPPidns runs tcpHelperPidns for scenario; for "invisible" it dials
+// the address the helper prints.
+func runTCPPidns(t *testing.T, scenario string) (res tcpPidnsResult, setup string) {
+	t.Helper()
+	cmd := tcpHelperCommand("pidns", envTCPScenario+"="+scenario)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
+	r := bufio.NewReader(out)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			cmd.Wait()
+			if strings.Contains(stderr.String(), pidSetupFailed) {
+				return res, strings.TrimSpace(stderr.String())
+			}
+			t.Fatalf("pid namespace helper printed no result: %v\nstderr:\n%s", err, stderr.String())
+		}
+		if addr, ok := strings.CutPrefix(strings.TrimSpace(line), "addr "); ok {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			continue
+		}
+		if js, ok := strings.CutPrefix(strings.TrimSpace(line), resultPrefix); ok {
+			if err := json.Unmarshal([]byte(js), &res); err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, r)
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("pid namespace helper: %v\nstderr:\n%s", err, stderr.String())
+			}
+			return res, ""
+		}
+	}
+}
+
+// tcpHelperPidns is pid 1 of a new pid namespace with a procfs of its own.
+// It listens on TCP loopback, lets a client connect (the test process, or
+// a child of its own), and attests the connection.
+func tcpHelperPidns() error {
+	if os.Getpid() != 1 {
+		return fmt.Errorf("pid namespace helper is pid %d, not 1", os.Getpid())
+	}
+	if err := sys.Mount("", "/", "", sys.MS_REC|sys.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	if err := sys.Mount("proc", "/proc", "proc", sys.MS_NOSUID|sys.MS_NODEV|sys.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount proc: %w", err)
+	}
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		return err
+	}
+	scenario := os.Getenv(envTCPScenario)
+	var res tcpPidnsResult
+	var child, replacement *exec.Cmd
+	defer func() {
+		for _, c := range []*exec.Cmd{child, replacement} {
+			if c != nil && c.ProcessState == nil {
+				c.Process.Kill()
+				c.Wait()
+			}
+		}
+	}()
+	var hookErr error
+	cfg := Config{}
+	if scenario == "window" {
+		cfg.Hooks.AfterPeerCred = func(pid int32) {
+			if int(pid) != child.Process.Pid {
+				return
+			}
+			child.Process.Kill()
+			child.Wait()
+			replacement, hookErr = takePID(child.Process.Pid, sleep)
+		}
+	}
+	a, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	switch scenario {
+	case "invisible":
+		fmt.Printf("addr %s\n", ln.Addr())
+	case "visible", "window":
+		child = tcpHelperCommand("hold", envTCPAddr+"="+ln.Addr().String())
+		if err := child.Start(); err != nil {
+			return err
+		}
+		res.ChildPID = child.Process.Pid
+	default:
+		return fmt.Errorf("unknown scenario %q", scenario)
+	}
+	ln.SetDeadline(time.Now().Add(helperTimeout))
+	conn, err := ln.Accept()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	id, err := a.AttestTCP(context.Background(), conn)
+	if hookErr != nil {
+		return hookErr
+	}
+	if replacement != nil {
+		res.ReplacementPID = replacement.Process.Pid
+	}
+	res.IdentityPID, _ = id.Claims[ClaimPID].(int64)
+	if err != nil {
+		res.Error = err.Error()
+		res.NoPeer = errors.Is(err, ErrNoPeer)
+		var ae *attest.Error
+		if errors.As(err, &ae) {
+			res.Reason = ae.Reason
+		}
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s%s\n", resultPrefix, b)
+	return nil
+}
+
 // nonLoopbackAddr returns an address of an interface that is up and not
 // loopback.
 func nonLoopbackAddr(t *testing.T) net.IP {
@@ -530,13 +735,15 @@ func BenchmarkAttestTCP(b *testing.B) {
 	a := newAttestor(b, Config{})
 	ctx := context.Background()
 	run := func(b *testing.B) {
-		b.ReportMetric(float64(countProcs(b)), "procs")
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := a.AttestTCP(ctx, p.conn); err != nil {
 				b.Fatal(err)
 			}
 		}
+		procs, fds := countProcs(b)
+		b.ReportMetric(float64(procs), "procs")
+		b.ReportMetric(float64(fds), "fds")
 	}
 	b.Run("machine", run)
 	b.Run("extra=300", func(b *testing.B) {
@@ -551,16 +758,20 @@ func BenchmarkAttestTCP(b *testing.B) {
 	})
 }
 
-func countProcs(b *testing.B) int {
+// countProcs counts the processes and their open files, which the scan
+// of /proc/*/fd reads.
+func countProcs(b *testing.B) (procs, fds int) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		b.Fatal(err)
 	}
-	n := 0
 	for _, e := range ents {
 		if _, ok := parsePid([]byte(e.Name())); ok {
-			n++
+			procs++
+			if f, err := os.ReadDir("/proc/" + e.Name() + "/fd"); err == nil {
+				fds += len(f)
+			}
 		}
 	}
-	return n
+	return procs, fds
 }
