@@ -428,6 +428,42 @@ func TestAttestTCPRefusals(t *testing.T) {
 		id, err := a.AttestTCP(context.Background(), p.conn)
 		wantReason(t, id, err, reasonGone)
 	})
+	// A limitation, pinned: a socket in flight in a Unix socket's queue
+	// (SCM_RIGHTS) is held by no process, like one held in another pid
+	// namespace.
+	t.Run("socket in flight", func(t *testing.T) {
+		a := newAttestor(t, Config{})
+		client, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer server.Close()
+		f, err := client.(*net.TCPConn).File()
+		client.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair, err := sys.Socketpair(sys.AF_UNIX, sys.SOCK_STREAM|sys.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sys.Close(pair[0])
+		defer sys.Close(pair[1])
+		err = sys.Sendmsg(pair[0], []byte{0}, sys.UnixRights(int(f.Fd())), nil, 0)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := a.AttestTCP(context.Background(), server)
+		wantReason(t, id, err, reasonNoPeer)
+		if !errors.Is(err, ErrNoPeer) {
+			t.Errorf("error %v does not wrap ErrNoPeer", err)
+		}
+	})
 	t.Run("not loopback", func(t *testing.T) {
 		a := newAttestor(t, Config{})
 		addr := nonLoopbackAddr(t)
