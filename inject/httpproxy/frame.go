@@ -85,6 +85,7 @@ type framer struct {
 	// the header block being read
 	first   bool // the next line is the request line (set by reset)
 	http11  bool
+	blocks  int // header blocks framed
 	nCL     int
 	nTE     int
 	length  int64
@@ -274,6 +275,7 @@ func (f *framer) headerLine(line []byte, n int, truncated bool) {
 
 // endBlock decides a request's framing at the end of its header block.
 func (f *framer) endBlock() {
+	f.blocks++
 	switch {
 	case f.nCL > 1:
 		f.fail(errDupLength)

@@ -104,7 +104,10 @@ func (t *headerTemplate) addAction(n *parse.ActionNode) error {
 		return unsupported
 	}
 	want := map[string]int{funcBase64: 1, funcBasic: 2}[id.Ident]
-	if want == 0 || len(cmd)-1 != want {
+	if want == 0 {
+		return unsupported
+	}
+	if len(cmd)-1 != want {
 		return fmt.Errorf("%s: %s takes %d argument(s)", n.String(), id.Ident, want)
 	}
 	seg := segment{fn: id.Ident}
