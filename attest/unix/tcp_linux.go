@@ -304,8 +304,9 @@ func (h *tcpHolder) release() {
 
 // takeHolder takes a pidfd for pid, reads its ids, executable and cgroup,
 // and confirms it holds the socket of inode ino. It returns errHolderGone
-// when the process no longer exists or no longer holds the socket. The
-// returned holder, when not nil, must be released.
+// when the process no longer exists or no longer holds the socket. With
+// any other error it returns the holder, already released, for its ids;
+// without error the holder must be released.
 func (a *Attestor) takeHolder(ctx context.Context, pid int32, ino uint32) (*tcpHolder, error) {
 	h := &tcpHolder{pid: pid, pidfd: -1, dirfd: -1}
 	ok := false
@@ -347,8 +348,7 @@ func (a *Attestor) takeHolder(ctx context.Context, pid int32, ino uint32) (*tcpH
 		if ctx.Err() != nil {
 			return nil, fail(reasonCancelled, err)
 		}
-		ok = true // for the caller's record of the ids; it releases h
-		return h, err
+		return h, err // released, for the caller's record of its ids
 	}
 	if !holds {
 		return nil, errHolderGone

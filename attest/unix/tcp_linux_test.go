@@ -750,6 +750,11 @@ func TestAttestTCPSelf(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkTCPIdentity(t, id, os.Getuid(), os.Getgid(), os.Getpid(), exe, sum)
+	// Refused after the holder is taken: its executable is over the limit.
+	small := newAttestor(t, Config{MaxExeBytes: 1})
+	if _, err := small.AttestTCP(context.Background(), server); err == nil {
+		t.Fatal("an executable over the limit was accepted")
+	}
 	before := openFDs(t)
 	for range 20 {
 		if _, err := a.AttestTCP(context.Background(), server); err != nil {
@@ -757,6 +762,8 @@ func TestAttestTCPSelf(t *testing.T) {
 		}
 		id, err := a.AttestTCP(context.Background(), goneServer)
 		wantReason(t, id, err, reasonGone)
+		id, err = small.AttestTCP(context.Background(), server)
+		wantReason(t, id, err, small.tooLarge())
 	}
 	if after := openFDs(t); after != before {
 		t.Errorf("open descriptors: %d before, %d after", before, after)
