@@ -94,7 +94,9 @@ var errHolderGone = errors.New("unix: the process let go of the socket")
 // that lets an ambient identity stand in for ErrNoPeer therefore grants
 // it to every process that can reach its port. Processes are found by
 // their fd tables (/proc/PID/fd); a thread created without a shared file
-// table (clone without CLONE_FILES) is not looked at.
+// table (clone without CLONE_FILES) is not looked at. AttestTCP needs
+// pidfd_open (Linux 5.3) and inet_diag, and uses pidfds whatever
+// Config.DisablePidfd says.
 func (a *Attestor) AttestTCP(ctx context.Context, conn net.Conn) (attest.Identity, error) {
 	if err := ctx.Err(); err != nil {
 		return attest.Identity{}, fail(reasonCancelled, err)
