@@ -774,10 +774,11 @@ func TestAttestTCPSelf(t *testing.T) {
 // the processes the machine runs, and with a few hundred more.
 func BenchmarkAttestTCP(b *testing.B) {
 	ln := listenTCP(b, "127.0.0.1:0")
-	p := startTCPPeer(b, ln, "", os.Args[0], "hold", nil)
 	a := newAttestor(b, Config{})
 	ctx := context.Background()
 	run := func(b *testing.B) {
+		// A helper per run: it holds its connection for helperTimeout.
+		p := startTCPPeer(b, ln, "", os.Args[0], "hold", nil)
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := a.AttestTCP(ctx, p.conn); err != nil {
