@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -666,4 +667,63 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	h.runErr <- nil // for the cleanup
+}
+
+// BenchmarkProxy measures requests per second through the listener (a
+// decision, its committed audit row, the injected header, an HTTPS
+// upstream over pooled keep-alive connections) against the same requests
+// sent straight to the upstream, in the same run: 32 parallel callers,
+// keep-alive on both sides.
+func BenchmarkProxy(b *testing.B) {
+	h := newHarness(b, nil, nil)
+	direct := h.upstream.Client()
+	direct.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	run := func(b *testing.B, c *http.Client, url string) {
+		b.SetParallelism((32 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+		start := time.Now()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				resp, err := c.Get(url)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Errorf("status %d", resp.StatusCode)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+	}
+	b.Run("direct", func(b *testing.B) { run(b, direct, h.upstream.URL+bindingtest.PathOK) })
+	b.Run("proxy", func(b *testing.B) { run(b, h.client, h.url(bindingtest.PathOK)) })
+}
+
+// TestNoGoroutineLeft checks that once Run has returned and the harness
+// is stopped, no goroutine of the listener (server connections, upstream
+// transport, framer) is left.
+func TestNoGoroutineLeft(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Run("serve", func(t *testing.T) {
+		h := newHarness(t, nil, nil)
+		for _, path := range []string{bindingtest.PathOK, bindingtest.PathRedirect, "/x"} {
+			resp, err := h.client.Get(h.url(path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines left, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		runtime.Gosched()
+	}
 }
