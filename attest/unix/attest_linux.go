@@ -118,7 +118,8 @@ type peer struct {
 }
 
 // Attest returns the identity of the process that wrote the request read
-// so far from conn, which must come from a Listener. Its claims come only
+// so far from conn, which must come from a Listener, or be a TCP loopback
+// connection (attested by AttestTCP, from the kernel's socket table). Its claims come only
 // from the kernel: the writer's credentials attached to each read
 // (SCM_CREDENTIALS), SO_PEERCRED, /proc/PID/exe and
 // /proc/PID/cgroup. It refuses a connection any byte of which was written
@@ -133,6 +134,9 @@ type peer struct {
 // Identity holds the uid, gid and pid the kernel reported, when known, for
 // the record; it attests nothing.
 func (a *Attestor) Attest(ctx context.Context, conn net.Conn) (attest.Identity, error) {
+	if _, tcp := conn.(*net.TCPConn); tcp {
+		return a.AttestTCP(ctx, conn)
+	}
 	c, ok := conn.(*Conn)
 	if !ok || c == nil {
 		return attest.Identity{}, fail(reasonListener, fmt.Errorf("unix: connection of type %T", conn))

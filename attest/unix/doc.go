@@ -1,5 +1,7 @@
 // Package unix attests the process at the other end of a Unix-domain socket
-// from facts the kernel holds about it, and nothing the caller says.
+// — or of a TCP loopback connection ([Attestor.AttestTCP], which Attest
+// calls for a *net.TCPConn) — from facts the kernel holds about it, and
+// nothing the caller says.
 //
 // An [Attestor] attests the process that wrote a request: connections come
 // from its [Listener], which has the kernel attach the writer's credentials
