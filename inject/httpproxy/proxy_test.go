@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	unixattest "github.com/credbroker/credbroker/attest/unix"
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/broker"
@@ -74,7 +76,7 @@ type harness struct {
 
 // newHarness starts everything; handler, when set, serves the upstream's
 // paths outside the corpus's; cfg adjusts the listener's configuration.
-func newHarness(tb testing.TB, handler http.Handler, adjust func(*httpproxy.Config)) *harness {
+func newHarness(tb testing.TB, handler http.Handler, adjust func(*httpproxy.Config), opts ...httpproxy.Option) *harness {
 	tb.Helper()
 	dir := tb.TempDir()
 	h := &harness{canary: "canary-" + rand.Text(), db: filepath.Join(dir, "audit.db"), logs: &logtest.Buffer{}}
@@ -143,7 +145,7 @@ func newHarness(tb testing.TB, handler http.Handler, adjust func(*httpproxy.Conf
 	if adjust != nil {
 		adjust(&cfg)
 	}
-	p, err := httpproxy.New(cfg, h.broker, httpproxy.WithLogger(h.logs.Logger()))
+	p, err := httpproxy.New(cfg, h.broker, append([]httpproxy.Option{httpproxy.WithLogger(h.logs.Logger())}, opts...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -726,4 +728,49 @@ func TestNoGoroutineLeft(t *testing.T) {
 		}
 		runtime.Gosched()
 	}
+}
+
+// TestConnLimit checks the listener under broker.LimitListener: callers
+// are still attested through the limiter's and the framer's wrappers, and
+// the connection gauge counts the listener's connections.
+func TestConnLimit(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := newHarness(t, nil, nil, httpproxy.WithConnLimit(broker.LimitConfig{Name: "http", Max: 2, Metrics: broker.NewConnMetrics(reg)}))
+	for range 3 {
+		resp, err := h.client.Get(h.url(bindingtest.PathOK))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	if got := connGauge(t, reg); got != 1 {
+		t.Errorf("credbroker_connections{listener=http} = %v, want 1 (one keep-alive connection)", got)
+	}
+}
+
+// connGauge returns the connection gauge of the http listener.
+func connGauge(tb testing.TB, reg *prometheus.Registry) float64 {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "credbroker_connections" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "listener" && l.GetValue() == "http" {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	tb.Fatal("no credbroker_connections{listener=http}")
+	return 0
 }
