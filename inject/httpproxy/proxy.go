@@ -170,7 +170,12 @@ func (p *Proxy) Handler() http.Handler { return http.HandlerFunc(p.serve) }
 // requests in flight finish for up to the drain timeout. It returns nil
 // after a clean drain. The caller makes ln (and, for a Unix socket, wraps
 // it with the unix attestor's Listen so each request's sender can be
-// attested); Run closes it.
+// attested); Run closes it. Run wraps each accepted connection to follow
+// its raw bytes (the smuggling checks); the broker still attests the
+// connection beneath, through broker.ConnContext. A *tls.Conn accepted
+// from a TLS listener is wrapped too, so requests on it carry no
+// Request.TLS: a listener attesting client certificates needs the raw
+// check moved beneath TLS first.
 func (p *Proxy) Run(ctx context.Context, ln net.Listener) error {
 	srv := p.server()
 	l := ln
