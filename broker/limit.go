@@ -16,6 +16,7 @@ const (
 	ListenerSocket = "socket" // the socket API's Unix socket
 	ListenerMTLS   = "mtls"   // the socket API on the mTLS listener
 	ListenerAdmin  = "admin"  // /healthz, /readyz, /metrics
+	ListenerHTTP   = "http"   // HTTP injection listeners
 )
 
 // ConnMetrics are the connection metrics of a process's listeners:
@@ -50,8 +51,8 @@ func NewConnMetrics(reg prometheus.Registerer) *ConnMetrics {
 
 // LimitConfig configures LimitListener.
 type LimitConfig struct {
-	// Name labels the listener's metrics: ListenerSocket, ListenerMTLS or
-	// ListenerAdmin. Required.
+	// Name labels the listener's metrics: ListenerSocket, ListenerMTLS,
+	// ListenerAdmin or ListenerHTTP. Required.
 	Name string
 	// Max is how many connections may hold a slot at once (see
 	// LimitListener); at least 1.

@@ -34,6 +34,7 @@ func TestServeJoinsEveryGoroutine(t *testing.T) {
 	}{
 		{"static", "demo", e2eCredentials()},
 		{"postgres", "orders-db", "  - {name: orders-db, postgres: {admin_dsn_file: secrets/pg-admin}}\n"},
+		{"http listener", "demo", e2eCredentials() + "listeners:\n  - http: {listen: \"127.0.0.1:0\", upstream: https://127.0.0.1:1, credential: demo, header: {value: \"{{.value}}\"}}\n"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, strings.Replace(e2ePolicies, "[demo, other, forbidden]", "[demo, other, forbidden, orders-db]", 1), tt.credentials)

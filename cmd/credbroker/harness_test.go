@@ -297,6 +297,9 @@ type auditRow struct {
 	Subject     string          `json:"subject"`
 	Credential  string          `json:"credential"`
 	Channel     string          `json:"channel"`
+	TargetHost  string          `json:"target_host"`
+	Method      string          `json:"method"`
+	Path        string          `json:"path"`
 	Fingerprint string          `json:"fingerprint"`
 	LeaseID     string          `json:"lease_id"`
 	PeerPID     int64           `json:"peer_pid"`

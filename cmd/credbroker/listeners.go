@@ -2,13 +2,17 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
 
 	yaml "go.yaml.in/yaml/v3"
 
+	unixattest "github.com/credbroker/credbroker/attest/unix"
 	"github.com/credbroker/credbroker/broker"
+	"github.com/credbroker/credbroker/inject/httpproxy"
 )
 
 // listenerConfig is what every listener package's Config is: validated
@@ -42,6 +46,7 @@ func listenerKindOf[C any, P interface {
 // adds one entry here.
 var listenerKinds = map[string]listenerKind{
 	"socket_api": listenerKindOf(func(*broker.SocketAPIConfig) string { return "" }),
+	"http":       listenerKindOf(func(c *httpproxy.Config) string { return c.Credential }),
 }
 
 // ListenerConfig is one injection listener: exactly one key of
@@ -131,4 +136,33 @@ func (cfg *Config) validateListeners(bad func(key, format string, args ...any)) 
 			}
 		}
 	}
+}
+
+// listen opens an injection listener's address: a TCP loopback address,
+// or a Unix socket made as the socket API's is (mode, group, refusing to
+// replace a live one), whose connections the unix attestor tracks so that
+// the writer of each request is the one attested. The returned function
+// closes and removes what listen made.
+func listen(network, address string, cfg *Config, peer *unixattest.Attestor) (net.Listener, func(), error) {
+	if network == "tcp" {
+		ln, err := net.Listen("tcp", address)
+		if err != nil {
+			return nil, nil, err
+		}
+		return ln, func() { ln.Close() }, nil
+	}
+	mode, _ := cfg.socketMode()
+	gid, _ := cfg.socketGID() // both checked by Validate
+	ln, err := broker.ListenUnix(address, mode, gid)
+	if err != nil {
+		return nil, nil, err
+	}
+	ours, _ := os.Lstat(address)
+	remove := func() { removeSocket(address, ln, ours) }
+	pln, err := peer.Listen(ln)
+	if err != nil {
+		remove()
+		return nil, nil, err
+	}
+	return pln, remove, nil
 }

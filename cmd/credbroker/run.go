@@ -33,6 +33,7 @@ import (
 	unixattest "github.com/credbroker/credbroker/attest/unix"
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/broker"
+	"github.com/credbroker/credbroker/inject/httpproxy"
 	"github.com/credbroker/credbroker/policies"
 	"github.com/credbroker/credbroker/providers"
 	"github.com/credbroker/credbroker/providers/lease"
@@ -415,6 +416,25 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) (err error) 
 	}
 	listeners.run("socket API", serveHTTP(srv, lim, shutdownTimeout))
 
+	for _, l := range cfg.Listeners {
+		hc, ok := l.Listener.(*httpproxy.Config)
+		if !ok {
+			continue
+		}
+		p, err := httpproxy.New(*hc, b, httpproxy.WithLogger(log.With("listener", hc.Listen)),
+			httpproxy.WithConnLimit(broker.LimitConfig{Name: broker.ListenerHTTP, Max: *cfg.MaxConnections, Metrics: conns}))
+		if err != nil {
+			return err
+		}
+		network, address := hc.Network()
+		ln, closeLn, err := listen(network, address, cfg, peer)
+		if err != nil {
+			return fmt.Errorf("http listener %s: %w", hc.Listen, err)
+		}
+		cleanup = append(cleanup, closeLn)
+		listeners.run("http listener "+hc.Listen, func(ctx context.Context) error { return p.Run(ctx, ln) })
+		log.Info("http listening", "addr", ln.Addr().String(), "upstream", hc.Upstream, "credential", hc.Credential)
+	}
 	for _, l := range cfg.Listeners {
 		sa, ok := l.Listener.(*broker.SocketAPIConfig)
 		if !ok {
