@@ -49,6 +49,12 @@ type Identity struct {
 // not prove who it is.
 var ErrFailed = errors.New("attestation failed")
 
+// ErrNoPeer is wrapped by a failure to attest a connection that has no peer
+// the broker can see (a TCP connection from another network or pid
+// namespace): a listener may let an ambient identity stand in for it, where
+// it would never for a peer that was seen and failed.
+var ErrNoPeer = errors.New("no peer process visible to the broker")
+
 // Error is an attestation failure. Reason is safe to show the caller and to
 // store in the audit log: it says what was wrong (expired, wrong audience,
 // peer exited) and never contains a token, a signature or a secret. Err

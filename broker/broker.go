@@ -234,6 +234,12 @@ type Request struct {
 	// AWSIAM is the signed sts:GetCallerIdentity request of an aws_iam
 	// body, if any.
 	AWSIAM json.RawMessage
+	// AmbientIfNoPeer lets the ambient identity (Config.Ambient) stand in
+	// when the connection's caller cannot be seen (attest.ErrNoPeer: a TCP
+	// caller in another network or pid namespace). Set by listeners whose
+	// configuration allows it; any process that can reach such a listener
+	// then gets the ambient identity.
+	AmbientIfNoPeer bool
 	// Invalid is set by a listener that could not decode the request: its
 	// message is shown to the caller, and an *Error's Kind is kept (a
 	// bad request otherwise). The caller is still attested and the refusal
@@ -381,7 +387,19 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 // the ambient one), for providers that pass it upstream; "" otherwise.
 func (b *Broker) attest(ctx context.Context, req *Request, rec *audit.Record) (id attest.Identity, token string, err error) {
 	peer, err := b.attestPeer(ctx, req)
-	if err != nil {
+	noPeer := err != nil && req.AmbientIfNoPeer && b.ambient != nil && errors.Is(err, attest.ErrNoPeer) && req.Bearer == "" && len(req.AWSIAM) == 0
+	switch {
+	case noPeer:
+		// The ambient identity stands in for a caller no one can see.
+		if token, err = b.ambient(); err != nil {
+			return attest.Identity{}, "", &attest.Error{Method: "ambient", Reason: "the ambient token is unavailable", Err: err}
+		}
+		id, err := b.attestToken(ctx, token)
+		if err != nil {
+			return attest.Identity{}, "", err
+		}
+		return id, token, nil
+	case err != nil:
 		// What the kernel reported of a refused peer is still recorded.
 		describePeer(rec, peer)
 		return attest.Identity{}, "", err

@@ -1,16 +1,21 @@
 package unix
 
-import "errors"
+import (
+	"fmt"
+
+	"github.com/credbroker/credbroker/attest"
+)
 
 // ErrNoPeer says that a TCP connection has no peer process the broker can
 // see: the connection is not between loopback addresses, its client socket
 // is not in the socket table of the broker's network namespace, or no
 // process visible in the broker's pid namespace holds it. AttestTCP returns
 // it wrapped in an *attest.Error, so errors.Is(err, attest.ErrFailed)
-// holds too. The listener decides whether an ambient identity may then
+// holds too, and errors.Is(err, attest.ErrNoPeer). The listener decides
+// whether an ambient identity may then
 // stand in; a peer that was seen and has gone is a different failure and
 // never ErrNoPeer.
-var ErrNoPeer = errors.New("unix: no peer process visible to the broker")
+var ErrNoPeer = fmt.Errorf("unix: %w", attest.ErrNoPeer)
 
 // ClaimTransport names the transport a unix identity was attested over. It
 // is set, to TransportTCP, only on identities from AttestTCP: unix
