@@ -1,0 +1,108 @@
+package awscreds
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/credbroker/credbroker/broker"
+	"github.com/credbroker/credbroker/providers"
+	awsprov "github.com/credbroker/credbroker/providers/aws"
+)
+
+// DefaultDrainTimeout is how long Run lets requests in flight finish after
+// its context ends, when drain_timeout is zero.
+const DefaultDrainTimeout = 10 * time.Second
+
+// Config configures one AWS container-credentials endpoint. In the
+// configuration file, under listeners:
+//
+//   - aws_credentials: {listen: 127.0.0.1:9911, credential: payments-aws, drain_timeout: 10s}
+type Config struct {
+	// Listen is the TCP address the endpoint serves on: host:port with a
+	// loopback host (127.0.0.1, [::1], localhost). The SDKs fetch from
+	// AWS_CONTAINER_CREDENTIALS_FULL_URI over plain http only from a
+	// loopback (or the ECS/EKS link-local) host, and the broker attests
+	// TCP callers only on loopback. Required; the listener itself is made
+	// by the caller.
+	Listen string `yaml:"listen"`
+	// Credential names the configured credential served. Its provider
+	// must yield access_key_id, secret_access_key and session_token (as
+	// aws_sts does); see Fields. Required.
+	Credential string `yaml:"credential"`
+	// DrainTimeout is how long requests in flight may finish when the
+	// endpoint stops; default DefaultDrainTimeout.
+	DrainTimeout Duration `yaml:"drain_timeout"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("10s").
+type Duration time.Duration
+
+// UnmarshalText parses a non-negative Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil || v < 0 {
+		return fmt.Errorf("awscreds: invalid duration %q (use a positive Go duration such as 10s or 1m)", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// drainTimeout returns the configured drain timeout or the default.
+func (c *Config) drainTimeout() time.Duration {
+	if c.DrainTimeout == 0 {
+		return DefaultDrainTimeout
+	}
+	return time.Duration(c.DrainTimeout)
+}
+
+// Fields returns the credential data fields the endpoint serves, for the
+// loader to check against the credential's provider: the access key id,
+// the secret access key and the session token.
+func (c *Config) Fields() []string {
+	return []string{awsprov.FieldAccessKeyID, awsprov.FieldSecretAccessKey, awsprov.FieldSessionToken}
+}
+
+// Paths returns the file-path fields: none.
+func (c *Config) Paths() []*string { return nil }
+
+// Validate reports every problem with c. It does no I/O.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("awscreds: "+format, args...))
+	}
+	if err := checkListen(c.Listen); err != nil {
+		bad("listen: %v", err)
+	}
+	switch {
+	case c.Credential == "":
+		bad("credential is required")
+	case !broker.ValidName(c.Credential):
+		bad("credential %q is not a credential name", c.Credential)
+	}
+	if c.DrainTimeout < 0 {
+		bad("drain_timeout must not be negative")
+	}
+	return errors.Join(errs...)
+}
+
+// checkListen accepts a loopback host:port.
+func checkListen(s string) error {
+	if s == "" {
+		return errors.New("required (127.0.0.1:PORT)")
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("want host:port, such as 127.0.0.1:9911")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a port number", port)
+	}
+	if !providers.IsLoopback(host) {
+		return fmt.Errorf("host %q is not a loopback address: the AWS SDKs fetch container credentials over http only from loopback, and the endpoint must not be reachable from other machines", host)
+	}
+	return nil
+}
