@@ -13,6 +13,7 @@ import (
 
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/providers"
+	awsprov "github.com/credbroker/credbroker/providers/aws"
 )
 
 // Defaults of Config.
@@ -37,6 +38,12 @@ const unixScheme = "unix://"
 //   - http: {listen: 127.0.0.1:8081, upstream: https://api.example.com, credential: partner-api,
 //     header: {name: Authorization, value: "Bearer {{.token}}"},
 //     tls: {ca_file: …, cert_file: …, key_file: …}, drain_timeout: 10s}
+//
+// or, signing every request with AWS Signature Version 4 instead of
+// setting a header:
+//
+//   - http: {listen: 127.0.0.1:9000, upstream: https://s3.us-east-1.amazonaws.com,
+//     credential: app-s3, sigv4: {service: s3, region: us-east-1}}
 type Config struct {
 	// Listen is where the app connects: host:port with a loopback host
 	// (127.0.0.1, [::1], localhost), or unix:///absolute/path. Required;
@@ -51,8 +58,14 @@ type Config struct {
 	// request. Required.
 	Credential string `yaml:"credential"`
 	// Header is the header carrying the credential; default
-	// Authorization: Bearer {{.token}}.
+	// Authorization: Bearer {{.token}} when SigV4 is absent. Not with
+	// SigV4.
 	Header HeaderConfig `yaml:"header"`
+	// SigV4, when present, signs every request with AWS Signature Version
+	// 4 and the credential's access_key_id, secret_access_key and
+	// session_token fields (an aws_sts credential) instead of setting a
+	// header; default absent. Not with Header.
+	SigV4 *SigV4Config `yaml:"sigv4"`
 	// TLS configures the connection to the upstream; default: verified
 	// against the system roots, no client certificate.
 	TLS TLSConfig `yaml:"tls"`
@@ -107,16 +120,24 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// headerName returns the configured header name or the default.
+// headerName returns the configured header name or the default; "" when
+// requests are signed with SigV4.
 func (c *Config) headerName() string {
+	if c.SigV4 != nil {
+		return ""
+	}
 	if c.Header.Name == "" {
 		return DefaultHeaderName
 	}
 	return http.CanonicalHeaderKey(c.Header.Name)
 }
 
-// headerValue returns the configured header template or the default.
+// headerValue returns the configured header template or the default; ""
+// when requests are signed with SigV4.
 func (c *Config) headerValue() string {
+	if c.SigV4 != nil {
+		return ""
+	}
 	if c.Header.Value == "" {
 		return DefaultHeaderValue
 	}
@@ -138,11 +159,15 @@ func (c *Config) Paths() []*string {
 	return []*string{&c.TLS.CAFile, &c.TLS.CertFile, &c.TLS.KeyFile}
 }
 
-// Fields returns the credential data fields the header template uses, in
-// order of first use, so that the loader can check them against the
-// credential's provider. An unparsable template uses none (Validate
-// reports it).
+// Fields returns the credential data fields the listener uses, so that
+// the loader can check them against the credential's provider: with SigV4,
+// the aws_sts fields (access_key_id, secret_access_key, session_token);
+// else those the header template uses, in order of first use. An
+// unparsable template uses none (Validate reports it).
 func (c *Config) Fields() []string {
+	if c.SigV4 != nil {
+		return []string{awsprov.FieldAccessKeyID, awsprov.FieldSecretAccessKey, awsprov.FieldSessionToken}
+	}
 	t, err := compileTemplate(c.headerValue())
 	if err != nil {
 		return nil
@@ -179,11 +204,20 @@ func (c *Config) Validate() error {
 	case !broker.ValidName(c.Credential):
 		bad("credential %q is not a credential name", c.Credential)
 	}
-	if err := checkHeaderName(c.headerName()); err != nil {
-		bad("header.name: %v", err)
-	}
-	if _, err := compileTemplate(c.headerValue()); err != nil {
-		bad("header.value: %v", err)
+	switch {
+	case c.SigV4 != nil && (c.Header != HeaderConfig{}):
+		bad("header and sigv4 are alternatives: a listener either sets a header or signs requests, so set one")
+	case c.SigV4 != nil:
+		for _, p := range c.SigV4.problems() {
+			bad("sigv4: %s", p)
+		}
+	default:
+		if err := checkHeaderName(c.headerName()); err != nil {
+			bad("header.name: %v", err)
+		}
+		if _, err := compileTemplate(c.headerValue()); err != nil {
+			bad("header.value: %v", err)
+		}
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls: cert_file and key_file go together")

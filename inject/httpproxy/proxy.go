@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/providers"
 )
@@ -85,7 +87,8 @@ type Proxy struct {
 	cred      string
 	upstream  *url.URL
 	header    string
-	tmpl      *headerTemplate
+	tmpl      *headerTemplate // nil when sig is set
+	sig       *sigv4          // nil when requests carry the header
 	drain     time.Duration
 	decider   Decider
 	transport *http.Transport
@@ -103,8 +106,16 @@ func New(cfg Config, d Decider, opts ...Option) (*Proxy, error) {
 	if d == nil {
 		return nil, errors.New("httpproxy: a decider is required")
 	}
-	u, _ := parseUpstream(cfg.Upstream)           // checked by Validate
-	tmpl, _ := compileTemplate(cfg.headerValue()) // checked by Validate
+	u, _ := parseUpstream(cfg.Upstream) // checked by Validate
+	var (
+		tmpl *headerTemplate
+		sig  *sigv4
+	)
+	if cfg.SigV4 != nil {
+		sig = newSigV4(cfg.SigV4)
+	} else {
+		tmpl, _ = compileTemplate(cfg.headerValue()) // checked by Validate
+	}
 	tr, err := newTransport(cfg.TLS)
 	if err != nil {
 		return nil, err
@@ -114,6 +125,7 @@ func New(cfg Config, d Decider, opts ...Option) (*Proxy, error) {
 		upstream:  u,
 		header:    cfg.headerName(),
 		tmpl:      tmpl,
+		sig:       sig,
 		drain:     cfg.drainTimeout(),
 		decider:   d,
 		transport: tr,
@@ -224,10 +236,13 @@ func (p *Proxy) server() *http.Server {
 	}
 }
 
-// injection is what a decided request carries to rewrite.
+// injection is what a decided request carries to rewrite: the header
+// value, or with SigV4 the signing keys and payload hash.
 type injection struct {
-	value      string
-	decisionID string
+	value       string
+	creds       aws.Credentials
+	payloadHash string
+	decisionID  string
 }
 
 type injectionKey struct{}
@@ -251,6 +266,13 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, codeOf(status), msg, "")
 		return
 	}
+	if p.sig != nil {
+		if status, msg := p.sig.check(r); status != 0 {
+			w.Header().Set("Connection", "close")
+			writeError(w, status, codeOf(status), msg, "")
+			return
+		}
+	}
 	g, err := p.decider.Decide(r.Context(), &broker.Request{
 		Credential: p.cred,
 		Channel:    broker.ChannelHTTP,
@@ -263,6 +285,21 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		broker.WriteRefusal(w, err)
 		return
 	}
+	var inj *injection
+	if p.sig != nil {
+		if inj = p.signing(w, r, g); inj == nil {
+			return
+		}
+	} else if inj = p.injectHeader(w, g); inj == nil {
+		return
+	}
+	ctx := context.WithValue(r.Context(), injectionKey{}, inj)
+	p.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// injectHeader renders the header value from g's credential, or answers
+// 502 and returns nil.
+func (p *Proxy) injectHeader(w http.ResponseWriter, g *broker.Grant) *injection {
 	value, err := p.tmpl.render(func(field string) ([]byte, bool) {
 		s, ok := g.Credential.Data[field]
 		if !ok {
@@ -273,10 +310,28 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		p.log.Warn("credential cannot be injected", keyCredential, p.cred, keyDecisionID, g.DecisionID, keyError, err)
 		writeError(w, http.StatusBadGateway, "bad_gateway", fmt.Sprintf("credential %q cannot be sent in header %s: %v", p.cred, p.header, err), g.DecisionID)
-		return
+		return nil
 	}
-	ctx := context.WithValue(r.Context(), injectionKey{}, &injection{value: value, decisionID: g.DecisionID})
-	p.rp.ServeHTTP(w, r.WithContext(ctx))
+	return &injection{value: value, decisionID: g.DecisionID}
+}
+
+// signing reads the signing keys from g's credential and the payload hash
+// from r (reading a body to sign whole), or answers and returns nil: 502
+// for a credential that cannot sign, 413 for a body too large to sign.
+func (p *Proxy) signing(w http.ResponseWriter, r *http.Request, g *broker.Grant) *injection {
+	creds, err := awsCredentials(g.Credential.Data)
+	if err != nil {
+		p.log.Warn("credential cannot be injected", keyCredential, p.cred, keyDecisionID, g.DecisionID, keyError, err)
+		writeError(w, http.StatusBadGateway, "bad_gateway", fmt.Sprintf("credential %q cannot sign requests: %v", p.cred, err), g.DecisionID)
+		return nil
+	}
+	hash, status, msg := p.sig.payloadHash(r)
+	if status != 0 {
+		w.Header().Set("Connection", "close")
+		writeError(w, status, codeOf(status), msg, g.DecisionID)
+		return nil
+	}
+	return &injection{creds: creds, payloadHash: hash, decisionID: g.DecisionID}
 }
 
 // checkRequest refuses, before any decision, what the proxy never
@@ -312,7 +367,8 @@ func headerHasToken(h http.Header, name, token string) bool {
 
 // rewrite routes the outgoing request to the upstream, whatever the
 // request named (Host header, absolute-form target, user information),
-// and sets the credential header on the headers rewriteHeader leaves.
+// and sets the credential header on the headers rewriteHeader leaves, or
+// with SigV4 signs the outgoing request (see sigv4.sign).
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	inj, _ := pr.In.Context().Value(injectionKey{}).(*injection)
 	u := &url.URL{
@@ -327,11 +383,29 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.Out.URL = u
 	pr.Out.Host = ""
+	if p.sig != nil {
+		p.signOut(pr, inj)
+		return
+	}
 	value := ""
 	if inj != nil {
 		value = inj.value
 	}
 	rewriteHeader(pr.Out.Header, pr.In.Header, p.header, value)
+}
+
+// signOut signs the outgoing request. Signing cannot fail with keys that
+// awsCredentials accepted; if it did, the request leaves unsigned, which
+// the upstream refuses, and the failure is logged.
+func (p *Proxy) signOut(pr *httputil.ProxyRequest, inj *injection) {
+	if inj == nil {
+		stripHeader(pr.Out.Header, pr.In.Header, "")
+		return
+	}
+	if err := p.sig.sign(pr.Out.Context(), pr.Out, pr.In.Header, inj.creds, inj.payloadHash); err != nil {
+		stripHeader(pr.Out.Header, pr.In.Header, "")
+		p.log.Warn("request sent unsigned", keyCredential, p.cred, keyDecisionID, inj.decisionID, keyError, err)
+	}
 }
 
 // joinPath appends a request path to the upstream's base path.
@@ -345,6 +419,14 @@ func joinPath(base, path string) string {
 // then sets the credential header to value, once. Removal comes first, so
 // that Connection: Authorization cannot remove the credential.
 func rewriteHeader(out, in http.Header, name, value string) {
+	stripHeader(out, in, name)
+	out[name] = []string{value}
+}
+
+// stripHeader removes from out the headers in's Connection header names,
+// Authorization, Connection, Upgrade, Http2-Settings, Proxy-*, X-Amz-* and
+// any spelling of name (when not empty).
+func stripHeader(out, in http.Header, name string) {
 	for _, v := range in["Connection"] {
 		for _, t := range strings.Split(v, ",") {
 			if t = strings.TrimSpace(t); t != "" {
@@ -355,11 +437,10 @@ func rewriteHeader(out, in http.Header, name, value string) {
 	for k := range out {
 		switch ck := http.CanonicalHeaderKey(k); {
 		case ck == "Authorization", ck == "Connection", ck == "Upgrade", ck == "Http2-Settings",
-			strings.HasPrefix(ck, "Proxy-"), strings.HasPrefix(ck, "X-Amz-"), strings.EqualFold(ck, name):
+			strings.HasPrefix(ck, "Proxy-"), strings.HasPrefix(ck, "X-Amz-"), name != "" && strings.EqualFold(ck, name):
 			delete(out, k)
 		}
 	}
-	out[name] = []string{value}
 }
 
 // proxyError answers a failed upstream exchange: 502 in the broker's JSON
@@ -385,6 +466,8 @@ func codeOf(status int) string {
 		return "method_not_allowed"
 	case http.StatusBadGateway:
 		return "bad_gateway"
+	case http.StatusRequestEntityTooLarge:
+		return "too_large"
 	default:
 		return "bad_request"
 	}
