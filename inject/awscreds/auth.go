@@ -29,14 +29,17 @@ var (
 // it, "Bearer " and the token. Spaces and tabs around the value are
 // ignored (a token file ending in a new line is fine: the server drops the
 // white space around header values, and so does this). The token must be
-// one run of visible ASCII characters, at most MaxTokenBytes. An empty
+// one run of visible ASCII characters, at most MaxTokenBytes, and not the
+// word Bearer itself. An empty
 // header is errNoToken; the errors are *broker.Error values that never
 // quote the header.
 func parseAuthorization(header string) (string, error) {
 	v := strings.Trim(header, " \t\r\n")
 	if len(v) >= len(bearerPrefix) && strings.EqualFold(v[:len(bearerPrefix)], bearerPrefix) {
 		v = strings.TrimLeft(v[len(bearerPrefix):], " \t")
-	} else if strings.EqualFold(v, strings.TrimSpace(bearerPrefix)) {
+	}
+	if strings.EqualFold(v, strings.TrimSpace(bearerPrefix)) {
+		// The scheme without a token ("Bearer", "Bearer Bearer").
 		v = ""
 	}
 	switch {

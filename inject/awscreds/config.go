@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/credbroker/credbroker/broker"
@@ -93,6 +94,9 @@ func (c *Config) Validate() error {
 func checkListen(s string) error {
 	if s == "" {
 		return errors.New("required (127.0.0.1:PORT)")
+	}
+	if strings.Contains(s, "://") {
+		return errors.New("want host:port, such as 127.0.0.1:9911: the SDKs fetch container credentials over TCP, so a Unix socket or a URL cannot serve")
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
