@@ -19,6 +19,7 @@ import (
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	jose "github.com/go-jose/go-jose/v4"
 
@@ -70,7 +71,7 @@ type harness struct {
 	runErr chan error
 }
 
-func newHarness(tb testing.TB) *harness {
+func newHarness(tb testing.TB, opts ...awscreds.Option) *harness {
 	tb.Helper()
 	h := &harness{minio: miniotest.Start(tb), dir: tb.TempDir(), logs: &logtest.Buffer{}}
 	h.db = filepath.Join(h.dir, "audit.db")
@@ -124,7 +125,7 @@ func newHarness(tb testing.TB) *harness {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e, err := awscreds.New(awscreds.Config{Listen: "127.0.0.1:0", Credential: credential}, b, awscreds.WithLogger(h.logs.Logger()))
+	e, err := awscreds.New(awscreds.Config{Listen: "127.0.0.1:0", Credential: credential}, b, append([]awscreds.Option{awscreds.WithLogger(h.logs.Logger())}, opts...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -407,9 +408,10 @@ func TestOtherUIDDenied(t *testing.T) {
 
 // TestRequestShapes: what the endpoint refuses before a credential is
 // obtained, each still a recorded decision, in the JSON error shape with
-// the code at the top level.
+// the code at the top level. The endpoint runs under broker.LimitListener,
+// through which callers are still attested.
 func TestRequestShapes(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, awscreds.WithConnLimit(broker.LimitConfig{Name: "aws", Max: 4}))
 	tok := token(t, h.key, "payments", "api")
 	for _, tc := range []struct {
 		name    string
@@ -473,5 +475,22 @@ func TestRequestShapes(t *testing.T) {
 				t.Errorf("decision rows %+v, want one for %s /any/path", rows, tc.method)
 			}
 		})
+	}
+}
+
+// BenchmarkFetch measures one fetch as an SDK makes it on a cache miss,
+// through aws-sdk-go-v2's endpointcreds provider: attestation of the TCP
+// caller from the socket table, verification of the Kubernetes token
+// (cached by the broker after the first), policy, AssumeRole at MinIO's
+// STS, the audit commit, and the answer.
+func BenchmarkFetch(b *testing.B) {
+	h := newHarness(b)
+	tok := token(b, h.key, "payments", "api")
+	p := endpointcreds.New(h.url+"/creds", func(o *endpointcreds.Options) { o.AuthorizationToken = tok })
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := p.Retrieve(ctx); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
