@@ -45,6 +45,15 @@ func TestValidate(t *testing.T) {
 		{"literal CRLF", func(c *Config) { c.Header.Value = "{{.token}}\r\nX-Injected: 1" }, []string{"control characters"}},
 		{"cert without key", func(c *Config) { c.TLS.CertFile = "c.pem" }, []string{"go together"}},
 		{"negative drain", func(c *Config) { c.DrainTimeout = -1 }, []string{"drain_timeout"}},
+		{"sigv4", func(c *Config) { c.SigV4 = &SigV4Config{Service: "s3", Region: "us-east-1"} }, nil},
+		{"sigv4 execute-api", func(c *Config) { c.SigV4 = &SigV4Config{Service: "execute-api", Region: "ap-southeast-2"} }, nil},
+		{"sigv4 with a header", func(c *Config) {
+			c.SigV4 = &SigV4Config{Service: "s3", Region: "us-east-1"}
+			c.Header.Name = "X-Api-Key"
+		}, []string{"header and sigv4 are alternatives"}},
+		{"sigv4 empty", func(c *Config) { c.SigV4 = &SigV4Config{} }, []string{"sigv4: service is required", "sigv4: region is required"}},
+		{"sigv4 shapes", func(c *Config) { c.SigV4 = &SigV4Config{Service: "S3", Region: "us east 1"} }, []string{`service "S3" is not`, `region "us east 1" is not`}},
+		{"sigv4 hyphens", func(c *Config) { c.SigV4 = &SigV4Config{Service: "-s3", Region: "us-east-"} }, []string{"service", "region"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,6 +100,11 @@ func TestFields(t *testing.T) {
 		if got := c.Fields(); !slices.Equal(got, tc.want) {
 			t.Errorf("Fields of %q = %q, want %q", tc.value, got, tc.want)
 		}
+	}
+	c := validConfig()
+	c.SigV4 = &SigV4Config{Service: "s3", Region: "us-east-1"}
+	if got, want := c.Fields(), []string{"access_key_id", "secret_access_key", "session_token"}; !slices.Equal(got, want) {
+		t.Errorf("Fields with sigv4 = %q, want %q", got, want)
 	}
 }
 
