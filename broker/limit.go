@@ -17,6 +17,7 @@ const (
 	ListenerMTLS   = "mtls"   // the socket API on the mTLS listener
 	ListenerAdmin  = "admin"  // /healthz, /readyz, /metrics
 	ListenerHTTP   = "http"   // HTTP injection listeners
+	ListenerAWS    = "aws"    // the AWS container-credentials endpoint
 )
 
 // ConnMetrics are the connection metrics of a process's listeners:

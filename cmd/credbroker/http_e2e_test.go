@@ -102,6 +102,7 @@ func TestHTTPListenerFieldsChecked(t *testing.T) {
 listeners:
   - http: {listen: "127.0.0.1:0", upstream: https://api.example.com, credential: partner-api, header: {value: "Bearer {{.token}}"}}
   - http: {listen: "127.0.0.1:0", upstream: https://api.example.com, credential: nowhere}
+  - aws_credentials: {listen: "127.0.0.1:0", credential: partner-api}
 `)
 	e.write("secrets/partner", "v")
 	out, _, code := credbroker(t, "check", "--config", e.config)
@@ -109,9 +110,41 @@ listeners:
 	for _, want := range []string{
 		cfg + `:9: listener http: needs field "token" of credential "partner-api", whose static provider yields value`,
 		cfg + `:10: listener http: credential "nowhere" is not configured`,
+		cfg + `:11: listener aws_credentials: needs field "access_key_id" of credential "partner-api", whose static provider yields value`,
 	} {
 		if code != 1 || !strings.Contains(out, want) {
 			t.Errorf("check (exit %d) lacks %q:\n%s", code, want, out)
 		}
+	}
+}
+
+// TestAWSCredentialsListenerWired starts the broker with an aws_credentials
+// listener: it answers on its address, and a caller without the token the
+// AWS SDKs send is refused with 401 and recorded on channel aws. (The SDK
+// round trip against MinIO is inject/awscreds's TestSDKListsBucket.)
+func TestAWSCredentialsListenerWired(t *testing.T) {
+	e := newEnv(t, httpPolicies, `  - {name: payments-aws, aws_sts: {role_arn: "arn:aws:iam::123456789012:role/payments", endpoint: "http://127.0.0.1:1"}}
+listeners:
+  - aws_credentials: {listen: "127.0.0.1:0", credential: payments-aws}
+`)
+	if out, _, code := credbroker(t, "check", "--config", e.config); code != 0 {
+		t.Fatalf("check: %s", out)
+	}
+	b := e.start()
+	addr := logAddr(t, b, "aws_credentials listening")
+	resp, err := http.Get("http://" + addr + "/creds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("without a token: %d", resp.StatusCode)
+	}
+	found := false
+	for _, r := range auditRows(t, e.db) {
+		found = found || r.Channel == "aws" && r.Decision == "error" && r.Path == "/creds"
+	}
+	if !found {
+		t.Error("no refusal recorded on channel aws")
 	}
 }

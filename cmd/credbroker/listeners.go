@@ -12,6 +12,7 @@ import (
 
 	unixattest "github.com/credbroker/credbroker/attest/unix"
 	"github.com/credbroker/credbroker/broker"
+	"github.com/credbroker/credbroker/inject/awscreds"
 	"github.com/credbroker/credbroker/inject/httpproxy"
 )
 
@@ -45,8 +46,9 @@ func listenerKindOf[C any, P interface {
 // listenerKinds maps each listener key to its package. Adding a listener
 // adds one entry here.
 var listenerKinds = map[string]listenerKind{
-	"socket_api": listenerKindOf(func(*broker.SocketAPIConfig) string { return "" }),
-	"http":       listenerKindOf(func(c *httpproxy.Config) string { return c.Credential }),
+	"socket_api":      listenerKindOf(func(*broker.SocketAPIConfig) string { return "" }),
+	"http":            listenerKindOf(func(c *httpproxy.Config) string { return c.Credential }),
+	"aws_credentials": listenerKindOf(func(c *awscreds.Config) string { return c.Credential }),
 }
 
 // ListenerConfig is one injection listener: exactly one key of

@@ -33,6 +33,7 @@ import (
 	unixattest "github.com/credbroker/credbroker/attest/unix"
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/broker"
+	"github.com/credbroker/credbroker/inject/awscreds"
 	"github.com/credbroker/credbroker/inject/httpproxy"
 	"github.com/credbroker/credbroker/policies"
 	"github.com/credbroker/credbroker/providers"
@@ -434,6 +435,24 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) (err error) 
 		cleanup = append(cleanup, closeLn)
 		listeners.run("http listener "+hc.Listen, func(ctx context.Context) error { return p.Run(ctx, ln) })
 		log.Info("http listening", "addr", ln.Addr().String(), "upstream", hc.Upstream, "credential", hc.Credential)
+	}
+	for _, l := range cfg.Listeners {
+		ac, ok := l.Listener.(*awscreds.Config)
+		if !ok {
+			continue
+		}
+		ep, err := awscreds.New(*ac, b, awscreds.WithLogger(log.With("listener", ac.Listen)),
+			awscreds.WithConnLimit(broker.LimitConfig{Name: broker.ListenerAWS, Max: *cfg.MaxConnections, Metrics: conns}))
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", ac.Listen)
+		if err != nil {
+			return fmt.Errorf("aws_credentials listener %s: %w", ac.Listen, err)
+		}
+		cleanup = append(cleanup, func() { ln.Close() })
+		listeners.run("aws_credentials listener "+ac.Listen, func(ctx context.Context) error { return ep.Run(ctx, ln) })
+		log.Info("aws_credentials listening", "addr", ln.Addr().String(), "credential", ac.Credential)
 	}
 	for _, l := range cfg.Listeners {
 		sa, ok := l.Listener.(*broker.SocketAPIConfig)
