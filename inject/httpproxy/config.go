@@ -72,6 +72,13 @@ type Config struct {
 	// DrainTimeout is how long requests in flight may finish when the
 	// listener stops; default DefaultDrainTimeout.
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// AllowAmbient lets the broker's ambient identity (attestors.ambient)
+	// stand in for a caller whose process it cannot see — a TCP caller in
+	// another network or pid namespace, such as an app container of a pod
+	// without a shared process namespace. Any process that can reach the
+	// listener then gets that identity. Default false: such callers are
+	// refused.
+	AllowAmbient bool `yaml:"allow_ambient"`
 }
 
 // HeaderConfig is the header a listener sets on every request it forwards.

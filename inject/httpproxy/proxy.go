@@ -90,6 +90,7 @@ type Proxy struct {
 	tmpl      *headerTemplate // nil when sig is set
 	sig       *sigv4          // nil when requests carry the header
 	drain     time.Duration
+	ambient   bool // Config.AllowAmbient
 	decider   Decider
 	transport *http.Transport
 	rp        *httputil.ReverseProxy
@@ -127,6 +128,7 @@ func New(cfg Config, d Decider, opts ...Option) (*Proxy, error) {
 		tmpl:      tmpl,
 		sig:       sig,
 		drain:     cfg.drainTimeout(),
+		ambient:   cfg.AllowAmbient,
 		decider:   d,
 		transport: tr,
 		log:       slog.Default(),
@@ -280,6 +282,8 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		Path:       r.URL.Path,
 		Host:       p.upstream.Host,
 		Conn:       broker.RequestConn(r),
+
+		AmbientIfNoPeer: p.ambient,
 	})
 	if err != nil {
 		broker.WriteRefusal(w, err)
