@@ -243,7 +243,7 @@ pid[broker]=$!
 pids+=("${pid[broker]}")
 broker_addr=
 for _ in $(seq 1 200); do
-  broker_addr=$(sed -n 's/.*http listening.*addr="\{0,1\}\([0-9.]*:[0-9]*\).*/\1/p' "${log[broker]}" | head -n 1)
+  broker_addr=$(sed -n 's/.*http listening.*addr="\{0,1\}\([0-9.]*:[0-9]*\).*/\1/p' "${log[broker]}" 2>/dev/null | head -n 1 || true)
   [ -z "$broker_addr" ] || break
   alive "${pid[broker]}" "${log[broker]}" "the broker"
   sleep 0.1
