@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/credbroker
 
-.PHONY: build quickstart test bench clean
+.PHONY: build quickstart test bench bench-http clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/credbroker
@@ -21,6 +21,11 @@ test:
 # The load generator against the quickstart broker and a bare server.
 bench: build
 	@scripts/bench.sh $(BIN)
+
+# An HTTP injection listener against a direct connection and HAProxy
+# setting the same header (wrk, 50 connections and 1).
+bench-http: build
+	@scripts/bench-http.sh $(BIN)
 
 clean:
 	rm -rf bin
