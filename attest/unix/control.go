@@ -78,7 +78,12 @@ func parseControl(oob []byte) (control, error) {
 				}
 				break
 			}
-			c.pidfd = int(int32(binary.NativeEndian.Uint32(data)))
+			fd := int(int32(binary.NativeEndian.Uint32(data)))
+			if fd < 0 {
+				err = errors.Join(err, fmt.Errorf("%w: SCM_PIDFD holds %d, not a descriptor", errControl, fd))
+				break
+			}
+			c.pidfd = fd
 		case typ == scmRights:
 			c.rights = append(c.rights, fdsOf(data)...)
 		default:
@@ -98,7 +103,9 @@ func parseControl(oob []byte) (control, error) {
 func fdsOf(data []byte) []int {
 	fds := make([]int, 0, len(data)/4)
 	for ; len(data) >= 4; data = data[4:] {
-		fds = append(fds, int(int32(binary.NativeEndian.Uint32(data))))
+		if fd := int(int32(binary.NativeEndian.Uint32(data))); fd >= 0 { // negatives are not descriptors
+			fds = append(fds, fd)
+		}
 	}
 	return fds
 }

@@ -116,7 +116,11 @@ func descriptorsIn(oob []byte) int {
 		level := int32(binary.NativeEndian.Uint32(oob[off+8:]))
 		typ := int32(binary.NativeEndian.Uint32(oob[off+12:]))
 		if level == solSocket && (typ == scmRights || typ == scmPidfd) {
-			n += (l - cmsgHeaderLen) / 4
+			for d := off + cmsgHeaderLen; d+4 <= off+l; d += 4 {
+				if int32(binary.NativeEndian.Uint32(oob[d:])) >= 0 { // a descriptor, not a stray negative
+					n++
+				}
+			}
 		}
 		off += (l + cmsgAlignTo - 1) &^ (cmsgAlignTo - 1)
 	}
