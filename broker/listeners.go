@@ -1,8 +1,12 @@
 package broker
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net"
+	"net/http"
+	"time"
 )
 
 // SocketAPIConfig is a listener serving the socket API on TCP with mutual
@@ -39,3 +43,26 @@ func (c *SocketAPIConfig) Paths() []*string { return []*string{&c.CertFile, &c.K
 
 // Fields is empty: the socket API hands credentials out whole.
 func (c *SocketAPIConfig) Fields() []string { return nil }
+
+// Serve serves srv on ln until ctx ends, then lets requests in flight
+// finish for up to drain and returns nil; requests still running then are
+// cut and reported. An error from serving before ctx ended is returned as
+// it is. Every listener of the broker runs this way.
+func Serve(ctx context.Context, srv *http.Server, ln net.Listener, drain time.Duration) error {
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	err := srv.Shutdown(dctx)
+	if err != nil {
+		srv.Close()
+		err = fmt.Errorf("requests still in flight after the drain timeout (%s) were cut: %w", drain, err)
+	}
+	<-served // http.ErrServerClosed
+	return err
+}

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/credbroker/credbroker/broker"
 )
 
 // group runs the broker's long-lived pieces — the audit writer, the lease
@@ -87,24 +89,7 @@ func (g *group) stop() error {
 }
 
 // serveHTTP is a member serving srv on ln until its context ends, then
-// draining in-flight requests for up to drain.
+// draining in-flight requests for up to drain (broker.Serve).
 func serveHTTP(srv *http.Server, ln net.Listener, drain time.Duration) func(context.Context) error {
-	return func(ctx context.Context) error {
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(ln) }()
-		select {
-		case err := <-served:
-			return err
-		case <-ctx.Done():
-		}
-		dctx, cancel := context.WithTimeout(context.Background(), drain)
-		defer cancel()
-		err := srv.Shutdown(dctx)
-		if err != nil {
-			srv.Close()
-			err = fmt.Errorf("draining requests: %w", err)
-		}
-		<-served // http.ErrServerClosed
-		return err
-	}
+	return func(ctx context.Context) error { return broker.Serve(ctx, srv, ln, drain) }
 }

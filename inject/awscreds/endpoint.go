@@ -108,22 +108,8 @@ func (e *Endpoint) Run(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("awscreds: %w", err)
 		}
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
-	select {
-	case err := <-served:
-		return fmt.Errorf("awscreds: serve: %w", err)
-	case <-ctx.Done():
-	}
-	drainCtx, cancel := context.WithTimeout(context.Background(), e.drain)
-	defer cancel()
-	err := srv.Shutdown(drainCtx)
-	if err != nil {
-		srv.Close()
-	}
-	<-served
-	if err != nil {
-		return fmt.Errorf("awscreds: requests still in flight after the drain timeout (%s) were cut: %w", e.drain, err)
+	if err := broker.Serve(ctx, srv, l, e.drain); err != nil {
+		return fmt.Errorf("awscreds: %w", err)
 	}
 	return nil
 }

@@ -200,24 +200,10 @@ func (p *Proxy) Run(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("httpproxy: %w", err)
 		}
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(rawListener{l}) }()
-	select {
-	case err := <-served:
-		p.transport.CloseIdleConnections()
-		return fmt.Errorf("httpproxy: serve: %w", err)
-	case <-ctx.Done():
-	}
-	drainCtx, cancel := context.WithTimeout(context.Background(), p.drain)
-	defer cancel()
-	err := srv.Shutdown(drainCtx)
-	if err != nil {
-		srv.Close()
-	}
-	<-served
+	err := broker.Serve(ctx, srv, rawListener{l}, p.drain)
 	p.transport.CloseIdleConnections()
 	if err != nil {
-		return fmt.Errorf("httpproxy: requests still in flight after the drain timeout (%s) were cut: %w", p.drain, err)
+		return fmt.Errorf("httpproxy: %w", err)
 	}
 	return nil
 }
