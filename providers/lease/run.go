@@ -108,19 +108,14 @@ func (m *Manager) sweep(ctx context.Context) {
 }
 
 // revokeDue works through the store: revokes what is due, records
-// revocations not yet recorded, and returns the next due time.
+// revocations not yet recorded, and returns the next due time. It reads
+// only the due rows (the store indexes expiries and retries).
 func (m *Manager) revokeDue(ctx context.Context) time.Time {
-	rows, err := m.cfg.Store.all(ctx)
+	now := m.cfg.Now()
+	rows, err := m.cfg.Store.due(ctx, now)
 	if err != nil {
 		m.log.Warn("lease: revocations postponed: the lease store is unreadable", "error", err)
-		return m.cfg.Now().Add(m.cfg.RetryMin)
-	}
-	counts := map[string]float64{stateActive: 0, stateRevoke: 0, stateRevoked: 0}
-	for _, st := range rows {
-		counts[st.state]++
-	}
-	for state, n := range counts {
-		m.metrics.outstanding.WithLabelValues(state).Set(n)
+		return now.Add(m.cfg.RetryMin)
 	}
 	var next time.Time
 	due := func(t time.Time) {
@@ -132,32 +127,29 @@ func (m *Manager) revokeDue(ctx context.Context) time.Time {
 		if ctx.Err() != nil {
 			return next
 		}
-		now := m.cfg.Now()
 		switch st.state {
 		case stateActive:
-			if now.Before(st.ExpiresAt) {
-				due(st.ExpiresAt)
-				continue
-			}
 			st.reason = reasonExpired
-		case stateRevoke:
-			if now.Before(st.nextAttempt) {
-				due(st.nextAttempt)
-				continue
-			}
 		case stateRevoked:
-			if now.Before(st.nextAttempt) {
-				due(st.nextAttempt)
-				continue
-			}
 			if !m.recordRevoke(ctx, st) {
-				due(now.Add(m.backoff(1)))
+				due(m.cfg.Now().Add(m.backoff(1)))
 			}
 			continue
 		}
 		if t, retry := m.revoke(ctx, st); retry {
 			due(t)
 		}
+	}
+	later, counts, err := m.cfg.Store.nextDue(ctx)
+	if err != nil {
+		m.log.Warn("lease: the lease store is unreadable", "error", err)
+		return m.cfg.Now().Add(m.cfg.RetryMin)
+	}
+	for state, n := range counts {
+		m.metrics.outstanding.WithLabelValues(state).Set(float64(n))
+	}
+	if !later.IsZero() {
+		due(later)
 	}
 	return next
 }
@@ -185,7 +177,7 @@ func (m *Manager) revoke(ctx context.Context, st stored) (t time.Time, retry boo
 		}
 		m.metrics.revocations.WithLabelValues("failed").Inc()
 		wait := m.backoff(attempt)
-		if serr := m.cfg.Store.failed(ctx, st.ID, attempt, now.Add(wait), err.Error()); serr != nil {
+		if serr := m.cfg.Store.failed(ctx, st.ID, st.reason, attempt, now.Add(wait), err.Error()); serr != nil {
 			m.log.Warn("lease: failed revocation not stored", "lease_id", st.ID, "error", serr)
 		}
 		// Attempts 1, 2, 4, 8, … are recorded and logged at warn, so that a

@@ -38,6 +38,9 @@ CREATE TABLE leases (
 	next_attempt INTEGER NOT NULL DEFAULT 0, -- Unix ns
 	last_error   TEXT NOT NULL DEFAULT ''
 ) STRICT, WITHOUT ROWID;
+-- What falls due: active leases by expiry, queued revocations by next attempt.
+CREATE INDEX leases_expiry ON leases (state, expires_at);
+CREATE INDEX leases_retry ON leases (state, next_attempt);
 `
 
 // States of a stored lease.
@@ -182,10 +185,11 @@ func (s *Store) renewed(ctx context.Context, l providers.Lease) error {
 	return nil
 }
 
-// failed records a failed revocation attempt and when to try again.
-func (s *Store) failed(ctx context.Context, id string, attempts int, next time.Time, cause string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE leases SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?`,
-		attempts, next.UnixNano(), cause, id)
+// failed records a failed revocation attempt, for reason, and queues the
+// lease for another at next.
+func (s *Store) failed(ctx context.Context, id, reason string, attempts int, next time.Time, cause string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE leases SET state = ?, reason = ?, attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?`,
+		stateRevoke, reason, attempts, next.UnixNano(), cause, id)
 	if err != nil {
 		return fmt.Errorf("lease: store: recording failed revocation of %s: %w", id, err)
 	}
@@ -210,9 +214,58 @@ func (s *Store) remove(ctx context.Context, id string) error {
 	return nil
 }
 
+// storedColumns are the columns scanned into a stored.
+const storedColumns = `id, credential, subject, kind, expires_at, state, reason, attempts, next_attempt`
+
 // all returns every stored lease.
 func (s *Store) all(ctx context.Context) ([]stored, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, credential, subject, kind, expires_at, state, reason, attempts, next_attempt FROM leases ORDER BY id`)
+	return s.query(ctx, `SELECT `+storedColumns+` FROM leases ORDER BY id`)
+}
+
+// due returns the leases due at now: active ones expired, queued
+// revocations whose next attempt has come.
+func (s *Store) due(ctx context.Context, now time.Time) ([]stored, error) {
+	n := now.UnixNano()
+	return s.query(ctx, `SELECT `+storedColumns+` FROM leases WHERE state = ? AND expires_at <= ?
+		UNION ALL SELECT `+storedColumns+` FROM leases WHERE state IN (?, ?) AND next_attempt <= ?`,
+		stateActive, n, stateRevoke, stateRevoked, n)
+}
+
+// nextDue returns when the next lease falls due, zero when none will, and
+// how many leases each state holds.
+func (s *Store) nextDue(ctx context.Context) (time.Time, map[string]int, error) {
+	var expiry, retry sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT (SELECT min(expires_at) FROM leases WHERE state = ?),
+		(SELECT min(next_attempt) FROM leases WHERE state IN (?, ?))`, stateActive, stateRevoke, stateRevoked).Scan(&expiry, &retry)
+	if err != nil {
+		return time.Time{}, nil, fmt.Errorf("lease: store: %w", err)
+	}
+	var next time.Time
+	for _, v := range []sql.NullInt64{expiry, retry} {
+		if t := time.Unix(0, v.Int64); v.Valid && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	counts := map[string]int{stateActive: 0, stateRevoke: 0, stateRevoked: 0}
+	rows, err := s.db.QueryContext(ctx, `SELECT state, count(*) FROM leases GROUP BY state`)
+	if err != nil {
+		return time.Time{}, nil, fmt.Errorf("lease: store: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var state string
+		var n int
+		if err := rows.Scan(&state, &n); err != nil {
+			return time.Time{}, nil, fmt.Errorf("lease: store: %w", err)
+		}
+		counts[state] = n
+	}
+	return next, counts, rows.Err()
+}
+
+// query returns the leases a SELECT of storedColumns finds.
+func (s *Store) query(ctx context.Context, q string, args ...any) ([]stored, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("lease: store: %w", err)
 	}
