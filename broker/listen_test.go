@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/broker/brokertest"
@@ -211,5 +212,18 @@ func TestListenUnixHostileDirectory(t *testing.T) {
 	t.Logf("%d starts; the attacker swapped %d entries, %d of them private directories", starts, len(swapped), private)
 	if private == 0 {
 		t.Error("the attacker never got at a private directory, so the test proved nothing")
+	}
+}
+
+func TestDrainTimeout(t *testing.T) {
+	var d broker.DrainTimeout
+	if d.Or() != broker.DefaultDrainTimeout {
+		t.Errorf("zero: %v, want the default", d.Or())
+	}
+	if err := d.UnmarshalText([]byte("15s")); err != nil || d.Or() != 15*time.Second {
+		t.Errorf("15s: %v %v", d, err)
+	}
+	if err := d.UnmarshalText([]byte("-1s")); err == nil {
+		t.Error("negative duration accepted")
 	}
 }

@@ -66,3 +66,29 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, drain time.Du
 	<-served // http.ErrServerClosed
 	return err
 }
+
+// DefaultDrainTimeout is how long a listener lets requests in flight
+// finish when it stops, unless its configuration says otherwise.
+const DefaultDrainTimeout = 10 * time.Second
+
+// DrainTimeout is a listener's drain_timeout: a non-negative Go duration
+// ("10s"); zero means DefaultDrainTimeout.
+type DrainTimeout time.Duration
+
+// UnmarshalText parses a non-negative Go duration string.
+func (d *DrainTimeout) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil || v < 0 {
+		return fmt.Errorf("invalid duration %q (use a positive Go duration such as 10s or 1m)", b)
+	}
+	*d = DrainTimeout(v)
+	return nil
+}
+
+// Or returns d, or DefaultDrainTimeout when d is zero.
+func (d DrainTimeout) Or() time.Duration {
+	if d == 0 {
+		return DefaultDrainTimeout
+	}
+	return time.Duration(d)
+}

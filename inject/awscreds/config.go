@@ -6,16 +6,11 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/providers"
 	awsprov "github.com/credbroker/credbroker/providers/aws"
 )
-
-// DefaultDrainTimeout is how long Run lets requests in flight finish after
-// its context ends, when drain_timeout is zero.
-const DefaultDrainTimeout = 10 * time.Second
 
 // Config configures one AWS container-credentials endpoint. In the
 // configuration file, under listeners:
@@ -34,29 +29,8 @@ type Config struct {
 	// aws_sts does); see Fields. Required.
 	Credential string `yaml:"credential"`
 	// DrainTimeout is how long requests in flight may finish when the
-	// endpoint stops; default DefaultDrainTimeout.
-	DrainTimeout Duration `yaml:"drain_timeout"`
-}
-
-// Duration is a time.Duration written as a Go duration string ("10s").
-type Duration time.Duration
-
-// UnmarshalText parses a non-negative Go duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil || v < 0 {
-		return fmt.Errorf("awscreds: invalid duration %q (use a positive Go duration such as 10s or 1m)", b)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// drainTimeout returns the configured drain timeout or the default.
-func (c *Config) drainTimeout() time.Duration {
-	if c.DrainTimeout == 0 {
-		return DefaultDrainTimeout
-	}
-	return time.Duration(c.DrainTimeout)
+	// endpoint stops; default broker.DefaultDrainTimeout.
+	DrainTimeout broker.DrainTimeout `yaml:"drain_timeout"`
 }
 
 // Fields returns the credential data fields the endpoint serves, for the

@@ -7,6 +7,7 @@ import (
 
 	yaml "go.yaml.in/yaml/v3"
 
+	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/inject/awscreds"
 	awsprov "github.com/credbroker/credbroker/providers/aws"
 )
@@ -19,7 +20,7 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"valid", awscreds.Config{Listen: "127.0.0.1:9911", Credential: "payments-aws"}, nil},
 		{"IPv6 loopback", awscreds.Config{Listen: "[::1]:9911", Credential: "payments-aws"}, nil},
-		{"localhost", awscreds.Config{Listen: "localhost:9911", Credential: "payments-aws", DrainTimeout: awscreds.Duration(time.Second)}, nil},
+		{"localhost", awscreds.Config{Listen: "localhost:9911", Credential: "payments-aws", DrainTimeout: broker.DrainTimeout(time.Second)}, nil},
 		{"empty", awscreds.Config{}, []string{"listen: required", "credential is required"}},
 		{"all at once", awscreds.Config{Listen: "0.0.0.0:9911", Credential: "-bad", DrainTimeout: -1},
 			[]string{"not a loopback address", `credential "-bad" is not a credential name`, "drain_timeout must not be negative"}},

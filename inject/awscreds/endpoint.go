@@ -82,7 +82,7 @@ func New(cfg Config, d Decider, opts ...Option) (*Endpoint, error) {
 	if d == nil {
 		return nil, errors.New("awscreds: a decider is required")
 	}
-	e := &Endpoint{cred: cfg.Credential, drain: cfg.drainTimeout(), decider: d, log: slog.Default()}
+	e := &Endpoint{cred: cfg.Credential, drain: cfg.DrainTimeout.Or(), decider: d, log: slog.Default()}
 	for _, o := range opts {
 		o(e)
 	}

@@ -80,7 +80,7 @@ func TestRunDrains(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := &blockingDecider{entered: make(chan struct{}, 1), release: make(chan struct{}), grant: grant(full, time.Now().Add(time.Hour))}
-			e, err := awscreds.New(awscreds.Config{Listen: "127.0.0.1:0", Credential: "s3", DrainTimeout: awscreds.Duration(tc.drain)}, d)
+			e, err := awscreds.New(awscreds.Config{Listen: "127.0.0.1:0", Credential: "s3", DrainTimeout: broker.DrainTimeout(tc.drain)}, d)
 			if err != nil {
 				t.Fatal(err)
 			}

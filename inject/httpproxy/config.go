@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/providers"
@@ -24,9 +23,6 @@ const (
 	// DefaultHeaderValue is the header's template when header.value is
 	// empty: a bearer token from the credential's token field.
 	DefaultHeaderValue = "Bearer {{.token}}"
-	// DefaultDrainTimeout is how long Run lets requests in flight finish
-	// after its context ends, when drain_timeout is zero.
-	DefaultDrainTimeout = 10 * time.Second
 )
 
 // unixScheme prefixes a listen address that is a Unix socket path.
@@ -70,8 +66,8 @@ type Config struct {
 	// against the system roots, no client certificate.
 	TLS TLSConfig `yaml:"tls"`
 	// DrainTimeout is how long requests in flight may finish when the
-	// listener stops; default DefaultDrainTimeout.
-	DrainTimeout Duration `yaml:"drain_timeout"`
+	// listener stops; default broker.DefaultDrainTimeout.
+	DrainTimeout broker.DrainTimeout `yaml:"drain_timeout"`
 	// AllowAmbient lets the broker's ambient identity (attestors.ambient)
 	// stand in for a caller whose process it cannot see — a TCP caller in
 	// another network or pid namespace, such as an app container of a pod
@@ -114,19 +110,6 @@ type TLSConfig struct {
 	KeyFile  string `yaml:"key_file"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("10s").
-type Duration time.Duration
-
-// UnmarshalText parses a non-negative Go duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil || v < 0 {
-		return fmt.Errorf("httpproxy: invalid duration %q (use a positive Go duration such as 10s or 1m)", b)
-	}
-	*d = Duration(v)
-	return nil
-}
-
 // headerName returns the configured header name or the default; "" when
 // requests are signed with SigV4.
 func (c *Config) headerName() string {
@@ -149,14 +132,6 @@ func (c *Config) headerValue() string {
 		return DefaultHeaderValue
 	}
 	return c.Header.Value
-}
-
-// drainTimeout returns the configured drain timeout or the default.
-func (c *Config) drainTimeout() time.Duration {
-	if c.DrainTimeout == 0 {
-		return DefaultDrainTimeout
-	}
-	return time.Duration(c.DrainTimeout)
 }
 
 // Paths returns the file-path fields, for the loader to resolve relative to

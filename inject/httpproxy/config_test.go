@@ -119,13 +119,3 @@ func TestNetwork(t *testing.T) {
 		}
 	}
 }
-
-func TestDurationText(t *testing.T) {
-	var d Duration
-	if err := d.UnmarshalText([]byte("15s")); err != nil || d != Duration(15e9) {
-		t.Errorf("15s: %v %v", d, err)
-	}
-	if err := d.UnmarshalText([]byte("-1s")); err == nil {
-		t.Error("negative duration accepted")
-	}
-}

@@ -127,7 +127,7 @@ func New(cfg Config, d Decider, opts ...Option) (*Proxy, error) {
 		header:    cfg.headerName(),
 		tmpl:      tmpl,
 		sig:       sig,
-		drain:     cfg.drainTimeout(),
+		drain:     cfg.DrainTimeout.Or(),
 		ambient:   cfg.AllowAmbient,
 		decider:   d,
 		transport: tr,
