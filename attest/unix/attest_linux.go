@@ -53,6 +53,8 @@ type Attestor struct {
 	hashSlots chan struct{}
 	// hashed counts executables read and hashed (cache misses).
 	hashed atomic.Uint64
+	// scanned counts scans of /proc/*/fd for the holders of a TCP socket.
+	scanned atomic.Uint64
 }
 
 // New validates cfg, probes the kernel for SO_PEERPIDFD (and, when that is
@@ -119,7 +121,9 @@ type peer struct {
 
 // Attest returns the identity of the process that wrote the request read
 // so far from conn, which must come from a Listener, or be a TCP loopback
-// connection (attested by AttestTCP, from the kernel's socket table). Its claims come only
+// connection (attested by AttestTCP, from the kernel's socket table, or,
+// from ListenTCP, through the process found at its first attestation).
+// Its claims come only
 // from the kernel: the writer's credentials attached to each read
 // (SCM_CREDENTIALS), SO_PEERCRED, /proc/PID/exe and
 // /proc/PID/cgroup. It refuses a connection any byte of which was written
@@ -134,7 +138,10 @@ type peer struct {
 // Identity holds the uid, gid and pid the kernel reported, when known, for
 // the record; it attests nothing.
 func (a *Attestor) Attest(ctx context.Context, conn net.Conn) (attest.Identity, error) {
-	if _, tcp := conn.(*net.TCPConn); tcp {
+	switch tc := conn.(type) {
+	case *TCPConn:
+		return a.attestTCPConn(ctx, tc)
+	case *net.TCPConn:
 		return a.AttestTCP(ctx, conn)
 	}
 	c, ok := conn.(*Conn)

@@ -135,9 +135,16 @@ func probeSockDiag() error {
 // holdsSocket reports whether the process of dirfd has the socket with inode
 // ino among its open files.
 func holdsSocket(dirfd int, ino uint64) (bool, error) {
+	fd, err := socketFD(dirfd, ino)
+	return fd != "", err
+}
+
+// socketFD returns the name of a descriptor by which the process of dirfd
+// has the socket with inode ino open, or "" if it has none.
+func socketFD(dirfd int, ino uint64) (string, error) {
 	fdDir, err := sys.Openat(dirfd, "fd", sys.O_RDONLY|sys.O_DIRECTORY|sys.O_CLOEXEC, 0)
 	if err != nil {
-		return false, fmt.Errorf("unix: open fd directory: %w", err)
+		return "", fmt.Errorf("unix: open fd directory: %w", err)
 	}
 	defer sys.Close(fdDir)
 	var wantBuf [32]byte
@@ -151,10 +158,10 @@ func holdsSocket(dirfd int, ino uint64) (bool, error) {
 			continue
 		}
 		if err != nil {
-			return false, fmt.Errorf("unix: read fd directory: %w", err)
+			return "", fmt.Errorf("unix: read fd directory: %w", err)
 		}
 		if n <= 0 {
-			return false, nil
+			return "", nil
 		}
 		for buf := dents[:n]; len(buf) > 0; {
 			var consumed int
@@ -166,7 +173,7 @@ func holdsSocket(dirfd int, ino uint64) (bool, error) {
 					continue // closed meanwhile
 				}
 				if bytes.Equal(link[:m], want) {
-					return true, nil
+					return name, nil
 				}
 			}
 			if consumed == 0 {

@@ -69,7 +69,8 @@ var errHolderGone = errors.New("unix: the process let go of the socket")
 //     that the named process lived through every read, so a reused pid
 //     cannot be mistaken for it.
 //
-// Nothing is cached per connection: every call finds the holders afresh,
+// Nothing is cached per connection (a TCPConn from ListenTCP holds the
+// process it named instead): every call finds the holders afresh,
 // so a socket passed to another process is attributed to whoever holds it
 // at that call, a process that forked since is seen as a second holder,
 // and a process that exits is refused at the next call. The cost is a scan
@@ -98,61 +99,83 @@ var errHolderGone = errors.New("unix: the process let go of the socket")
 // pidfd_open (Linux 5.3) and inet_diag, and uses pidfds whatever
 // Config.DisablePidfd says.
 func (a *Attestor) AttestTCP(ctx context.Context, conn net.Conn) (attest.Identity, error) {
+	id, h, err := a.attestTCP(ctx, conn)
+	h.release()
+	return id, err
+}
+
+// attestTCP is AttestTCP, returning on success the named holder still
+// held, which the caller must release.
+func (a *Attestor) attestTCP(ctx context.Context, conn net.Conn) (attest.Identity, *tcpHolder, error) {
+	id, h, err := a.findTCPHolder(ctx, conn)
+	if err != nil {
+		id, err = a.refuse(h.peer(), err)
+		return id, nil, err
+	}
+	return id, h, nil
+}
+
+// findTCPHolder does the work of attestTCP. On failure it returns the
+// holder, released, whose ids go in the record, or nil.
+func (a *Attestor) findTCPHolder(ctx context.Context, conn net.Conn) (attest.Identity, *tcpHolder, error) {
 	if err := ctx.Err(); err != nil {
-		return attest.Identity{}, fail(reasonCancelled, err)
+		return attest.Identity{}, nil, fail(reasonCancelled, err)
 	}
 	local, lok := tcpAddrPort(conn.LocalAddr())
 	remote, rok := tcpAddrPort(conn.RemoteAddr())
 	sc, sok := conn.(syscall.Conn)
 	if !lok || !rok || !sok {
-		return a.refuse(peer{}, fail(reasonTCPConn, fmt.Errorf("unix: connection of type %T", conn)))
+		return attest.Identity{}, nil, fail(reasonTCPConn, fmt.Errorf("unix: connection of type %T", conn))
 	}
 	if !local.Addr().Unmap().IsLoopback() || !remote.Addr().Unmap().IsLoopback() {
-		return a.refuse(peer{}, noPeer("connection %v -> %v is not between loopback addresses", remote, local))
+		return attest.Identity{}, nil, noPeer("connection %v -> %v is not between loopback addresses", remote, local)
 	}
 	srvIno, _, err := tcpSocketState(sc)
 	if err != nil {
-		return a.refuse(peer{}, fail(reasonCred, err))
+		return attest.Identity{}, nil, fail(reasonCred, err)
 	}
 	d, err := openInetDiag()
 	if err != nil {
-		return a.refuse(peer{}, fail(reasonSockets, err))
+		return attest.Identity{}, nil, fail(reasonSockets, err)
 	}
 	defer d.close()
 	srv := tuple{src: local, dst: remote}
 	cli := tuple{src: remote, dst: local}
 	if err := checkServerSocket(d, sc, srv, srvIno); err != nil {
-		return a.refuse(peer{}, err)
+		return attest.Identity{}, nil, err
 	}
 	cs, err := d.lookup(cli, noCookie)
 	switch {
 	case errors.Is(err, errDiagNotFound):
 		if _, state, serr := tcpSocketState(sc); serr == nil && state == tcpClose {
-			return a.refuse(peer{}, fail(reasonGone, errors.New("unix: the connection was closed by its peer")))
+			return attest.Identity{}, nil, fail(reasonGone, errors.New("unix: the connection was closed by its peer"))
 		}
-		return a.refuse(peer{}, noPeer("the client socket %v -> %v is not in this network namespace's socket table", remote, local))
+		return attest.Identity{}, nil, noPeer("the client socket %v -> %v is not in this network namespace's socket table", remote, local)
 	case err != nil:
-		return a.refuse(peer{}, fail(reasonSockets, err))
+		return attest.Identity{}, nil, fail(reasonSockets, err)
 	case !connectedState(cs.state):
-		return a.refuse(peer{}, fail(reasonGone, fmt.Errorf("unix: the client socket is in TCP state %d", cs.state)))
+		return attest.Identity{}, nil, fail(reasonGone, fmt.Errorf("unix: the client socket is in TCP state %d", cs.state))
 	case cs.inode == 0:
-		return a.refuse(peer{}, fail(reasonGone, errors.New("unix: no file refers to the client socket any more")))
+		return attest.Identity{}, nil, fail(reasonGone, errors.New("unix: no file refers to the client socket any more"))
 	}
 
 	pids, err := a.socketHolders(ctx, cs.inode)
 	if err != nil {
 		if ctx.Err() != nil {
-			return a.refuse(peer{}, fail(reasonCancelled, err))
+			return attest.Identity{}, nil, fail(reasonCancelled, err)
 		}
-		return a.refuse(peer{}, fail(reasonFiles, err))
+		return attest.Identity{}, nil, fail(reasonFiles, err)
 	}
 	if len(pids) == 0 {
-		return a.refuse(peer{}, noPeer("no process in the broker's pid namespace holds socket inode %d", cs.inode))
+		return attest.Identity{}, nil, noPeer("no process in the broker's pid namespace holds socket inode %d", cs.inode)
 	}
 	holders := make([]*tcpHolder, 0, len(pids))
+	var named *tcpHolder // kept on success
 	defer func() {
 		for _, h := range holders {
-			h.release()
+			if h != named {
+				h.release()
+			}
 		}
 	}()
 	for _, pid := range pids {
@@ -161,19 +184,19 @@ func (a *Attestor) AttestTCP(ctx context.Context, conn net.Conn) (attest.Identit
 			continue
 		}
 		if err != nil {
-			return a.refuse(h.peer(), err)
+			return attest.Identity{}, h.released(), err
 		}
 		holders = append(holders, h)
 	}
 	if len(holders) == 0 {
-		return a.refuse(peer{}, fail(reasonGone, fmt.Errorf("unix: every process that held socket inode %d let go of it", cs.inode)))
+		return attest.Identity{}, nil, fail(reasonGone, fmt.Errorf("unix: every process that held socket inode %d let go of it", cs.inode))
 	}
 	h, err := chooseHolder(holders)
 	if err != nil {
-		return a.refuse(h.peer(), err)
+		return attest.Identity{}, h.released(), err
 	}
 	if !h.mayOwn(cs.uid) {
-		return a.refuse(h.peer(), fail(reasonSockUID, fmt.Errorf("unix: socket owned by uid %d, held by pid %d of uids %v", cs.uid, h.pid, h.uids)))
+		return attest.Identity{}, h.released(), fail(reasonSockUID, fmt.Errorf("unix: socket owned by uid %d, held by pid %d of uids %v", cs.uid, h.pid, h.uids))
 	}
 
 	// Re-check: the same client socket still has the 4-tuple, the
@@ -182,22 +205,29 @@ func (a *Attestor) AttestTCP(ctx context.Context, conn net.Conn) (attest.Identit
 	again, err := d.lookup(cli, cs.cookie)
 	switch {
 	case errors.Is(err, errDiagNotFound):
-		return a.refuse(h.peer(), fail(reasonGone, errors.New("unix: the client socket was replaced during attestation")))
+		return attest.Identity{}, h.released(), fail(reasonGone, errors.New("unix: the client socket was replaced during attestation"))
 	case err != nil:
-		return a.refuse(h.peer(), fail(reasonSockets, err))
+		return attest.Identity{}, h.released(), fail(reasonSockets, err)
 	case again.inode != cs.inode:
-		return a.refuse(h.peer(), fail(reasonGone, fmt.Errorf("unix: the client socket's inode changed from %d to %d", cs.inode, again.inode)))
+		return attest.Identity{}, h.released(), fail(reasonGone, fmt.Errorf("unix: the client socket's inode changed from %d to %d", cs.inode, again.inode))
 	}
 	if err := checkServerSocket(d, sc, srv, srvIno); err != nil {
-		return a.refuse(h.peer(), err)
+		return attest.Identity{}, h.released(), err
 	}
 	if err := pidfdAlive(h.pidfd); err != nil {
-		return a.refuse(h.peer(), fail(reasonGone, err))
+		return attest.Identity{}, h.released(), fail(reasonGone, err)
 	}
+	h.ino = cs.inode
+	named = h
+	return a.tcpIdentity(h, &h.facts), h, nil
+}
+
+// tcpIdentity is the identity of holder h with facts f.
+func (a *Attestor) tcpIdentity(h *tcpHolder, f *procFacts) attest.Identity {
 	p := h.peer()
-	id := a.identity(&p, &h.facts)
+	id := a.identity(&p, f)
 	id.Claims[ClaimTransport] = TransportTCP
-	return id, nil
+	return id
 }
 
 // noPeer returns a failure wrapping ErrNoPeer.
@@ -275,6 +305,8 @@ func checkServerSocket(d *inetDiag, sc syscall.Conn, srv tuple, ino uint64) erro
 type tcpHolder struct {
 	pid          int32
 	pidfd, dirfd int
+	fd           string    // the holder's descriptor of the client socket
+	ino          uint32    // the client socket's inode
 	uids, gids   [4]uint32 // real, effective, saved, filesystem
 	facts        procFacts
 }
@@ -293,7 +325,18 @@ func (h *tcpHolder) mayOwn(uid uint32) bool {
 	return uid == h.uids[0] || uid == h.uids[1] || uid == h.uids[3]
 }
 
+// released releases h and returns it, for the record of its ids.
+func (h *tcpHolder) released() *tcpHolder {
+	h.release()
+	return h
+}
+
+// release closes the holder's handles; it may be called more than once,
+// and on nil.
 func (h *tcpHolder) release() {
+	if h == nil {
+		return
+	}
 	if h.dirfd >= 0 {
 		sys.Close(h.dirfd)
 		h.dirfd = -1
@@ -333,13 +376,12 @@ func (a *Attestor) takeHolder(ctx context.Context, pid int32, ino uint32) (*tcpH
 	if hook := a.hooks.AfterPeerCred; hook != nil {
 		hook(pid)
 	}
-	err = a.readStatusIDs(h)
+	h.uids, h.gids, err = a.readStatusIDs(h.dirfd)
 	if err == nil {
 		err = a.readFacts(ctx, h.dirfd, -1, &h.facts)
 	}
-	var holds bool
 	if err == nil {
-		if holds, err = holdsSocket(h.dirfd, uint64(ino)); err != nil {
+		if h.fd, err = socketFD(h.dirfd, uint64(ino)); err != nil {
 			err = fail(reasonFiles, err)
 		}
 	}
@@ -352,25 +394,26 @@ func (a *Attestor) takeHolder(ctx context.Context, pid int32, ino uint32) (*tcpH
 		}
 		return h, err // released, for the caller's record of its ids
 	}
-	if !holds {
+	if h.fd == "" {
 		return nil, errHolderGone
 	}
 	ok = true
 	return h, nil
 }
 
-// readStatusIDs reads the uids and gids of the holder from /proc/PID/status.
-func (a *Attestor) readStatusIDs(h *tcpHolder) error {
+// readStatusIDs reads the uids and gids of the process of dirfd from
+// /proc/PID/status.
+func (a *Attestor) readStatusIDs(dirfd int) (uids, gids [4]uint32, err error) {
 	bp := a.bufs.Get().(*[]byte)
 	defer a.bufs.Put(bp)
-	b, err := readProcFile(h.dirfd, "status", *bp)
+	b, err := readProcFile(dirfd, "status", *bp)
 	if err != nil {
-		return fail(reasonProc, err)
+		return uids, gids, fail(reasonProc, err)
 	}
-	if h.uids, h.gids, err = parseStatusIDs(b); err != nil {
-		return fail(reasonProc, err)
+	if uids, gids, err = parseStatusIDs(b); err != nil {
+		return uids, gids, fail(reasonProc, err)
 	}
-	return nil
+	return uids, gids, nil
 }
 
 // chooseHolder names one of several holders of the client socket: the one
@@ -395,6 +438,7 @@ func chooseHolder(hs []*tcpHolder) (*tcpHolder, error) {
 // whose open files cannot be read for lack of permission is an error, not
 // a process skipped: it might hold the socket.
 func (a *Attestor) socketHolders(ctx context.Context, ino uint32) ([]int32, error) {
+	a.scanned.Add(1)
 	procfd, err := sys.Open(a.procRoot, sys.O_RDONLY|sys.O_DIRECTORY|sys.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("unix: open %s: %w", a.procRoot, err)

@@ -27,7 +27,7 @@ import (
 // Environment of the TCP helper processes: the test binary re-executed
 // with -test.run=^TestTCPHelperProcess$.
 const (
-	envTCPHelper    = "CREDBROKER_UNIX_TEST_TCP_HELPER"    // hold | reset | exit | fork | holdfd
+	envTCPHelper    = "CREDBROKER_UNIX_TEST_TCP_HELPER"    // hold | reset | exit | fork | handoff | holdfd
 	envTCPAddr      = "CREDBROKER_UNIX_TEST_TCP_ADDR"      // host:port to dial
 	envTCPLocalPort = "CREDBROKER_UNIX_TEST_TCP_LPORT"     // source port to bind, with SO_REUSEADDR
 	envTCPChildUID  = "CREDBROKER_UNIX_TEST_TCP_CHILD_UID" // fork: uid (and gid) of the child
@@ -56,6 +56,8 @@ func TestTCPHelperProcess(t *testing.T) {
 //	exit:   exits at once (a graceful close);
 //	fork:   starts a holdfd child (as envTCPChildUID when set) sharing the
 //	        connection, prints the child's pid, and holds it too;
+//	handoff: waits for one byte, then starts a holdfd child as fork does,
+//	        prints its pid and exits, leaving the connection to the child;
 //	holdfd: (no connect) holds the connection passed as fd 3;
 //	pidns:  (no connect) see tcpHelperPidns.
 func tcpHelper(mode string) error {
@@ -111,31 +113,52 @@ func tcpHelper(mode string) error {
 		}
 		return conn.Close()
 	case "fork":
-		f, err := conn.File()
+		child, err := startHoldfd(conn)
 		if err != nil {
 			return err
 		}
-		cmd := tcpHelperCommand("holdfd")
-		cmd.ExtraFiles = []*os.File{f}
-		if s := os.Getenv(envTCPChildUID); s != "" {
-			uid, err := strconv.ParseUint(s, 10, 32)
-			if err != nil {
-				return err
-			}
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
-		}
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		f.Close()
-		fmt.Println(cmd.Process.Pid)
+		fmt.Println(child.Process.Pid)
 		herr := holdUntilEOF(conn)
-		if err := cmd.Wait(); err != nil {
+		if err := child.Wait(); err != nil {
 			return err
 		}
 		return herr
+	case "handoff":
+		conn.SetReadDeadline(time.Now().Add(helperTimeout))
+		if _, err := io.ReadFull(conn, make([]byte, 1)); err != nil {
+			return err
+		}
+		child, err := startHoldfd(conn)
+		if err != nil {
+			return err
+		}
+		fmt.Println(child.Process.Pid)
+		return nil // the child holds the connection on
 	}
 	return fmt.Errorf("unknown %s %q", envTCPHelper, mode)
+}
+
+// startHoldfd starts a holdfd helper (as envTCPChildUID when set) with a
+// copy of conn.
+func startHoldfd(conn *net.TCPConn) (*exec.Cmd, error) {
+	f, err := conn.File()
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cmd := tcpHelperCommand("holdfd")
+	cmd.ExtraFiles = []*os.File{f}
+	if s := os.Getenv(envTCPChildUID); s != "" {
+		uid, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return nil, err
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return cmd, nil
 }
 
 func holdUntilEOF(conn net.Conn) error {

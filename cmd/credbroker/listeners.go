@@ -141,7 +141,8 @@ func (cfg *Config) validateListeners(bad func(key, format string, args ...any)) 
 }
 
 // listen opens an injection listener's address: a TCP loopback address,
-// or a Unix socket made as the socket API's is (mode, group, refusing to
+// whose callers the unix attestor finds once per connection and then holds
+// (unixattest.Attestor.ListenTCP), or a Unix socket made as the socket API's is (mode, group, refusing to
 // replace a live one), whose connections the unix attestor tracks so that
 // the writer of each request is the one attested. The returned function
 // closes and removes what listen made.
@@ -151,7 +152,8 @@ func listen(network, address string, cfg *Config, peer *unixattest.Attestor) (ne
 		if err != nil {
 			return nil, nil, err
 		}
-		return ln, func() { ln.Close() }, nil
+		// The process behind each connection is found once, then held.
+		return peer.ListenTCP(ln), func() { ln.Close() }, nil
 	}
 	mode, _ := cfg.socketMode()
 	gid, _ := cfg.socketGID() // both checked by Validate

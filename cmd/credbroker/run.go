@@ -446,11 +446,11 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) (err error) 
 		if err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", ac.Listen)
+		ln, closeLn, err := listen("tcp", ac.Listen, cfg, peer)
 		if err != nil {
 			return fmt.Errorf("aws_credentials listener %s: %w", ac.Listen, err)
 		}
-		cleanup = append(cleanup, func() { ln.Close() })
+		cleanup = append(cleanup, closeLn)
 		listeners.run("aws_credentials listener "+ac.Listen, func(ctx context.Context) error { return ep.Run(ctx, ln) })
 		log.Info("aws_credentials listening", "addr", ln.Addr().String(), "credential", ac.Credential)
 	}
