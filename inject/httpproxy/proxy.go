@@ -137,11 +137,10 @@ func New(cfg Config, d Decider, opts ...Option) (*Proxy, error) {
 		o(p)
 	}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:       p.rewrite,
-		Transport:     tr,
-		FlushInterval: -1,
-		ErrorHandler:  p.proxyError,
-		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		Rewrite:      p.rewrite,
+		Transport:    tr,
+		ErrorHandler: p.proxyError,
+		ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
 	return p, nil
 }
