@@ -55,6 +55,9 @@ type Attestor struct {
 	hashed atomic.Uint64
 	// scanned counts scans of /proc/*/fd for the holders of a TCP socket.
 	scanned atomic.Uint64
+	// noPidfdInfo is set once the kernel refuses PIDFD_GET_INFO; the ids
+	// of a held TCP peer are then read from /proc/PID/status.
+	noPidfdInfo atomic.Bool
 }
 
 // New validates cfg, probes the kernel for SO_PEERPIDFD (and, when that is

@@ -27,7 +27,7 @@ import (
 // Environment of the TCP helper processes: the test binary re-executed
 // with -test.run=^TestTCPHelperProcess$.
 const (
-	envTCPHelper    = "CREDBROKER_UNIX_TEST_TCP_HELPER"    // hold | reset | exit | fork | handoff | holdfd
+	envTCPHelper    = "CREDBROKER_UNIX_TEST_TCP_HELPER"    // hold | reset | exit | fork | setuid | handoff | holdfd
 	envTCPAddr      = "CREDBROKER_UNIX_TEST_TCP_ADDR"      // host:port to dial
 	envTCPLocalPort = "CREDBROKER_UNIX_TEST_TCP_LPORT"     // source port to bind, with SO_REUSEADDR
 	envTCPChildUID  = "CREDBROKER_UNIX_TEST_TCP_CHILD_UID" // fork: uid (and gid) of the child
@@ -56,6 +56,8 @@ func TestTCPHelperProcess(t *testing.T) {
 //	exit:   exits at once (a graceful close);
 //	fork:   starts a holdfd child (as envTCPChildUID when set) sharing the
 //	        connection, prints the child's pid, and holds it too;
+//	setuid: waits for one byte, then sets its uid and gid to 65534, prints
+//	        a line and holds the connection;
 //	handoff: waits for one byte, then starts a holdfd child as fork does,
 //	        prints its pid and exits, leaving the connection to the child;
 //	holdfd: (no connect) holds the connection passed as fd 3;
@@ -123,6 +125,19 @@ func tcpHelper(mode string) error {
 			return err
 		}
 		return herr
+	case "setuid":
+		conn.SetReadDeadline(time.Now().Add(helperTimeout))
+		if _, err := io.ReadFull(conn, make([]byte, 1)); err != nil {
+			return err
+		}
+		if err := syscall.Setgid(65534); err != nil {
+			return err
+		}
+		if err := syscall.Setuid(65534); err != nil {
+			return err
+		}
+		fmt.Println("nobody")
+		return holdUntilEOF(conn)
 	case "handoff":
 		conn.SetReadDeadline(time.Now().Add(helperTimeout))
 		if _, err := io.ReadFull(conn, make([]byte, 1)); err != nil {

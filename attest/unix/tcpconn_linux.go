@@ -104,7 +104,8 @@ func (a *Attestor) attestTCPConn(ctx context.Context, c *TCPConn) (attest.Identi
 // it was named with, and returns its identity. It returns false when
 // anything differs or cannot be read, and the caller attests afresh.
 func (a *Attestor) recheckTCP(ctx context.Context, h *tcpHolder) (attest.Identity, bool) {
-	if pidfdAlive(h.pidfd) != nil {
+	uids, gids, ok := a.pidfdIDs(h)
+	if !ok {
 		return attest.Identity{}, false
 	}
 	if hook := a.hooks.AfterPeerCred; hook != nil {
@@ -117,8 +118,7 @@ func (a *Attestor) recheckTCP(ctx context.Context, h *tcpHolder) (attest.Identit
 	if err != nil || !bytes.Equal(linkBuf[:n], want) {
 		return attest.Identity{}, false
 	}
-	uids, gids, err := a.readStatusIDs(h.dirfd)
-	if err != nil || uids != h.uids || gids != h.gids {
+	if uids != h.uids || gids != h.gids {
 		return attest.Identity{}, false
 	}
 	var f procFacts
@@ -130,4 +130,31 @@ func (a *Attestor) recheckTCP(ctx context.Context, h *tcpHolder) (attest.Identit
 		return attest.Identity{}, false
 	}
 	return a.tcpIdentity(h, &f), true
+}
+
+// pidfdIDs returns the uids and gids (real, effective, saved, filesystem)
+// of the held process: from its pidfd (PIDFD_GET_INFO, Linux 6.13), or,
+// on a kernel without it, from /proc/PID/status once its pidfd shows it
+// alive. It returns false when the process has exited or cannot be read.
+func (a *Attestor) pidfdIDs(h *tcpHolder) (uids, gids [4]uint32, ok bool) {
+	if !a.noPidfdInfo.Load() {
+		info := sys.PidfdInfo{Mask: sys.PIDFD_INFO_CREDS}
+		err := sys.IoctlPidfdInfo(h.pidfd, &info)
+		switch {
+		case err == nil && info.Mask&sys.PIDFD_INFO_CREDS != 0:
+			return [4]uint32{info.Ruid, info.Euid, info.Suid, info.Fsuid},
+				[4]uint32{info.Rgid, info.Egid, info.Sgid, info.Fsgid}, true
+		case errors.Is(err, sys.ESRCH):
+			return uids, gids, false
+		case errors.Is(err, sys.ENOTTY), errors.Is(err, sys.EINVAL), err == nil:
+			a.noPidfdInfo.Store(true)
+		default:
+			return uids, gids, false
+		}
+	}
+	if pidfdAlive(h.pidfd) != nil {
+		return uids, gids, false
+	}
+	uids, gids, err := a.readStatusIDs(h.dirfd)
+	return uids, gids, err == nil
 }

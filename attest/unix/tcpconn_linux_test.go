@@ -4,6 +4,7 @@ package unix
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -14,37 +15,78 @@ import (
 
 // A connection from ListenTCP is scanned for once: later attestations
 // confirm the held process through its handles, and name the same
-// process as a fresh AttestTCP does.
+// process as a fresh AttestTCP does; with the ids read from the pidfd or,
+// as on kernels before 6.13, from /proc/PID/status.
 func TestTCPConnHoldsProcess(t *testing.T) {
 	needRoot(t)
 	exe, sum := tcpExe(t)
-	a := newAttestor(t, Config{})
 	ln := listenTCP(t, "127.0.0.1:0")
-	p := startTCPPeer(t, ln, "", exe, "hold", &syscall.Credential{Uid: 65534, Gid: 65534})
-	c := &TCPConn{TCPConn: p.conn, a: a}
-	ctx := context.Background()
-	before := a.scanned.Load()
-	for i := range 3 {
-		id, err := a.Attest(ctx, c)
-		if err != nil {
-			t.Fatalf("attestation %d: %v", i, err)
-		}
-		checkTCPIdentity(t, id, 65534, 65534, p.cmd.Process.Pid, exe, sum)
-	}
-	if n := a.scanned.Load() - before; n != 1 {
-		t.Errorf("three attestations of one connection scanned /proc %d times, want 1", n)
-	}
-	fresh, err := a.AttestTCP(ctx, p.conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkTCPIdentity(t, fresh, 65534, 65534, p.cmd.Process.Pid, exe, sum)
+	for _, statusIDs := range []bool{false, true} {
+		t.Run(fmt.Sprintf("status=%v", statusIDs), func(t *testing.T) {
+			a := newAttestor(t, Config{})
+			a.noPidfdInfo.Store(statusIDs)
+			p := startTCPPeer(t, ln, "", exe, "hold", &syscall.Credential{Uid: 65534, Gid: 65534})
+			c := &TCPConn{TCPConn: p.conn, a: a}
+			ctx := context.Background()
+			before := a.scanned.Load()
+			for i := range 3 {
+				id, err := a.Attest(ctx, c)
+				if err != nil {
+					t.Fatalf("attestation %d: %v", i, err)
+				}
+				checkTCPIdentity(t, id, 65534, 65534, p.cmd.Process.Pid, exe, sum)
+			}
+			if n := a.scanned.Load() - before; n != 1 {
+				t.Errorf("three attestations of one connection scanned /proc %d times, want 1", n)
+			}
+			fresh, err := a.AttestTCP(ctx, p.conn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkTCPIdentity(t, fresh, 65534, 65534, p.cmd.Process.Pid, exe, sum)
 
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			id, err := a.Attest(ctx, c)
+			wantReason(t, id, err, reasonGone)
+		})
 	}
-	id, err := a.Attest(ctx, c)
-	wantReason(t, id, err, reasonGone)
+}
+
+// A held process that changes its uid is attested afresh, and so refused:
+// its socket was opened as root, and it now runs only as nobody.
+func TestTCPConnSetuid(t *testing.T) {
+	needRoot(t)
+	exe, sum := tcpExe(t)
+	ln := listenTCP(t, "127.0.0.1:0")
+	for _, statusIDs := range []bool{false, true} {
+		t.Run(fmt.Sprintf("status=%v", statusIDs), func(t *testing.T) {
+			a := newAttestor(t, Config{})
+			a.noPidfdInfo.Store(statusIDs)
+			p := startTCPPeer(t, ln, "", exe, "setuid", &syscall.Credential{Uid: 0, Gid: 0})
+			c := &TCPConn{TCPConn: p.conn, a: a}
+			t.Cleanup(func() { c.Close() })
+			ctx := context.Background()
+			id, err := a.Attest(ctx, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkTCPIdentity(t, id, 0, 0, p.cmd.Process.Pid, exe, sum)
+			if _, err := p.conn.Write([]byte{1}); err != nil {
+				t.Fatal(err)
+			}
+			if line, err := p.out.ReadString('\n'); err != nil || line != "nobody\n" {
+				t.Fatalf("helper printed %q, %v", line, err)
+			}
+			before := a.scanned.Load()
+			id, err = a.Attest(ctx, c)
+			wantReason(t, id, err, reasonSockUID)
+			if n := a.scanned.Load() - before; n != 1 {
+				t.Errorf("after the uid changed, /proc was scanned %d times, want 1", n)
+			}
+		})
+	}
 }
 
 // When the held process exits after handing its socket to another
