@@ -24,6 +24,9 @@ type SocketAPIConfig struct {
 	// (both empty) the broker's own SVID from the SPIFFE Workload API.
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// DrainTimeout is how long requests in flight may finish when the
+	// listener stops; default DefaultDrainTimeout.
+	DrainTimeout DrainTimeout `yaml:"drain_timeout"`
 }
 
 // Validate reports what is wrong with c, without I/O.
@@ -34,6 +37,9 @@ func (c *SocketAPIConfig) Validate() error {
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		errs = append(errs, errors.New("cert_file and key_file go together"))
+	}
+	if c.DrainTimeout < 0 {
+		errs = append(errs, errors.New("drain_timeout must not be negative"))
 	}
 	return errors.Join(errs...)
 }

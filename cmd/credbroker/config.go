@@ -69,6 +69,10 @@ type Config struct {
 	// Admin is the loopback address of /healthz, /readyz and /metrics;
 	// default 127.0.0.1:9901, "" turns it off.
 	Admin *string `yaml:"admin"`
+	// DrainTimeout is how long requests in flight on the socket API's Unix
+	// socket and on the admin listener may finish at shutdown; default
+	// 30s. Each entry of listeners has its own drain_timeout.
+	DrainTimeout broker.DrainTimeout `yaml:"drain_timeout"`
 	// Audit configures the decision log.
 	Audit AuditConfig `yaml:"audit"`
 	// Policies is a policy file or a directory of them.

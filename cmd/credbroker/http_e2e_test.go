@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/pem"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -146,5 +147,54 @@ listeners:
 	}
 	if !found {
 		t.Error("no refusal recorded on channel aws")
+	}
+}
+
+// TestListenerDrainTimeout: at SIGTERM a listener lets its requests in
+// flight finish for its own drain_timeout, then cuts them and says so;
+// the run reports the cut request as a failure.
+func TestListenerDrainTimeout(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	upstream := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		w.Write([]byte("late"))
+	}))
+	defer upstream.Close()
+	defer close(release) // before the upstream closes: it waits for its handler
+	e := newEnv(t, httpPolicies, `  - {name: partner-api, static: {file: secrets/partner}}
+listeners:
+  - http: {listen: "127.0.0.1:0", upstream: `+upstream.URL+`, credential: partner-api,
+           header: {value: "Bearer {{.value}}"}, tls: {ca_file: upstream-ca.pem}, drain_timeout: 300ms}
+drain_timeout: 45s
+`)
+	e.write("secrets/partner", "s3cr3t-partner-token")
+	e.write("upstream-ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: upstream.Certificate().Raw})))
+	if out, _, code := credbroker(t, "check", "--config", e.config); code != 0 {
+		t.Fatalf("check: %s", out)
+	}
+	b := e.start()
+	addr := logAddr(t, b, "http listening")
+	replied := make(chan error, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr + "/slow")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		replied <- err
+	}()
+	<-arrived
+	code := b.stop(syscall.SIGTERM)
+	if err := <-replied; err == nil {
+		t.Error("the request cut at the drain timeout was answered")
+	}
+	logs := b.logs.String()
+	if want := "requests still in flight after the drain timeout (300ms) were cut"; !strings.Contains(logs, want) {
+		t.Errorf("the log lacks %q:\n%s", want, logs)
+	}
+	if code == 0 {
+		t.Errorf("exit 0 after cutting a request in flight:\n%s", logs)
 	}
 }

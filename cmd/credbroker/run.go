@@ -40,12 +40,9 @@ import (
 	"github.com/credbroker/credbroker/providers/lease"
 )
 
-// shutdownTimeout bounds how long in-flight requests may take to finish
-// after SIGINT or SIGTERM.
-const shutdownTimeout = 30 * time.Second
-
-// adminDrain bounds the admin listener's drain: a scrape in flight.
-const adminDrain = 5 * time.Second
+// defaultSocketDrain is the drain_timeout of the socket API's Unix socket
+// and of the admin listener: a request in flight may wait on a provider.
+const defaultSocketDrain = 30 * time.Second
 
 // loadedConfig is a validated configuration with its policies compiled.
 type loadedConfig struct {
@@ -415,7 +412,7 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) (err error) 
 	if err != nil {
 		return err
 	}
-	listeners.run("socket API", serveHTTP(srv, lim, shutdownTimeout))
+	listeners.run("socket API", serveHTTP(srv, lim, cfg.socketDrain()))
 
 	for _, l := range cfg.Listeners {
 		hc, ok := l.Listener.(*httpproxy.Config)
@@ -466,7 +463,7 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) (err error) 
 		if err != nil {
 			return err
 		}
-		listeners.run("mtls listener "+sa.Listen, serveHTTP(mtlsSrv, mln, shutdownTimeout))
+		listeners.run("mtls listener "+sa.Listen, serveHTTP(mtlsSrv, mln, sa.DrainTimeout.Or()))
 		log.Info("mtls listening", "addr", mln.Addr().String())
 	}
 
@@ -490,7 +487,7 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) (err error) 
 			aln.Close()
 			return err
 		}
-		listeners.run("admin listener", serveHTTP(adminSrv, alim, adminDrain))
+		listeners.run("admin listener", serveHTTP(adminSrv, alim, cfg.socketDrain()))
 		log.Info("admin listening", "addr", aln.Addr().String())
 	}
 
@@ -720,4 +717,13 @@ func removeSocket(path string, ln *net.UnixListener, ours os.FileInfo) {
 	if fi, err := os.Lstat(path); err == nil && ours != nil && os.SameFile(fi, ours) {
 		_ = os.Remove(path)
 	}
+}
+
+// socketDrain is the drain timeout of the socket API's Unix socket and of
+// the admin listener.
+func (cfg *Config) socketDrain() time.Duration {
+	if cfg.DrainTimeout == 0 {
+		return defaultSocketDrain
+	}
+	return time.Duration(cfg.DrainTimeout)
 }
