@@ -38,14 +38,16 @@
 // go back to the client, never followed. Bodies stream both ways; upstream
 // connections are pooled on one transport per listener (TLS 1.2+, verified).
 //
-// Refused before any decision, and not forwarded: CONNECT (405), protocol
+// Refused, and not forwarded: CONNECT (405), protocol
 // upgrades including h2c and HTTP/2 prior knowledge (400), and, when served
 // by Run, connections showing a request-smuggling shape (400, then closed):
 // Content-Length with Transfer-Encoding, repeated Content-Length or
 // Transfer-Encoding, Transfer-Encoding other than chunked or on HTTP/1.0,
 // obs-fold continuation lines, bare LF line ends. Go's server accepts
 // several of these and hides them from handlers, so Run follows each
-// connection's raw bytes (see frame.go).
+// connection's raw bytes (see frame.go). Each refusal is still a decision
+// of its own: the caller is attested and an error row records the reason,
+// and the answer carries its decision_id.
 //
 // Run serves on a listener the caller made: for a Unix socket, wrapped by
 // the unix attestor's Listen so each request's writer is attested; the
@@ -75,7 +77,7 @@
 // service the body is read whole and its SHA-256 signed, up to
 // MaxSignedBody (1 MiB); a larger body is refused with 413.
 //
-// Refused with 400 before any decision, because re-signing would change
+// Refused with 400 (recorded as an error decision), because re-signing would change
 // what they do: aws-chunked bodies (Content-Encoding: aws-chunked,
 // X-Amz-Content-Sha256: STREAMING-…, X-Amz-Decoded-Content-Length,
 // X-Amz-Trailer), whose framing lives in headers the listener replaces and

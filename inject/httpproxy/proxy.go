@@ -234,33 +234,14 @@ type injection struct {
 
 type injectionKey struct{}
 
-// serve refuses what must not be forwarded, decides the request, and
-// forwards it with the credential.
+// serve decides the request, and forwards it with the credential. What
+// must not be forwarded (a broken framing, CONNECT, an upgrade, a request
+// SigV4 cannot sign as sent) is refused, but still decided as an invalid
+// request: the caller is attested and the refusal recorded, like any
+// other request.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
-	if rc, ok := r.Context().Value(rawKey{}).(*rawConn); ok {
-		if err := rc.shapeErr(); err != nil {
-			// The connection's framing is no longer trusted.
-			w.Header().Set("Connection", "close")
-			writeError(w, http.StatusBadRequest, "bad_request", "request refused: "+err.Error(), "")
-			return
-		}
-	}
-	if status, msg := checkRequest(r); status != 0 {
-		w.Header().Set("Connection", "close")
-		if status == http.StatusMethodNotAllowed {
-			w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
-		}
-		writeError(w, status, codeOf(status), msg, "")
-		return
-	}
-	if p.sig != nil {
-		if status, msg := p.sig.check(r); status != 0 {
-			w.Header().Set("Connection", "close")
-			writeError(w, status, codeOf(status), msg, "")
-			return
-		}
-	}
-	g, err := p.decider.Decide(r.Context(), &broker.Request{
+	status, msg := p.refusal(r)
+	req := &broker.Request{
 		Credential: p.cred,
 		Channel:    broker.ChannelHTTP,
 		Method:     r.Method,
@@ -269,7 +250,30 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		Conn:       broker.RequestConn(r),
 
 		AmbientIfNoPeer: p.ambient,
-	})
+	}
+	if status != 0 {
+		req.Invalid = &broker.Error{Kind: broker.KindBadRequest, Message: msg}
+	}
+	g, err := p.decider.Decide(r.Context(), req)
+	if status != 0 {
+		w.Header().Set("Connection", "close")
+		var e *broker.Error
+		if errors.As(err, &e) && e.Kind != broker.KindBadRequest {
+			broker.WriteRefusal(w, err) // not attested, say: that comes first
+			return
+		}
+		id := ""
+		if e != nil {
+			id = e.DecisionID
+		} else if g != nil {
+			id = g.DecisionID // Decide grants no invalid request; refused anyway
+		}
+		if status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		}
+		writeError(w, status, codeOf(status), msg, id)
+		return
+	}
 	if err != nil {
 		broker.WriteRefusal(w, err)
 		return
@@ -323,7 +327,25 @@ func (p *Proxy) signing(w http.ResponseWriter, r *http.Request, g *broker.Grant)
 	return &injection{creds: creds, payloadHash: hash, decisionID: g.DecisionID}
 }
 
-// checkRequest refuses, before any decision, what the proxy never
+// refusal returns the status and message of a request that must not be
+// forwarded, or 0.
+func (p *Proxy) refusal(r *http.Request) (int, string) {
+	if rc, ok := r.Context().Value(rawKey{}).(*rawConn); ok {
+		if err := rc.shapeErr(); err != nil {
+			// The connection's framing is no longer trusted.
+			return http.StatusBadRequest, "request refused: " + err.Error()
+		}
+	}
+	if status, msg := checkRequest(r); status != 0 {
+		return status, msg
+	}
+	if p.sig != nil {
+		return p.sig.check(r)
+	}
+	return 0, ""
+}
+
+// checkRequest refuses, before the credential is obtained, what the proxy never
 // forwards: HTTP/2 (h2c prior knowledge), CONNECT, protocol upgrades
 // (h2c, WebSocket) and targets that are not a path. It returns 0 for a
 // request to forward.

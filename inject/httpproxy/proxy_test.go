@@ -1,6 +1,7 @@
 package httpproxy_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -776,4 +777,56 @@ func connGauge(tb testing.TB, reg *prometheus.Registry) float64 {
 	}
 	tb.Fatal("no credbroker_connections{listener=http}")
 	return 0
+}
+
+// TestRefusalsRecorded checks that requests refused before they could be
+// forwarded — a CONNECT, an h2c upgrade, an obs-fold header — are still
+// decisions: the caller is attested, the refusal is an error row with its
+// reason, the answer names that decision, and nothing reaches the
+// upstream.
+func TestRefusalsRecorded(t *testing.T) {
+	h := newHarness(t, nil, nil)
+	for _, tc := range []struct {
+		name, raw string
+		status    int
+		reason    string
+	}{
+		{"connect", "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", 405, "CONNECT is not served"},
+		{"h2c upgrade", "GET /a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n", 400, "protocol upgrades"},
+		{"obs-fold", "GET /b HTTP/1.1\r\nHost: x\r\nX-Note: a\r\n b\r\n\r\n", 400, "request refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(auditRows(t, h))
+			c, err := h.dial(t.Context(), "", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, tc.raw); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, body)
+			}
+			e := decodeError(t, body)
+			rows := auditRows(t, h)
+			if len(rows) != before+1 {
+				t.Fatalf("%d new audit rows, want 1", len(rows)-before)
+			}
+			row := rows[len(rows)-1]
+			if row.Decision != audit.DecisionError || !strings.Contains(row.Reason, tc.reason) ||
+				row.DecisionID != e.Error.DecisionID || row.Channel != broker.ChannelHTTP || row.Subject == "" {
+				t.Errorf("row %s %q id %s channel %s subject %q; answer %+v", row.Decision, row.Reason, row.DecisionID, row.Channel, row.Subject, e.Error)
+			}
+		})
+	}
+	if n := len(h.record.Requests()); n != 0 {
+		t.Errorf("the upstream received %d request(s)", n)
+	}
 }

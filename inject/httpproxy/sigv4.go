@@ -96,7 +96,7 @@ const errAWSChunked = "aws-chunked request bodies (Content-Encoding: aws-chunked
 	"with the client's own keys: send plain bodies (aws-sdk-go-v2 does over http://; elsewhere set the client's request " +
 	"checksum calculation to when_required)"
 
-// check refuses, before any decision, a request that cannot be re-signed
+// check refuses, before the credential is obtained, a request that cannot be re-signed
 // without changing what it does: 0 for one to forward. The listener
 // forwards none of the client's X-Amz-* headers or query parameters, so a
 // request that depends on one is refused rather than sent altered. The

@@ -36,12 +36,17 @@ const (
 // grantDecider grants every request an aws_sts credential with data,
 // counting its calls.
 type grantDecider struct {
-	data  map[string]providers.Secret
-	calls atomic.Int64
+	data    map[string]providers.Secret
+	calls   atomic.Int64
+	invalid atomic.Int64 // calls refused as invalid, as the broker does
 }
 
-func (d *grantDecider) Decide(context.Context, *broker.Request) (*broker.Grant, error) {
+func (d *grantDecider) Decide(_ context.Context, req *broker.Request) (*broker.Grant, error) {
 	d.calls.Add(1)
+	if req.Invalid != nil {
+		d.invalid.Add(1)
+		return nil, &broker.Error{Kind: broker.KindBadRequest, Message: req.Invalid.Error(), DecisionID: "d-1"}
+	}
 	return &broker.Grant{DecisionID: "d-1", Name: "s3", Credential: providers.Credential{Data: d.data}}, nil
 }
 
@@ -257,8 +262,11 @@ func TestSigV4Refusals(t *testing.T) {
 				}
 				return
 			}
-			if d.calls.Load() != 0 {
-				t.Error("the refused request was decided")
+			if d.calls.Load() != 1 || d.invalid.Load() != 1 {
+				t.Errorf("the refused request was decided %d times, %d as invalid; want once, as invalid (so it is recorded)", d.calls.Load(), d.invalid.Load())
+			}
+			if !strings.Contains(rec.Body.String(), `"decision_id":"d-1"`) {
+				t.Errorf("refusal %s names no decision", rec.Body)
 			}
 			if !strings.Contains(rec.Body.String(), tc.msg) || rec.Header().Get("Connection") != "close" {
 				t.Errorf("refusal %s (Connection %q), want it to mention %q", rec.Body, rec.Header().Get("Connection"), tc.msg)

@@ -296,16 +296,22 @@ func TestSigV4MinIO(t *testing.T) {
 		}
 	})
 
-	rows := 0
+	// Every request is a decision row, the refused one too, with its reason.
+	rows, refused := 0, 0
 	err = audit.Query(ctx, h.db, audit.Filter{Credential: s3Credential, Kind: audit.KindDecision}, func(r *audit.Record) error {
-		if r.Channel != broker.ChannelHTTP || r.Decision != audit.DecisionAllow {
-			t.Errorf("row %+v", r)
+		switch {
+		case r.Channel != broker.ChannelHTTP:
+			t.Errorf("row on channel %q: %+v", r.Channel, r)
+		case r.Decision == audit.DecisionError && strings.Contains(r.Reason, "X-Amz-Meta-Owner") && r.Path == "/"+bucket+"/meta":
+			refused++
+		case r.Decision != audit.DecisionAllow:
+			t.Errorf("row %s %q on %s %s", r.Decision, r.Reason, r.Method, r.Path)
 		}
 		rows++
 		return nil
 	})
-	if err != nil || rows < 6 {
-		t.Errorf("%d decision rows (%v), want one per request through the listener", rows, err)
+	if err != nil || rows < 7 || refused != 1 {
+		t.Errorf("%d decision rows, %d of the refused request (%v), want one per request through the listener", rows, refused, err)
 	}
 	logs := h.logs.String()
 	secrets := append(h.prov.secrets(), h.minio.RootPassword)
