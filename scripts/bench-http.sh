@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Measures credbroker's HTTP injection listener (inject/httpproxy) against a
-# direct connection to the same upstream and against HAProxy's `mode http`
-# relay setting the same header, in one run, targets alternating: HTTP/1.1
-# with keep-alive, `wrk` with 50 connections (throughput, p50, p99) and
-# with one (the latency one request adds). Every request through the broker
-# is a decision whose audit row is committed (fsync) before it is
-# forwarded, so the fsync floor on the filesystem of its audit database is
-# measured in the same run too. Prints the medians over ROUNDS, the ratios,
-# the targets of the issue (PASS/FAIL) and the audit rows against the
-# requests sent; saves the output as bench/results/http-<UTC time>.txt.
+# direct connection to the same upstream, against HAProxy's `mode http`
+# relay setting the same header, and against gorelay, a bare Go relay
+# (bench/httpbench -relay: httputil.ReverseProxy with a Rewrite setting the
+# same header, a pooled http.Transport, an http.Server, built as the
+# broker's listener is, minus attestation, policy and audit: the floor of
+# any relay on Go's standard library), in one run, targets alternating:
+# HTTP/1.1 with keep-alive, `wrk` with 50 connections (throughput, p50,
+# p99) and with one (the latency one request adds). Every request through
+# the broker is a decision whose audit row is committed (fsync) before it
+# is forwarded, so the fsync floor on the filesystem of its audit database
+# is measured in the same run too. Prints the medians over ROUNDS, the
+# ratios, the targets of the issue (PASS/FAIL), the audit rows against the
+# requests sent, and a `floor:` line (no verdict) saying what gorelay
+# reaches, so that the broker's gap to HAProxy splits into what Go's relay
+# costs and what the broker's per-request decision costs; saves the output
+# as bench/results/http-<UTC time>.txt.
 #
 #   scripts/bench-http.sh                          # builds bin/credbroker first
 #   scripts/bench-http.sh path/to/credbroker       # that binary, no build
@@ -211,6 +218,17 @@ EOF
 done
 wait_http "${url[haproxy]}" "${pid[haproxy]}" "${log[haproxy]}" "haproxy"
 
+# gorelay: the floor of a relay on Go's standard library, setting the same
+# header from the same token file (bench/httpbench/relay.go).
+log[gorelay]=$tmp/gorelay.log
+"$up" -relay "http://$upstream_addr" -token-file "$tmp/token" -listen 127.0.0.1:0 -addr-file "$tmp/gorelay.addr" \
+  >"${log[gorelay]}" 2>&1 &
+pid[gorelay]=$!
+pids+=("${pid[gorelay]}")
+wait_file "$tmp/gorelay.addr" "${pid[gorelay]}" "${log[gorelay]}" "gorelay"
+url[gorelay]=http://$(cat "$tmp/gorelay.addr")/v1/ping
+wait_http "${url[gorelay]}" "${pid[gorelay]}" "${log[gorelay]}" "gorelay"
+
 # The broker: a static credential holding the token, an allow policy for
 # this user, an http listener to the upstream; its audit database and
 # everything else it writes in $tmp/broker.
@@ -253,8 +271,8 @@ url[broker]=http://$broker_addr/v1/ping
 
 # One request through each target: 200 and the upstream's reply. The
 # upstream refuses a wrong Authorization, so a relay that set a wrong one
-# fails here; the upstream's counts at the end show that both set it.
-for t in direct haproxy broker; do
+# fails here; the upstream's counts at the end show that all three set it.
+for t in direct haproxy gorelay broker; do
   out=$(curl -sS --max-time 10 -o "$tmp/reply" -w '%{http_code} %{size_download}' "${url[$t]}") ||
     die "curl to $t (${url[$t]}) failed" "${log[$t]}"
   read -r status size <<<"$out"
@@ -264,9 +282,9 @@ for t in direct haproxy broker; do
   fi
 done
 rm -f "$tmp/reply"
-echo "upstream http://$upstream_addr ($reply_size-byte reply), haproxy ${url[haproxy]%/v1/ping}, broker ${url[broker]%/v1/ping}: each answered 200"
+echo "upstream http://$upstream_addr ($reply_size-byte reply), haproxy ${url[haproxy]%/v1/ping}, gorelay ${url[gorelay]%/v1/ping}, broker ${url[broker]%/v1/ping}: each answered 200"
 echo "broker audit database and fsync floor in $dir ($(stat -f -c %T "$dir"))"
-echo "runs: wrk -t$threads -c$conns and -t1 -c1, -d$duration --latency, against direct, haproxy, broker; fsync floor at one writer;" \
+echo "runs: wrk -t$threads -c$conns and -t1 -c1, -d$duration --latency, against direct, haproxy, gorelay, broker; fsync floor at one writer;" \
   "$rounds round(s), targets alternating; warm-up $warmup per target, not recorded"
 echo
 
@@ -356,13 +374,13 @@ fsync_run() {
 
 echo "== runs"
 if [[ ! $warmup =~ ^0+[smh]?$ ]]; then
-  for t in direct haproxy broker; do wrk_run "$t" "$conns" 0; done
+  for t in direct haproxy gorelay broker; do wrk_run "$t" "$conns" 0; done
 fi
 fs_type=
 for round in $(seq 1 "$rounds"); do
   [ "$rounds" -eq 1 ] || echo "-- round $round of $rounds" | tee -a "$lines"
-  for t in direct haproxy broker; do wrk_run "$t" "$conns" "$round"; done
-  for t in direct haproxy broker; do wrk_run "$t" 1 "$round"; done
+  for t in direct haproxy gorelay broker; do wrk_run "$t" "$conns" "$round"; done
+  for t in direct haproxy gorelay broker; do wrk_run "$t" 1 "$round"; done
   fsync_run "$round"
 done
 echo
@@ -392,9 +410,11 @@ warmup_errors=$(grep -c 'warm-up.*[1-9][0-9]* errors$' "$lines" || true)
 hwm_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/${pid[broker]}/status")
 rss_kb=$(awk '/^VmRSS:/ {print $2}' "/proc/${pid[broker]}/status")
 haproxy_hwm_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/${pid[haproxy]}/status")
+gorelay_hwm_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/${pid[gorelay]}/status")
 
-for t in broker haproxy upstream; do stop "${pid[$t]}"; done
+for t in broker gorelay haproxy upstream; do stop "${pid[$t]}"; done
 upstream_counts=$(sed -n 's/^httpbench: //p' "${log[upstream]}")
+gorelay_counts=$(sed -n 's/^httpbench: relay: //p' "${log[gorelay]}")
 
 # Every request the broker forwarded was a decision, committed before it
 # was forwarded: its allow rows for the credential against the requests
@@ -416,25 +436,27 @@ pf() { awk -v ok="$1" 'BEGIN {print ok ? "PASS" : "FAIL"}'; }
   echo "broker: $bin ($("$bin" version 2>/dev/null || echo "version unknown")); $(wrk -v 2>&1 | sed -n '1s/ Copyright.*//p'); $(haproxy -v | sed -n '1s/ - https.*//p')"
   echo "load average before: $load_before"
   echo
-  printf '%-26s %12s %12s %12s %15s %14s %15s\n' "" direct haproxy broker broker/haproxy broker/direct haproxy/direct
+  printf '%-26s %12s %12s %12s %12s %15s %15s %16s %14s %15s\n' "" direct haproxy gorelay broker \
+    broker/haproxy broker/gorelay gorelay/haproxy broker/direct haproxy/direct
   for c in "$conns" 1; do
     for k in 4 5 6 9; do
       case $k in
       4) name="req/s" f=%.0f ;; 5) name="p50 ms" f=%.3f ;; 6) name="p99 ms" f=%.3f ;; 9) name="relay CPU µs/req" f=%.1f ;;
       esac
-      d=$(med direct "$c" "$k") h=$(med haproxy "$c" "$k") b=$(med broker "$c" "$k")
+      d=$(med direct "$c" "$k") h=$(med haproxy "$c" "$k") g=$(med gorelay "$c" "$k") b=$(med broker "$c" "$k")
       rd=$(ratio "$b" "$d") rh=$(ratio "$h" "$d")
       [ "$k" != 9 ] || rd=- rh=-
-      printf '%-26s %12s %12s %12s %15s %14s %15s\n' "c=$c $name" "$(num "$f" "$d")" "$(num "$f" "$h")" "$(num "$f" "$b")" \
-        "$(ratio "$b" "$h")" "$rd" "$rh"
+      printf '%-26s %12s %12s %12s %12s %15s %15s %16s %14s %15s\n' "c=$c $name" "$(num "$f" "$d")" "$(num "$f" "$h")" "$(num "$f" "$g")" \
+        "$(num "$f" "$b")" "$(ratio "$b" "$h")" "$(ratio "$b" "$g")" "$(ratio "$g" "$h")" "$rd" "$rh"
     done
     if [ "$rounds" -gt 1 ]; then
-      printf '%-26s %12s %12s %12s\n' "c=$c req/s range" "$(range direct "$c" 4)" "$(range haproxy "$c" 4)" "$(range broker "$c" 4)"
+      printf '%-26s %12s %12s %12s %12s\n' "c=$c req/s range" "$(range direct "$c" 4)" "$(range haproxy "$c" 4)" \
+        "$(range gorelay "$c" 4)" "$(range broker "$c" 4)"
     fi
   done
   f50=$(num %.3f "$(med fsync 1 5)") f99=$(num %.3f "$(med fsync 1 6)") frps=$(med fsync 1 4)
   printf '%-26s %12s (p99 %s ms, %.0f syncs/s, one writer, %s, beside the audit database)\n' "fsync floor p50 ms" "$f50" "$f99" "$frps" "${fs_type:-unknown fs}"
-  echo "relay CPU: the user + system time of haproxy or the broker per request (the upstream's own: direct $(med direct "$conns" 10), haproxy $(med haproxy "$conns" 10), broker $(med broker "$conns" 10) µs/req at c=$conns)"
+  echo "relay CPU: the user + system time of haproxy, gorelay or the broker per request (the upstream's own: direct $(med direct "$conns" 10), haproxy $(med haproxy "$conns" 10), gorelay $(med gorelay "$conns" 10), broker $(med broker "$conns" 10) µs/req at c=$conns)"
   echo
   echo "targets:"
   b=$(med broker "$conns" 4) h=$(med haproxy "$conns" 4)
@@ -457,7 +479,16 @@ pf() { awk -v ok="$1" 'BEGIN {print ok ? "PASS" : "FAIL"}'; }
   if [ "$error_rows" -gt 0 ]; then
     echo "        (error rows: requests in flight when a wrk run ended, whose caller had exited or closed its socket before it was attested; see the broker's log)"
   fi
-  echo "upstream: $upstream_counts (haproxy and broker set the header; direct does not)"
+  # The floor, for information: what a bare Go relay costs, so that the
+  # broker's gap to haproxy splits into Go's relay and the broker's
+  # per-request decision (attestation, policy, audit).
+  g=$(med gorelay "$conns" 4) gcpu=$(med gorelay "$conns" 9) bcpu=$(med broker "$conns" 9)
+  gadded=$(awk -v g="$(med gorelay 1 5)" -v d="$(med direct 1 5)" 'BEGIN {printf "%.3f", g - d}')
+  printf '  floor: a bare Go httputil.ReverseProxy relay (gorelay) reaches %s req/s = %s × haproxy at c=%s, adds %s ms p50 at c=1 (haproxy %s, broker %s), uses %s µs CPU/req (haproxy %s, broker %s) and %.1f MiB peak RSS; the broker reaches %s × gorelay\n' \
+    "$(num %.0f "$g")" "$(ratio "$g" "$h")" "$conns" "$gadded" "$hadded" "$added" "$(num %.1f "$gcpu")" "$(num %.1f "$(med haproxy "$conns" 9)")" \
+    "$(num %.1f "$bcpu")" "$(awk -v k="$gorelay_hwm_kb" 'BEGIN {print k / 1024}')" "$(ratio "$b" "$g")"
+  echo "upstream: $upstream_counts (haproxy, gorelay and broker set the header; direct does not)"
+  echo "gorelay: $gorelay_counts"
   echo "request errors (non-2xx + socket errors) over the recorded runs: $errors_total"
   echo "load average after: $(uptime | sed 's/.*load average: //')"
 } >"$tmp/summary.txt"
@@ -471,7 +502,7 @@ cat "$tmp/summary.txt"
 echo "saved $summary"
 
 if [ "$errors_total" -gt 0 ] || [ "$warmup_errors" -gt 0 ]; then
-  die "requests failed during the runs (see the errors in the run lines)" "${log[broker]}" "${log[haproxy]}" "${log[upstream]}"
+  die "requests failed during the runs (see the errors in the run lines)" "${log[broker]}" "${log[gorelay]}" "${log[haproxy]}" "${log[upstream]}"
 fi
 if [ "$allow_rows" -lt "$broker_sent" ] || [ "$deny_rows" -ne 0 ]; then
   die "the broker's audit database holds $allow_rows allow rows (and $deny_rows deny) for $broker_sent requests completed through it" "${log[broker]}"

@@ -12,6 +12,13 @@
 // non-2xx reply, so a relay that failed to inject the header is seen. At
 // exit it prints how many requests came with the header and without it,
 // and how many were refused; the token itself is never printed.
+//
+//	httpbench -relay http://UPSTREAM -token-file TOKEN -listen 127.0.0.1:0 -addr-file ADDR
+//
+// With -relay it answers nothing itself: it is the gorelay target, a bare
+// httputil.ReverseProxy to UPSTREAM that replaces Authorization and
+// Proxy-Authorization with "Authorization: Bearer <token>" (relay.go), and
+// at exit prints how many requests it relayed and how many failed.
 package main
 
 import (
@@ -22,6 +29,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -93,7 +101,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "TCP address to listen on")
 	addrFile := fs.String("addr-file", "", "write the address listened on to this file")
-	tokenFile := fs.String("token-file", "", "file holding the token expected in \"Authorization: Bearer <token>\"")
+	tokenFile := fs.String("token-file", "", "file holding the token expected in \"Authorization: Bearer <token>\" (with -relay: the token to set)")
+	relay := fs.String("relay", "", "relay to this upstream URL (http://HOST:PORT), setting \"Authorization: Bearer <token>\" from -token-file, instead of answering")
 	var cfg Config
 	fs.IntVar(&cfg.ReplySize, "reply-size", 64, "reply body size in bytes")
 	if err := fs.Parse(args); err != nil {
@@ -105,6 +114,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg.ReplySize < 0 {
 		return fmt.Errorf("-reply-size %d: want ≥ 0", cfg.ReplySize)
 	}
+	if *relay != "" {
+		replySize := false
+		fs.Visit(func(f *flag.Flag) { replySize = replySize || f.Name == "reply-size" })
+		if replySize {
+			return errors.New("-reply-size is the upstream's: not with -relay")
+		}
+		if *tokenFile == "" {
+			return errors.New("-relay needs -token-file")
+		}
+	}
 	if *tokenFile != "" {
 		b, err := os.ReadFile(*tokenFile)
 		if err != nil {
@@ -114,6 +133,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if cfg.Token == "" {
 			return fmt.Errorf("token: %s is empty", *tokenFile)
 		}
+	}
+	if *relay != "" {
+		return runRelay(ctx, *relay, cfg.Token, *listen, *addrFile, stderr)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -139,6 +161,38 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	_ = srv.Shutdown(sctx)
 	fmt.Fprintf(stderr, "httpbench: %d requests with the expected Authorization, %d without, %d refused\n",
 		c.WithHeader.Load(), c.WithoutHeader.Load(), c.Refused.Load())
+	return nil
+}
+
+// runRelay serves a Relay to upstream on listen until ctx ends.
+func runRelay(ctx context.Context, upstream, token, listen, addrFile string, stderr io.Writer) error {
+	r, err := NewRelay(upstream, token, log.New(stderr, "httpbench: ", log.LstdFlags))
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	if addrFile != "" {
+		if err := writeAtomic(addrFile, ln.Addr().String()+"\n"); err != nil {
+			return err
+		}
+	}
+	srv := r.Server()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	fmt.Fprintln(stderr, r.Summary())
 	return nil
 }
 
