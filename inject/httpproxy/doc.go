@@ -77,20 +77,27 @@
 // service the body is read whole and its SHA-256 signed, up to
 // MaxSignedBody (1 MiB); a larger body is refused with 413.
 //
-// Refused with 400 (recorded as an error decision), because re-signing would change
-// what they do: aws-chunked bodies (Content-Encoding: aws-chunked,
-// X-Amz-Content-Sha256: STREAMING-…, X-Amz-Decoded-Content-Length,
-// X-Amz-Trailer), whose framing lives in headers the listener replaces and
-// whose chunks are signed with the client's keys (aws-sdk-go-v2 sends them
-// only over https, so not to this listener; other SDKs: set request
-// checksum calculation to when_required); X-Amz-* headers other than the
-// client's signature inputs (X-Amz-Date, X-Amz-Security-Token,
-// X-Amz-Content-Sha256), X-Amz-User-Agent and checksums
-// (X-Amz-Checksum-*, X-Amz-Sdk-Checksum-Algorithm) — so user metadata,
-// copy sources, server-side encryption, tagging and ACL headers are
-// refused rather than silently dropped; presigned URLs (X-Amz-* query
-// parameters); and a query string that does not parse, since the signer
-// sends the query re-encoded.
+// The client's X-Amz-* headers that describe the request's own object or
+// operation are forwarded and signed: user metadata (X-Amz-Meta-*),
+// server-side encryption (X-Amz-Server-Side-Encryption*), X-Amz-Storage-Class,
+// X-Amz-Tagging, X-Amz-Expected-Bucket-Owner, X-Amz-Request-Payer and
+// X-Amz-Target (the operation of JSON-protocol APIs such as DynamoDB). Its
+// signature inputs (X-Amz-Date, X-Amz-Security-Token, X-Amz-Content-Sha256),
+// X-Amz-User-Agent and checksums (X-Amz-Checksum-*,
+// X-Amz-Sdk-Checksum-Algorithm) are dropped.
+//
+// Refused with 400 (and recorded as an error decision), because
+// forwarding them would reach beyond the method and path the policy
+// decided on, or re-signing would change what they do: any other X-Amz-*
+// header — a copy source (another object), ACLs and grants (who may
+// access the object), anything unknown; aws-chunked bodies
+// (Content-Encoding: aws-chunked, X-Amz-Content-Sha256: STREAMING-…,
+// X-Amz-Decoded-Content-Length, X-Amz-Trailer), whose framing lives in
+// headers the listener replaces and whose chunks are signed with the
+// client's keys (aws-sdk-go-v2 sends them only over https, so not to this
+// listener; other SDKs: set request checksum calculation to
+// when_required); presigned URLs (X-Amz-* query parameters); and a query
+// string that does not parse, since the signer sends the query re-encoded.
 //
 // The shared destination-binding attacks of every HTTP-shaped listener are
 // in inject/bindingtest; this package's tests run them.

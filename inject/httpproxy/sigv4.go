@@ -120,9 +120,11 @@ func (s *sigv4) check(r *http.Request) (int, string) {
 			}
 		case ck == "X-Amz-Decoded-Content-Length", ck == "X-Amz-Trailer":
 			return http.StatusBadRequest, errAWSChunked
-		case !droppable(ck):
-			return http.StatusBadRequest, fmt.Sprintf("header %.64q: the listener signs every request itself and forwards none "+
-				"of the client's X-Amz-* headers, and without this one the request would do something else", k)
+		case !droppable(ck) && !forwarded(ck):
+			return http.StatusBadRequest, fmt.Sprintf("header %.64q: the listener signs every request itself and forwards only "+
+				"the client's X-Amz-* headers that describe the request's own object or operation (X-Amz-Meta-*, "+
+				"X-Amz-Server-Side-Encryption*, X-Amz-Storage-Class, X-Amz-Tagging, X-Amz-Target, …); "+
+				"without this one the request would do something else", k)
 		}
 	}
 	if r.URL.RawQuery != "" {
@@ -140,6 +142,22 @@ func (s *sigv4) check(r *http.Request) (int, string) {
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("a %s request body is signed whole, so it may be at most %d bytes", s.service, MaxSignedBody)
 	}
 	return 0, ""
+}
+
+// forwarded reports whether a client's X-Amz-* header (canonical) is
+// forwarded and signed: it only describes the object or operation of the
+// request's own path — user metadata, encryption, storage class, tags,
+// the owner expected, who pays, the operation of a JSON-protocol API
+// (DynamoDB, KMS, …). Headers naming another resource (a copy source) or
+// changing who may access the object (ACLs, grants), or anything unknown,
+// are not: policy decides on the request's method and path, and such a
+// header would reach beyond them.
+func forwarded(ck string) bool {
+	switch ck {
+	case "X-Amz-Storage-Class", "X-Amz-Tagging", "X-Amz-Expected-Bucket-Owner", "X-Amz-Request-Payer", "X-Amz-Target":
+		return true
+	}
+	return strings.HasPrefix(ck, "X-Amz-Meta-") || strings.HasPrefix(ck, "X-Amz-Server-Side-Encryption")
 }
 
 // droppable reports whether a client's X-Amz-* header (canonical) may be
@@ -181,13 +199,19 @@ func (s *sigv4) payloadHash(r *http.Request) (hash string, status int, msg strin
 }
 
 // sign removes from out every header the client must not send (see
-// stripHeader: hop-by-hop, Authorization, Proxy-*, X-Amz-*) and signs it
-// for its URL and host with creds: Authorization, X-Amz-Date,
+// stripHeader: hop-by-hop, Authorization, Proxy-*, X-Amz-*), puts back
+// the client's X-Amz-* headers that are forwarded (see forwarded), and
+// signs it for its URL and host with creds: Authorization, X-Amz-Date,
 // X-Amz-Security-Token (when creds has a session token) and, for S3,
 // X-Amz-Content-Sha256. Every other header is signed as it is sent, but
 // Te, which a hop may drop.
 func (s *sigv4) sign(ctx context.Context, out *http.Request, in http.Header, creds aws.Credentials, payloadHash string) error {
 	stripHeader(out.Header, in, "")
+	for k, vs := range in {
+		if ck := http.CanonicalHeaderKey(k); strings.HasPrefix(ck, "X-Amz-") && forwarded(ck) && !headerHasToken(in, "Connection", ck) {
+			out.Header[ck] = append([]string(nil), vs...)
+		}
+	}
 	if s.s3 {
 		out.Header["X-Amz-Content-Sha256"] = []string{payloadHash}
 	}

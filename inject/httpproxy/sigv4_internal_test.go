@@ -230,8 +230,9 @@ func TestSigV4Refusals(t *testing.T) {
 		{"decoded length", "s3", "/b/k", map[string]string{"X-Amz-Decoded-Content-Length": "5"}, 0, 400, "aws-chunked"},
 		{"trailer", "s3", "/b/k", map[string]string{"X-Amz-Trailer": "x-amz-checksum-crc32"}, 0, 400, "aws-chunked"},
 		{"copy source", "s3", "/b/k", map[string]string{"X-Amz-Copy-Source": "/other/k"}, 0, 400, "X-Amz-Copy-Source"},
-		{"metadata", "s3", "/b/k", map[string]string{"X-Amz-Meta-Owner": "app"}, 0, 400, "X-Amz-Meta-Owner"},
-		{"server-side encryption", "s3", "/b/k", map[string]string{"X-Amz-Server-Side-Encryption": "AES256"}, 0, 400, "X-Amz-Server-Side-Encryption"},
+		{"acl", "s3", "/b/k", map[string]string{"X-Amz-Acl": "public-read"}, 0, 400, "X-Amz-Acl"},
+		{"grant", "s3", "/b/k", map[string]string{"X-Amz-Grant-Read": "uri=http://acs.amazonaws.com/groups/global/AllUsers"}, 0, 400, "X-Amz-Grant-Read"},
+		{"unknown", "s3", "/b/k", map[string]string{"X-Amz-Something-New": "1"}, 0, 400, "X-Amz-Something-New"},
 		{"presigned", "s3", "/b/k?X-Amz-Signature=00&X-Amz-Credential=x", nil, 0, 400, "presigned"},
 		{"presigned, lowercase", "s3", "/b/k?x-amz-security-token=t", nil, 0, 400, "presigned"},
 		{"query does not parse", "s3", "/b/k?a=%zz", nil, 0, 400, "does not parse"},
@@ -272,6 +273,56 @@ func TestSigV4Refusals(t *testing.T) {
 				t.Errorf("refusal %s (Connection %q), want it to mention %q", rec.Body, rec.Header().Get("Connection"), tc.msg)
 			}
 		})
+	}
+}
+
+// TestSigV4ForwardsObjectHeaders checks that the client's X-Amz-* headers
+// describing the request's own object or operation reach the upstream and
+// are covered by the signature, unless the client made them hop-by-hop.
+func TestSigV4ForwardsObjectHeaders(t *testing.T) {
+	seen := make(chan http.Header, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := verifySigV4(r, nil, testSecret, "s3", testRegion); err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+		}
+		seen <- r.Header.Clone()
+	}))
+	defer up.Close()
+	d := &grantDecider{data: awsData(testKeyID, testSecret, testToken)}
+	h := sigv4Proxy(t, up.URL, "s3", d).Handler()
+	req := httptest.NewRequest("PUT", "/b/k", nil)
+	forwarded := map[string]string{
+		"X-Amz-Meta-Owner":                                "app",
+		"X-Amz-Server-Side-Encryption":                    "aws:kms",
+		"X-Amz-Server-Side-Encryption-Aws-Kms-Key-Id":     "alias/app",
+		"X-Amz-Storage-Class":                             "STANDARD_IA",
+		"X-Amz-Tagging":                                   "team=payments",
+		"X-Amz-Target":                                    "DynamoDB_20120810.GetItem",
+		"X-Amz-Expected-Bucket-Owner":                     "123456789012",
+		"X-Amz-Server-Side-Encryption-Customer-Algorithm": "AES256",
+	}
+	for k, v := range forwarded {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set("X-Amz-Meta-Hop", "dropped")
+	req.Header.Set("Connection", "X-Amz-Meta-Hop")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	got := <-seen
+	signed := got.Get("Authorization")
+	for k, v := range forwarded {
+		if got.Get(k) != v {
+			t.Errorf("upstream got %s %q, want %q", k, got.Get(k), v)
+		}
+		if !strings.Contains(signed, strings.ToLower(k)) {
+			t.Errorf("%s is not among the signed headers: %s", k, signed)
+		}
+	}
+	if v := got.Get("X-Amz-Meta-Hop"); v != "" {
+		t.Errorf("a hop-by-hop header was forwarded: %q", v)
 	}
 }
 

@@ -284,9 +284,23 @@ func TestSigV4MinIO(t *testing.T) {
 			t.Fatalf("error %v, want MinIO's InvalidAccessKeyId", err)
 		}
 	})
-	t.Run("metadata is refused, not dropped", func(t *testing.T) {
+	t.Run("metadata and storage class are signed through", func(t *testing.T) {
 		_, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: awssdk.String("meta"),
-			Body: strings.NewReader("x"), Metadata: map[string]string{"owner": "app"}})
+			Body: strings.NewReader("x"), Metadata: map[string]string{"owner": "app"}, Tagging: awssdk.String("team=payments")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, err := client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &bucket, Key: awssdk.String("meta")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if head.Metadata["owner"] != "app" || awssdk.ToInt32(head.TagCount) != 1 {
+			t.Errorf("stored metadata %v, %d tags; want owner=app and one tag", head.Metadata, awssdk.ToInt32(head.TagCount))
+		}
+	})
+	t.Run("a copy source is refused, not dropped", func(t *testing.T) {
+		_, err := client.CopyObject(ctx, &s3.CopyObjectInput{Bucket: &bucket, Key: awssdk.String("copy"),
+			CopySource: awssdk.String(bucket + "/meta")})
 		// The SDK reads S3's XML error shape, not the listener's JSON
 		// one, so only the status shows; TestSigV4Refusals reads the
 		// message.
@@ -302,7 +316,7 @@ func TestSigV4MinIO(t *testing.T) {
 		switch {
 		case r.Channel != broker.ChannelHTTP:
 			t.Errorf("row on channel %q: %+v", r.Channel, r)
-		case r.Decision == audit.DecisionError && strings.Contains(r.Reason, "X-Amz-Meta-Owner") && r.Path == "/"+bucket+"/meta":
+		case r.Decision == audit.DecisionError && strings.Contains(r.Reason, "X-Amz-Copy-Source") && r.Path == "/"+bucket+"/copy":
 			refused++
 		case r.Decision != audit.DecisionAllow:
 			t.Errorf("row %s %q on %s %s", r.Decision, r.Reason, r.Method, r.Path)
@@ -310,7 +324,7 @@ func TestSigV4MinIO(t *testing.T) {
 		rows++
 		return nil
 	})
-	if err != nil || rows < 7 || refused != 1 {
+	if err != nil || rows < 9 || refused != 1 {
 		t.Errorf("%d decision rows, %d of the refused request (%v), want one per request through the listener", rows, refused, err)
 	}
 	logs := h.logs.String()
