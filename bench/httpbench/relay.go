@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -81,6 +82,7 @@ func NewRelay(upstream, token string, errorLog *log.Logger) (*Relay, error) {
 		Transport:    tr,
 		ErrorHandler: r.proxyError,
 		ErrorLog:     errorLog,
+		BufferPool:   &buffers{},
 		// FlushInterval: 0, the default, as in inject/httpproxy.
 	}
 	return r, nil
@@ -135,3 +137,16 @@ func (r *Relay) Summary() string {
 	return fmt.Sprintf("httpbench: relay: %d requests relayed, %d failed (502), %d abandoned by their caller",
 		r.relayed.Load(), r.failed.Load(), r.abandoned.Load())
 }
+
+// buffers lends the proxy its 32 KiB copy buffers, as inject/httpproxy's
+// pool does, instead of one allocated per request.
+type buffers struct{ pool sync.Pool }
+
+func (b *buffers) Get() []byte {
+	if p, ok := b.pool.Get().(*[]byte); ok {
+		return *p
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *buffers) Put(buf []byte) { b.pool.Put(&buf) }

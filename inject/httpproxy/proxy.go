@@ -139,6 +139,7 @@ func New(cfg Config, d Decider, opts ...Option) (*Proxy, error) {
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:      p.rewrite,
 		Transport:    tr,
+		BufferPool:   copyBuffers,
 		ErrorHandler: p.proxyError,
 		ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
