@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -84,6 +85,15 @@ type settler interface {
 	Settle(lease providers.Lease, recorded bool)
 }
 
+// holder is the optional capability of a Provider to learn that a
+// credential is in use for a session (a database connection) until the
+// returned function is called; a lease manager then keeps a lease that a
+// session holds from being revoked early, and revokes one no longer cached
+// as soon as its last session ends.
+type holder interface {
+	Hold(lease providers.Lease) (release func())
+}
+
 // expecter is the optional capability of a Recorder to be told that a
 // record is on its way, so that concurrent decisions can share a commit.
 type expecter interface {
@@ -96,6 +106,10 @@ const (
 	ChannelMTLS   = "mtls"   // the socket API on an mTLS TCP listener
 	ChannelHTTP   = "http"   // an HTTP injection listener
 	ChannelAWS    = "aws"    // the AWS container-credentials endpoint
+
+	ChannelPostgres = "postgres" // a PostgreSQL injection listener
+	ChannelMySQL    = "mysql"    // a MySQL / MariaDB injection listener
+	ChannelRedis    = "redis"    // a Redis injection listener
 )
 
 // Config wires a Broker.
@@ -223,6 +237,17 @@ type Request struct {
 	// Method, Path and Host describe the request where the channel has them;
 	// policies see them as request.method, request.path, request.host.
 	Method, Path, Host string
+	// Database and User are what a database client asked for when it
+	// connected (the database and user of its startup message); policies
+	// see them as request.database and request.user.
+	Database, User string
+	// UserField names the field of the credential that holds the user the
+	// listener logs in upstream as (providers' username); its value is
+	// recorded with the decision. It must not name a secret field.
+	UserField string
+	// Session is set by a listener that uses the credential for the life
+	// of a connection and calls Grant.Release when it ends.
+	Session bool
 	// Conn is the caller's Unix socket connection, attested from kernel
 	// credentials of the process that wrote the request.
 	Conn net.Conn
@@ -252,6 +277,22 @@ type Grant struct {
 	DecisionID string
 	Name       string
 	Credential providers.Credential
+
+	release     func()
+	releaseOnce sync.Once
+}
+
+// Release says that the session the credential was obtained for has
+// ended: a database listener calls it when the client's connection
+// closes. The credential's lease manager then decides whether to revoke
+// it or keep it cached for the workload's next session. It may be called
+// more than once; a grant of an unmanaged credential ignores it.
+func (g *Grant) Release() {
+	g.releaseOnce.Do(func() {
+		if g.release != nil {
+			g.release()
+		}
+	})
 }
 
 // Kind classifies a refusal; listeners map it to their protocol's codes.
@@ -308,6 +349,7 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 		req.Invalid = errBadName
 	}
 	req.Credential, req.Method, req.Path, req.Host = bounded(req.Credential), bounded(req.Method), bounded(req.Path), bounded(req.Host)
+	req.Database, req.User = bounded(req.Database), bounded(req.User)
 	rec := &audit.Record{
 		Time:       start.UTC(),
 		DecisionID: newDecisionID(start),
@@ -321,8 +363,9 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 	}
 	set := b.policies.Load()
 	in := policies.Input{
-		Request: policies.Request{Channel: req.Channel, Credential: req.Credential, Method: req.Method, Path: req.Path, Host: req.Host},
-		Now:     start,
+		Request: policies.Request{Channel: req.Channel, Credential: req.Credential, Method: req.Method, Path: req.Path, Host: req.Host,
+			Database: req.Database, User: req.User},
+		Now: start,
 	}
 
 	id, token, err := b.attest(ctx, req, rec)
@@ -373,7 +416,11 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Grant{DecisionID: rec.DecisionID, Name: req.Credential, Credential: cred}, nil
+	g := &Grant{DecisionID: rec.DecisionID, Name: req.Credential, Credential: cred}
+	if h, ok := prov.(holder); ok && req.Session && cred.ID != "" {
+		g.release = h.Hold(cred.Lease)
+	}
+	return g, nil
 }
 
 // attest turns the request's evidence into an identity: the kernel's peer
@@ -599,7 +646,7 @@ func encodeInput(in policies.Input) json.RawMessage {
 	b = appendString(b, r.Channel)
 	b = append(b, `,"credential":`...)
 	b = appendString(b, r.Credential)
-	for _, f := range [...]struct{ key, v string }{{`,"host":`, r.Host}, {`,"method":`, r.Method}, {`,"path":`, r.Path}} {
+	for _, f := range [...]struct{ key, v string }{{`,"database":`, r.Database}, {`,"host":`, r.Host}, {`,"method":`, r.Method}, {`,"path":`, r.Path}, {`,"user":`, r.User}} {
 		if f.v != "" {
 			b = appendString(append(b, f.key...), f.v)
 		}

@@ -33,6 +33,7 @@ func TestEncodeInput(t *testing.T) {
 	}{
 		{"unix", policies.Input{Identity: unixID, Request: policies.Request{Channel: "socket", Credential: "demo", Method: "GET", Path: "/v1/credentials/demo"}, Now: now}, true},
 		{"token with peer", policies.Input{Identity: tokenID, Request: policies.Request{Channel: "mtls", Credential: "db", Host: "db.internal"}, Now: now}, true},
+		{"database", policies.Input{Identity: unixID, Request: policies.Request{Channel: "postgres", Credential: "db", Host: "db.internal:5432", Database: "orders", User: "app"}, Now: now}, true},
 		{"no claims", policies.Input{Identity: attest.Identity{Method: "spiffe", Subject: "spiffe://example.org/a"}, Request: policies.Request{Channel: "socket", Credential: "x"}, Now: now}, true},
 		{"failed attestation", policies.Input{Request: policies.Request{Channel: "socket"}, Now: now}, true},
 		{"escapes", policies.Input{Identity: attest.Identity{Method: "unix", Subject: "a\"b\\c\nd", Claims: map[string]any{
@@ -53,6 +54,8 @@ func TestEncodeInput(t *testing.T) {
 					Method     string `json:"method,omitempty"`
 					Path       string `json:"path,omitempty"`
 					Host       string `json:"host,omitempty"`
+					Database   string `json:"database,omitempty"`
+					User       string `json:"user,omitempty"`
 				} `json:"request"`
 				Now time.Time `json:"now"`
 			}{Identity: tc.in.Identity, Request: struct {
@@ -61,6 +64,8 @@ func TestEncodeInput(t *testing.T) {
 				Method     string `json:"method,omitempty"`
 				Path       string `json:"path,omitempty"`
 				Host       string `json:"host,omitempty"`
+				Database   string `json:"database,omitempty"`
+				User       string `json:"user,omitempty"`
 			}(tc.in.Request), Now: tc.in.Now.UTC()})
 			if err != nil {
 				t.Fatal(err)

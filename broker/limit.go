@@ -18,6 +18,10 @@ const (
 	ListenerAdmin  = "admin"  // /healthz, /readyz, /metrics
 	ListenerHTTP   = "http"   // HTTP injection listeners
 	ListenerAWS    = "aws"    // the AWS container-credentials endpoint
+
+	ListenerPostgres = "postgres" // PostgreSQL injection listeners
+	ListenerMySQL    = "mysql"    // MySQL / MariaDB injection listeners
+	ListenerRedis    = "redis"    // Redis injection listeners
 )
 
 // ConnMetrics are the connection metrics of a process's listeners:
@@ -404,4 +408,10 @@ func unlimited(c net.Conn) net.Conn {
 		return lc.Conn
 	}
 	return c
+}
+
+// Open returns the gauge of connections held on the named listener, for
+// listeners that cap their connections themselves (stream listeners).
+func (m *ConnMetrics) Open(listener string) prometheus.Gauge {
+	return m.open.WithLabelValues(listener)
 }

@@ -36,7 +36,7 @@ const interruptCheckFrequency = 100
 // identity or request is a compile-time problem.
 var (
 	identityFields = []string{"claims", "method", "peer", "subject"}
-	requestFields  = []string{"channel", "credential", "host", "method", "path"}
+	requestFields  = []string{"channel", "credential", "database", "host", "method", "path", "user"}
 )
 
 // condition is a compiled `when` expression.
@@ -218,6 +218,8 @@ func fillRequest(doc map[string]string, r *Request) {
 	doc["method"] = r.Method
 	doc["path"] = r.Path
 	doc["host"] = r.Host
+	doc["database"] = r.Database
+	doc["user"] = r.User
 }
 
 // identityDoc is the `identity` document: method, subject, claims and,
@@ -235,7 +237,7 @@ func identityDoc(id *attest.Identity) map[string]any {
 
 // requestDoc is the `request` document.
 func requestDoc(r *Request) map[string]string {
-	doc := make(map[string]string, 5)
+	doc := make(map[string]string, 7)
 	fillRequest(doc, r)
 	return doc
 }
@@ -245,7 +247,7 @@ func requestDoc(r *Request) map[string]string {
 // can be re-evaluated against another Set:
 //
 //	{"identity": {"method", "subject", "claims", "peer"},
-//	 "request": {"channel", "credential", "method", "path", "host"},
+//	 "request": {"channel", "credential", "method", "path", "host", "database", "user"},
 //	 "now": time.Time}
 //
 // The claims maps are shared with in, not copied. The document does not
@@ -254,9 +256,16 @@ func (s *Set) Input(in Input) map[string]any {
 	if in.Now.IsZero() {
 		in.Now = time.Now()
 	}
+	req := requestDoc(&in.Request)
+	// Fields of one channel only are recorded where they are set.
+	for _, k := range [...]string{"database", "user"} {
+		if req[k] == "" {
+			delete(req, k)
+		}
+	}
 	return map[string]any{
 		"identity": identityDoc(&in.Identity),
-		"request":  requestDoc(&in.Request),
+		"request":  req,
 		"now":      in.Now,
 	}
 }

@@ -176,3 +176,29 @@ func TestInputDocument(t *testing.T) {
 		t.Errorf("input document:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// Database listeners' request fields are visible to conditions and
+// recorded only where set.
+func TestDatabaseRequestFields(t *testing.T) {
+	s := mustCompile(t, `policies:
+  - {name: orders-only, effect: allow, workloads: [{unix: {uid: 1000}}], credentials: [x], when: 'request.database == "orders" && request.user != "postgres"'}
+`)
+	in := input(unixID(1000, 0, "/bin/x"), "x")
+	in.Request.Channel = "postgres"
+	for _, tc := range []struct {
+		database, user, policy string
+	}{
+		{"orders", "app", "orders-only"},
+		{"orders", "postgres", ""},
+		{"billing", "app", ""},
+	} {
+		in.Request.Database, in.Request.User = tc.database, tc.user
+		if d := s.Evaluate(in); d.Policy != tc.policy {
+			t.Errorf("database %q user %q: %+v, want policy %q", tc.database, tc.user, d, tc.policy)
+		}
+	}
+	doc := s.Input(in)["request"].(map[string]string)
+	if doc["database"] != "billing" || doc["user"] != "app" {
+		t.Errorf("recorded request %v", doc)
+	}
+}

@@ -182,7 +182,7 @@ var problemCases = []struct {
 		want: []string{
 			`c.yaml:6: when: undeclared reference to 'req' (expression column 1)`,
 			`c.yaml:11: when: must be a boolean expression, not string`,
-			`c.yaml:18: when: request has no field "methd" (fields: channel, credential, host, method, path) (expression column 10)`,
+			`c.yaml:18: when: request has no field "methd" (fields: channel, credential, database, host, method, path, user) (expression column 10)`,
 			"c.yaml:23: when: must be a boolean expression, not dyn (compare explicitly, for example `... == true`)",
 			`c.yaml:28: when must not be empty`,
 			`c.yaml:33: when: identity.peer has no field "subjct" (fields: claims, method, peer, subject) (expression column 14)`,

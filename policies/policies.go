@@ -38,6 +38,10 @@ type Request struct {
 	Method string `json:"method"`
 	Path   string `json:"path"`
 	Host   string `json:"host"`
+	// Database and User are what a database client asked for when it
+	// connected (database listeners); empty otherwise.
+	Database string `json:"database"`
+	User     string `json:"user"`
 }
 
 // Input is everything a decision is made on.
