@@ -72,6 +72,10 @@ need curl curl
 need python3 python3    # a Python HTTP client must keep working against the socket API
 need prlimit util-linux # a broker under a descriptor limit
 need file file
+need mariadbd mariadb-server     # MySQL injection listener tests
+need mariadb mariadb-client      # … and the client they drive
+need redis-server redis-server   # Redis injection listener tests
+need redis-cli redis-tools       # … and the client they drive
 if [ ${#missing[@]} -gt 0 ]; then
   stage "installing: ${missing[*]}" "from Debian's packages"
   export DEBIAN_FRONTEND=noninteractive
