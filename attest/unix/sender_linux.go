@@ -103,6 +103,12 @@ type sender struct {
 	foreign error
 }
 
+// NetConn returns the connection beneath c, for a listener that has
+// attested the caller and now only relays bytes: reads through it are not
+// attributed to their sender, so a listener deciding per request must keep
+// reading through c.
+func (c *Conn) NetConn() net.Conn { return c.UnixConn }
+
 // newConn wraps an accepted connection and establishes its origin.
 func (a *Attestor) newConn(uc *net.UnixConn) *Conn {
 	c := &Conn{UnixConn: uc, a: a}

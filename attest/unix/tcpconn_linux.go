@@ -158,3 +158,8 @@ func (a *Attestor) pidfdIDs(h *tcpHolder) (uids, gids [4]uint32, ok bool) {
 	uids, gids, err := a.readStatusIDs(h.dirfd)
 	return uids, gids, err == nil
 }
+
+// NetConn returns the connection beneath c, for a listener that has
+// attested its caller and now only relays bytes (which the kernel can
+// then splice between sockets).
+func (c *TCPConn) NetConn() net.Conn { return c.TCPConn }

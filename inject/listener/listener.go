@@ -11,6 +11,7 @@ package listener
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -107,4 +108,22 @@ func Network(listen string) (network, address string) {
 		return "unix", p
 	}
 	return "tcp", listen
+}
+
+// Raw returns the connection beneath the wrappers of c that expose it
+// (NetConn, as the unix attestor's connections do), for a listener that
+// has made its decision and now only relays bytes: between two plain TCP
+// or Unix connections the kernel splices them. A *tls.Conn is never
+// unwrapped: its bytes must go through TLS.
+func Raw(c net.Conn) net.Conn {
+	for {
+		if _, ok := c.(*tls.Conn); ok {
+			return c
+		}
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return c
+		}
+		c = w.NetConn()
+	}
 }

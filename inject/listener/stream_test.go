@@ -3,6 +3,7 @@ package listener_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -158,3 +159,21 @@ func TestServeStopsAtCap(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Raw unwraps the attestor's connection wrappers but never TLS.
+func TestRaw(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if got := listener.Raw(wrapped{wrapped{a}}); got != a {
+		t.Errorf("Raw = %T, want the pipe", got)
+	}
+	tc := tls.Client(a, &tls.Config{})
+	if got := listener.Raw(wrapped{tc}); got != tc {
+		t.Errorf("Raw = %T, want the *tls.Conn kept", got)
+	}
+}
+
+type wrapped struct{ net.Conn }
+
+func (w wrapped) NetConn() net.Conn { return w.Conn }
