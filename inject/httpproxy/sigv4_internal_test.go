@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -415,6 +416,16 @@ func FuzzSigV4Rewrite(f *testing.F) {
 				t.Errorf("client header %q survives", k)
 			}
 			if !strings.HasPrefix(ck, "X-Amz-") {
+				continue
+			}
+			if forwarded(ck) {
+				// The client's own, as sent, and covered by the signature.
+				if !slices.Equal(vs, in.Header.Values(k)) {
+					t.Errorf("%q = %q at the upstream, the client sent %q", k, vs, in.Header.Values(k))
+				}
+				if !strings.Contains(out.Header.Get("Authorization"), strings.ToLower(ck)) {
+					t.Errorf("%q is forwarded unsigned", k)
+				}
 				continue
 			}
 			if w, ok := want[k]; !ok || len(vs) != 1 || vs[0] != w {
