@@ -357,6 +357,7 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 		Provider:   b.kinds[req.Credential],
 		Channel:    req.Channel,
 		TargetHost: req.Host,
+		Database:   req.Database,
 		Method:     req.Method,
 		Path:       req.Path,
 		PeerUID:    -1,
@@ -401,12 +402,15 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 		return nil, b.finish(ctx, rec, start, &Error{Kind: KindDenied, Message: d.Reason})
 	}
 
-	cred, err := prov.Credential(ctx, providers.Request{Name: req.Credential, TTL: d.TTL, Identity: id, Token: providers.NewSecret([]byte(token))})
+	cred, err := prov.Credential(ctx, providers.Request{Name: req.Credential, TTL: d.TTL, Identity: id, Token: providers.NewSecret([]byte(token)), Session: req.Session})
 	if err != nil {
 		return nil, b.refuse(ctx, rec, start, &Error{Kind: KindUnavailable, Message: unavailable(req.Credential, err), Err: err})
 	}
 	rec.Decision = resultAllow
 	rec.LeaseID = cred.ID
+	if user, ok := cred.Data[req.UserField]; ok && req.UserField != "" {
+		rec.UpstreamUser = bounded(string(user.Reveal()))
+	}
 	rec.ExpiresAt = cred.ExpiresAt.UTC()
 	rec.Fingerprint = b.audit.Fingerprint(canonicalSecret(cred.Data))
 	err = b.finish(ctx, rec, start, nil)

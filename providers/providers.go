@@ -63,6 +63,11 @@ type Request struct {
 	// verified it (Identity came from it): providers that pass the
 	// workload's token upstream (Vault JWT auth, AWS web identity) use it.
 	Token Secret
+	// Session says the credential is asked for a session (a database
+	// connection) that holds it until it ends, rather than handed to the
+	// caller to keep: a lease manager may revoke a credential only
+	// sessions used once the last has ended and a newer one is cached.
+	Session bool
 }
 
 // Revoker is a provider whose leases can be ended before their expiry.

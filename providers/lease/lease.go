@@ -96,6 +96,10 @@ const (
 	reasonAuditIssue = "the audit log cannot record its issue; no credential was issued"
 )
 
+// reasonSessionsOver is why a lease used only by sessions is revoked
+// before its expiry.
+const reasonSessionsOver = "its last session ended and a newer credential is cached"
+
 // Defaults of Config.
 const (
 	DefaultRefreshAt    = 0.5
@@ -254,7 +258,13 @@ type served struct {
 	pending   int  // handed out, not yet settled
 	recorded  bool // a decision handing it out was recorded
 	failed    bool // a decision handing it out was not
+	sessions  int  // sessions holding it (Hold)
+	kept      bool // handed to a caller that keeps it, not only to sessions
 }
+
+// inUse reports whether anything may still use s: a decision not yet
+// settled, or a session.
+func (s *served) inUse() bool { return s.pending > 0 || s.sessions > 0 }
 
 // flight is one upstream call shared by every request that waits for it.
 type flight struct {
@@ -303,6 +313,9 @@ func (c *Credential) Credential(ctx context.Context, req providers.Request) (pro
 				}
 			}
 			s.pending++
+			if !req.Session {
+				s.kept = true
+			}
 			c.mu.Unlock()
 			if waited {
 				c.metrics.miss.Inc()
@@ -359,11 +372,18 @@ func (c *Credential) start(e *entry, req providers.Request, old *served) (*fligh
 		}
 		switch {
 		case err == nil:
-			if prev := e.cur; prev != nil && prev != s && prev.pending == 0 {
+			var unused *served
+			if prev := e.cur; prev != nil && prev != s && !prev.inUse() {
 				delete(c.leases, prev.cred.ID)
+				if !prev.kept && prev.recorded {
+					unused = prev
+				}
 			}
 			e.cur, e.failures = s, 0
 			c.leases[s.cred.ID] = s
+			if unused != nil {
+				defer c.release(unused.cred.Lease, reasonSessionsOver)
+			}
 		case old != nil:
 			// The current credential stays in service until it expires;
 			// the refresh is tried again after a backoff.
@@ -491,12 +511,50 @@ func (c *Credential) Settle(l providers.Lease, recorded bool) {
 	if release && current {
 		e.cur = nil
 	}
-	if s.pending == 0 && (release || !current) {
+	if !s.inUse() && (release || !current) {
 		delete(c.leases, l.ID)
 	}
 	c.mu.Unlock()
 	if release {
 		c.release(s.cred.Lease, "the decision that obtained it could not be recorded")
+	}
+}
+
+// Hold says a session (a database connection) uses l until the returned
+// function is called, when the session ends. While sessions hold a lease
+// it stays known to the manager; once the last has ended, a lease that was
+// handed only to sessions and is no longer the cached one (a newer
+// credential replaced it, or its cache entry was dropped) is revoked at
+// once rather than left alive until it expires. The cached credential is
+// kept for the workload's next session: that is what lets a client that
+// opens a connection per transaction reuse one credential. A lease
+// reaching its expiry is revoked then whether sessions hold it or not.
+func (c *Credential) Hold(l providers.Lease) (release func()) {
+	c.mu.Lock()
+	s := c.leases[l.ID]
+	if s != nil {
+		s.sessions++
+	}
+	c.mu.Unlock()
+	if s == nil {
+		return func() {} // already replaced and forgotten: it expires on its own
+	}
+	return func() { c.endSession(s) }
+}
+
+// endSession is the end of one session holding s.
+func (c *Credential) endSession(s *served) {
+	c.mu.Lock()
+	s.sessions--
+	e := c.cache[s.k]
+	current := e != nil && e.cur == s
+	unused := !s.inUse() && !current
+	if unused {
+		delete(c.leases, s.cred.ID)
+	}
+	c.mu.Unlock()
+	if unused && !s.kept && s.recorded && c.m.cfg.Now().Before(s.cred.ExpiresAt) {
+		c.release(s.cred.Lease, reasonSessionsOver)
 	}
 }
 

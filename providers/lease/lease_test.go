@@ -627,3 +627,70 @@ func TestRunWakesForNewLeases(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSessions: sessions share the cached credential (one issue for many
+// connections), a credential only sessions used is revoked once its last
+// session has ended and a newer one is cached, and one handed to a caller
+// that keeps it lives until it expires.
+func TestSessions(t *testing.T) {
+	e := newEnv(t)
+	f := &fake{clock: e.clock, ttl: time.Hour}
+	c := e.add("db", f)
+	ctx := context.Background()
+	sess := func(subject string) (providers.Credential, func()) {
+		t.Helper()
+		r := req(subject, 10*time.Minute)
+		r.Session = true
+		cr := e.get(c, r)
+		c.Settle(cr.Lease, true)
+		return cr, c.Hold(cr.Lease)
+	}
+
+	// A connection per transaction: one credential for all of them.
+	for range 20 {
+		cr, release := sess("unix:uid:1")
+		if cr.ID != "fake:1" {
+			t.Fatalf("session got %q, want the cached fake:1", cr.ID)
+		}
+		release()
+	}
+	if got := e.events(); !slices.Equal(got, []string{"issue fake:1"}) {
+		t.Fatalf("lifecycle rows %q, want one issue", got)
+	}
+
+	// A long session holds fake:1 past the refresh point; the refresh
+	// caches fake:2; fake:1 is revoked when that session ends, not before.
+	_, long := sess("unix:uid:1")
+	e.clock.Advance(5*time.Minute + time.Second)
+	_, short := sess("unix:uid:1") // starts the refresh, gets fake:1
+	settle(c)
+	short()
+	e.m.step(ctx)
+	if got := f.revokedIDs(); len(got) != 0 {
+		t.Fatalf("revoked %q while a session held it", got)
+	}
+	if cr, release := sess("unix:uid:1"); cr.ID != "fake:2" {
+		t.Fatalf("after the refresh: %q", cr.ID)
+	} else {
+		release()
+	}
+	long()
+	e.m.step(ctx)
+	if got := f.revokedIDs(); !slices.Equal(got, []string{"fake:1"}) {
+		t.Fatalf("revoked %q once its last session ended, want fake:1", got)
+	}
+
+	// A credential also handed to a socket API caller, who keeps it, is
+	// not revoked when its sessions end.
+	kept := e.get(c, req("unix:uid:2", 10*time.Minute))
+	c.Settle(kept.Lease, true)
+	_, release := sess("unix:uid:2")
+	e.clock.Advance(5*time.Minute + time.Second)
+	e.get(c, req("unix:uid:2", 10*time.Minute)) // starts the refresh
+	settle(c)
+	release()
+	e.m.step(ctx)
+	if got := f.revokedIDs(); slices.Contains(got, kept.ID) {
+		t.Fatalf("revoked %s, which a caller keeps until it expires", kept.ID)
+	}
+}

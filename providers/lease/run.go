@@ -232,7 +232,7 @@ func (m *Manager) prune() {
 		c.mu.Lock()
 		for k, e := range c.cache {
 			if e.flight == nil && (e.cur == nil || !now.Before(e.cur.cred.ExpiresAt)) {
-				if e.cur != nil && e.cur.pending == 0 {
+				if e.cur != nil && !e.cur.inUse() {
 					delete(c.leases, e.cur.cred.ID)
 				}
 				delete(c.cache, k)
