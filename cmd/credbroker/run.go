@@ -35,6 +35,7 @@ import (
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/inject/awscreds"
 	"github.com/credbroker/credbroker/inject/httpproxy"
+	"github.com/credbroker/credbroker/inject/listener"
 	"github.com/credbroker/credbroker/policies"
 	"github.com/credbroker/credbroker/providers"
 	"github.com/credbroker/credbroker/providers/lease"
@@ -419,8 +420,8 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) (err error) 
 		if !ok {
 			continue
 		}
-		p, err := httpproxy.New(*hc, b, httpproxy.WithLogger(log.With("listener", hc.Listen)),
-			httpproxy.WithConnLimit(broker.LimitConfig{Name: broker.ListenerHTTP, Max: *cfg.MaxConnections, Metrics: conns}))
+		p, err := httpproxy.New(*hc, b, listener.WithLogger(log.With("listener", hc.Listen)),
+			listener.WithConnLimit(broker.LimitConfig{Name: broker.ListenerHTTP, Max: *cfg.MaxConnections, Metrics: conns}))
 		if err != nil {
 			return err
 		}
@@ -438,8 +439,8 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) (err error) 
 		if !ok {
 			continue
 		}
-		ep, err := awscreds.New(*ac, b, awscreds.WithLogger(log.With("listener", ac.Listen)),
-			awscreds.WithConnLimit(broker.LimitConfig{Name: broker.ListenerAWS, Max: *cfg.MaxConnections, Metrics: conns}))
+		ep, err := awscreds.New(*ac, b, listener.WithLogger(log.With("listener", ac.Listen)),
+			listener.WithConnLimit(broker.LimitConfig{Name: broker.ListenerAWS, Max: *cfg.MaxConnections, Metrics: conns}))
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/inject/awscreds"
+	"github.com/credbroker/credbroker/inject/listener"
 	"github.com/credbroker/credbroker/internal/logtest"
 	"github.com/credbroker/credbroker/providers"
 	awsprov "github.com/credbroker/credbroker/providers/aws"
@@ -119,7 +120,7 @@ func TestBody(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs logtest.Buffer
-			e, err := awscreds.New(awscreds.Config{Listen: "127.0.0.1:0", Credential: "s3"}, tc.decider, awscreds.WithLogger(logs.Logger()))
+			e, err := awscreds.New(awscreds.Config{Listen: "127.0.0.1:0", Credential: "s3"}, tc.decider, listener.WithLogger(logs.Logger()))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -3,12 +3,10 @@ package awscreds
 import (
 	"errors"
 	"fmt"
-	"net"
-	"strconv"
 	"strings"
 
 	"github.com/credbroker/credbroker/broker"
-	"github.com/credbroker/credbroker/providers"
+	"github.com/credbroker/credbroker/inject/listener"
 	awsprov "github.com/credbroker/credbroker/providers/aws"
 )
 
@@ -72,15 +70,11 @@ func checkListen(s string) error {
 	if strings.Contains(s, "://") {
 		return errors.New("want host:port, such as 127.0.0.1:9911: the SDKs fetch container credentials over TCP, so a Unix socket or a URL cannot serve")
 	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return errors.New("want host:port, such as 127.0.0.1:9911")
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("port %q is not a port number", port)
-	}
-	if !providers.IsLoopback(host) {
-		return fmt.Errorf("host %q is not a loopback address: the AWS SDKs fetch container credentials over http only from loopback, and the endpoint must not be reachable from other machines", host)
+	if err := listener.CheckLoopback(s); err != nil {
+		return fmt.Errorf("%w (the AWS SDKs fetch container credentials over http only from loopback)", err)
 	}
 	return nil
 }
+
+// Network returns the network and address to listen on: always TCP.
+func (c *Config) Network() (network, address string) { return "tcp", c.Listen }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/credbroker/credbroker/broker"
+	"github.com/credbroker/credbroker/inject/listener"
 	"github.com/credbroker/credbroker/providers"
 	awsprov "github.com/credbroker/credbroker/providers/aws"
 )
@@ -36,33 +37,14 @@ const (
 	keyError      = "error"
 )
 
-// Decider decides one request: attest the caller, evaluate policy, obtain
-// the credential and record the decision. *broker.Broker is one; a
-// refusal is a *broker.Error.
-type Decider interface {
-	Decide(ctx context.Context, req *broker.Request) (*broker.Grant, error)
-}
+// Decider is what the endpoint needs of the broker (listener.Decider).
+type Decider = listener.Decider
 
-var _ Decider = (*broker.Broker)(nil)
-
-// Option adjusts an Endpoint.
-type Option func(*Endpoint)
-
-// WithLogger sets the logger for credentials that cannot be served and
-// server errors; default slog.Default().
-func WithLogger(l *slog.Logger) Option {
-	return func(e *Endpoint) {
-		if l != nil {
-			e.log = l
-		}
-	}
-}
-
-// WithConnLimit makes Run cap the connections it serves with
-// broker.LimitListener; default no cap.
-func WithConnLimit(cfg broker.LimitConfig) Option {
-	return func(e *Endpoint) { e.limit = &cfg }
-}
+// Option adjusts an Endpoint: listener.WithLogger (credentials that
+// cannot be served, server errors; default slog.Default()) and
+// listener.WithConnLimit (Run caps the connections it serves with
+// broker.LimitListener; default no cap).
+type Option = listener.Option
 
 // Endpoint is an AWS container-credentials endpoint serving one
 // credential, decided per request.
@@ -82,10 +64,8 @@ func New(cfg Config, d Decider, opts ...Option) (*Endpoint, error) {
 	if d == nil {
 		return nil, errors.New("awscreds: a decider is required")
 	}
-	e := &Endpoint{cred: cfg.Credential, drain: cfg.DrainTimeout.Or(), decider: d, log: slog.Default()}
-	for _, o := range opts {
-		o(e)
-	}
+	o := listener.Apply(opts)
+	e := &Endpoint{cred: cfg.Credential, drain: cfg.DrainTimeout.Or(), decider: d, log: o.Logger, limit: o.Limit}
 	return e, nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/inject/awscreds"
+	"github.com/credbroker/credbroker/inject/listener"
 	awsprov "github.com/credbroker/credbroker/providers/aws"
 )
 
@@ -117,7 +118,7 @@ func TestNoGoroutineLeft(t *testing.T) {
 	t.Run("serve", func(t *testing.T) {
 		full := map[string]string{awsprov.FieldAccessKeyID: "A", awsprov.FieldSecretAccessKey: "S", awsprov.FieldSessionToken: "T"}
 		e, err := awscreds.New(awscreds.Config{Listen: "127.0.0.1:0", Credential: "s3"}, fixedDecider{grant: grant(full, time.Now().Add(time.Hour))},
-			awscreds.WithConnLimit(broker.LimitConfig{Name: "aws", Max: 2}))
+			listener.WithConnLimit(broker.LimitConfig{Name: "aws", Max: 2}))
 		if err != nil {
 			t.Fatal(err)
 		}

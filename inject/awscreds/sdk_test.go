@@ -29,6 +29,7 @@ import (
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/inject/awscreds"
+	"github.com/credbroker/credbroker/inject/listener"
 	"github.com/credbroker/credbroker/internal/logtest"
 	"github.com/credbroker/credbroker/internal/miniotest"
 	"github.com/credbroker/credbroker/policies"
@@ -125,7 +126,7 @@ func newHarness(tb testing.TB, opts ...awscreds.Option) *harness {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e, err := awscreds.New(awscreds.Config{Listen: "127.0.0.1:0", Credential: credential}, b, append([]awscreds.Option{awscreds.WithLogger(h.logs.Logger())}, opts...)...)
+	e, err := awscreds.New(awscreds.Config{Listen: "127.0.0.1:0", Credential: credential}, b, append([]awscreds.Option{listener.WithLogger(h.logs.Logger())}, opts...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -411,7 +412,7 @@ func TestOtherUIDDenied(t *testing.T) {
 // the code at the top level. The endpoint runs under broker.LimitListener,
 // through which callers are still attested.
 func TestRequestShapes(t *testing.T) {
-	h := newHarness(t, awscreds.WithConnLimit(broker.LimitConfig{Name: "aws", Max: 4}))
+	h := newHarness(t, listener.WithConnLimit(broker.LimitConfig{Name: "aws", Max: 4}))
 	tok := token(t, h.key, "payments", "api")
 	for _, tc := range []struct {
 		name    string

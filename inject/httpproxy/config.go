@@ -3,14 +3,12 @@ package httpproxy
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
-	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/credbroker/credbroker/broker"
+	"github.com/credbroker/credbroker/inject/listener"
 	"github.com/credbroker/credbroker/providers"
 	awsprov "github.com/credbroker/credbroker/providers/aws"
 )
@@ -24,9 +22,6 @@ const (
 	// empty: a bearer token from the credential's token field.
 	DefaultHeaderValue = "Bearer {{.token}}"
 )
-
-// unixScheme prefixes a listen address that is a Unix socket path.
-const unixScheme = "unix://"
 
 // Config configures one HTTP injection listener. In the configuration file,
 // under listeners:
@@ -159,12 +154,7 @@ func (c *Config) Fields() []string {
 
 // Network returns the network and address to listen on: ("unix", path)
 // for unix:///path, else ("tcp", host:port).
-func (c *Config) Network() (network, address string) {
-	if p, ok := strings.CutPrefix(c.Listen, unixScheme); ok {
-		return "unix", p
-	}
-	return "tcp", c.Listen
-}
+func (c *Config) Network() (network, address string) { return listener.Network(c.Listen) }
 
 // Validate reports every problem with c. It does no I/O.
 func (c *Config) Validate() error {
@@ -172,7 +162,7 @@ func (c *Config) Validate() error {
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("httpproxy: "+format, args...))
 	}
-	if err := checkListen(c.Listen); err != nil {
+	if err := listener.CheckListen(c.Listen); err != nil {
 		bad("listen: %v", err)
 	}
 	if c.Upstream == "" {
@@ -208,30 +198,6 @@ func (c *Config) Validate() error {
 		bad("drain_timeout must not be negative")
 	}
 	return errors.Join(errs...)
-}
-
-// checkListen accepts a loopback host:port or unix:///absolute/path.
-func checkListen(s string) error {
-	if s == "" {
-		return errors.New("required (127.0.0.1:PORT or unix:///path)")
-	}
-	if p, ok := strings.CutPrefix(s, unixScheme); ok {
-		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
-			return errors.New("a unix:// address needs a clean absolute path (unix:///run/app/api.sock)")
-		}
-		return nil
-	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return errors.New("want host:port or unix:///path")
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("port %q is not a port number", port)
-	}
-	if !providers.IsLoopback(host) {
-		return fmt.Errorf("host %q is not a loopback address: an injection listener must not be reachable from other machines", host)
-	}
-	return nil
 }
 
 // parseUpstream parses the upstream URL: providers.ParseEndpoint's rule,

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/credbroker/credbroker/broker"
+	"github.com/credbroker/credbroker/inject/listener"
 	"github.com/credbroker/credbroker/providers"
 )
 
@@ -53,33 +54,14 @@ const (
 	keyUpstream   = "upstream"
 )
 
-// Decider decides one request: attest the caller, evaluate policy, obtain
-// the credential and record the decision. *broker.Broker is one; a
-// refusal is a *broker.Error.
-type Decider interface {
-	Decide(ctx context.Context, req *broker.Request) (*broker.Grant, error)
-}
+// Decider is what the proxy needs of the broker (listener.Decider).
+type Decider = listener.Decider
 
-var _ Decider = (*broker.Broker)(nil)
-
-// Option adjusts a Proxy.
-type Option func(*Proxy)
-
-// WithLogger sets the logger for upstream failures and unusable
-// credentials; default slog.Default().
-func WithLogger(l *slog.Logger) Option {
-	return func(p *Proxy) {
-		if l != nil {
-			p.log = l
-		}
-	}
-}
-
-// WithConnLimit makes Run cap the connections it serves with
-// broker.LimitListener; default no cap.
-func WithConnLimit(cfg broker.LimitConfig) Option {
-	return func(p *Proxy) { p.limit = &cfg }
-}
+// Option adjusts a Proxy: listener.WithLogger (upstream failures and
+// unusable credentials; default slog.Default()) and listener.WithConnLimit
+// (Run caps the connections it serves with broker.LimitListener; default
+// no cap).
+type Option = listener.Option
 
 // Proxy is an HTTP injection listener: a reverse proxy to one upstream
 // that adds one credential, decided per request, to every request.
@@ -133,9 +115,8 @@ func New(cfg Config, d Decider, opts ...Option) (*Proxy, error) {
 		transport: tr,
 		log:       slog.Default(),
 	}
-	for _, o := range opts {
-		o(p)
-	}
+	o := listener.Apply(opts)
+	p.log, p.limit = o.Logger, o.Limit
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:      p.rewrite,
 		Transport:    tr,

@@ -32,6 +32,7 @@ import (
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/inject/bindingtest"
 	"github.com/credbroker/credbroker/inject/httpproxy"
+	"github.com/credbroker/credbroker/inject/listener"
 	"github.com/credbroker/credbroker/internal/logtest"
 	"github.com/credbroker/credbroker/policies"
 	"github.com/credbroker/credbroker/providers/static"
@@ -146,7 +147,7 @@ func newHarness(tb testing.TB, handler http.Handler, adjust func(*httpproxy.Conf
 	if adjust != nil {
 		adjust(&cfg)
 	}
-	p, err := httpproxy.New(cfg, h.broker, append([]httpproxy.Option{httpproxy.WithLogger(h.logs.Logger())}, opts...)...)
+	p, err := httpproxy.New(cfg, h.broker, append([]httpproxy.Option{listener.WithLogger(h.logs.Logger())}, opts...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -739,7 +740,7 @@ func TestNoGoroutineLeft(t *testing.T) {
 // the connection gauge counts the listener's connections.
 func TestConnLimit(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	h := newHarness(t, nil, nil, httpproxy.WithConnLimit(broker.LimitConfig{Name: "http", Max: 2, Metrics: broker.NewConnMetrics(reg)}))
+	h := newHarness(t, nil, nil, listener.WithConnLimit(broker.LimitConfig{Name: "http", Max: 2, Metrics: broker.NewConnMetrics(reg)}))
 	for range 3 {
 		resp, err := h.client.Get(h.url(bindingtest.PathOK))
 		if err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/inject/httpproxy"
+	"github.com/credbroker/credbroker/inject/listener"
 	"github.com/credbroker/credbroker/internal/logtest"
 	"github.com/credbroker/credbroker/internal/miniotest"
 	"github.com/credbroker/credbroker/policies"
@@ -151,7 +152,7 @@ func newS3Harness(t *testing.T) *s3Harness {
 		Upstream:   h.minio.URL,
 		Credential: s3Credential,
 		SigV4:      &httpproxy.SigV4Config{Service: "s3", Region: miniotest.Region},
-	}, b, httpproxy.WithLogger(h.logs.Logger()))
+	}, b, listener.WithLogger(h.logs.Logger()))
 	if err != nil {
 		t.Fatal(err)
 	}
