@@ -47,6 +47,9 @@ func (c *SocketAPIConfig) Validate() error {
 // Paths are c's file paths, for resolving relative ones.
 func (c *SocketAPIConfig) Paths() []*string { return []*string{&c.CertFile, &c.KeyFile} }
 
+// Network returns the TCP address to listen on.
+func (c *SocketAPIConfig) Network() (network, address string) { return "tcp", c.Listen }
+
 // Fields is empty: the socket API hands credentials out whole.
 func (c *SocketAPIConfig) Fields() []string { return nil }
 

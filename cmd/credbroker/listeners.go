@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -14,41 +15,62 @@ import (
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/inject/awscreds"
 	"github.com/credbroker/credbroker/inject/httpproxy"
+	"github.com/credbroker/credbroker/inject/listener"
 )
 
 // listenerConfig is what every listener package's Config is: validated
-// without I/O, naming its file paths, and stating the credential it
-// injects and the data fields it needs from it.
+// without I/O, naming its file paths, stating the data fields it needs
+// from its credential, and its address.
 type listenerConfig interface {
 	Validate() error
 	Paths() []*string
 	Fields() []string
+	Network() (network, address string)
+}
+
+// runner is a built listener: it serves on ln until ctx ends, then drains.
+type runner interface {
+	Run(ctx context.Context, ln net.Listener) error
 }
 
 // listenerKind is one entry of listenerKinds.
 type listenerKind struct {
 	newConfig  func() listenerConfig
 	credential func(listenerConfig) string // the credential it injects
+	// build makes the listener; nil for socket_api, which run builds
+	// itself (it serves the whole socket API over the spiffe attestor's TLS).
+	build func(c listenerConfig, d listener.Decider, opts ...listener.Option) (runner, error)
+	// conns names its connections in the connection metrics and caps.
+	conns string
 }
 
-// listenerKindOf turns a listener package's Config type into a table
-// entry; credential reads the name of the credential it injects.
+// listenerKindOf turns a listener package's Config type and constructor
+// into a table entry; credential reads the name of the credential it
+// injects.
 func listenerKindOf[C any, P interface {
 	*C
 	listenerConfig
-}](credential func(*C) string) listenerKind {
+}, R runner](credential func(*C) string, build func(C, listener.Decider, ...listener.Option) (R, error), conns string) listenerKind {
 	return listenerKind{
 		newConfig:  func() listenerConfig { return P(new(C)) },
 		credential: func(c listenerConfig) string { return credential((*C)(c.(P))) },
+		build: func(c listenerConfig, d listener.Decider, opts ...listener.Option) (runner, error) {
+			return build(*(*C)(c.(P)), d, opts...)
+		},
+		conns: conns,
 	}
 }
 
 // listenerKinds maps each listener key to its package. Adding a listener
 // adds one entry here.
 var listenerKinds = map[string]listenerKind{
-	"socket_api":      listenerKindOf(func(*broker.SocketAPIConfig) string { return "" }),
-	"http":            listenerKindOf(func(c *httpproxy.Config) string { return c.Credential }),
-	"aws_credentials": listenerKindOf(func(c *awscreds.Config) string { return c.Credential }),
+	"socket_api": {
+		newConfig:  func() listenerConfig { return new(broker.SocketAPIConfig) },
+		credential: func(listenerConfig) string { return "" },
+		conns:      broker.ListenerMTLS,
+	},
+	"http":            listenerKindOf(func(c *httpproxy.Config) string { return c.Credential }, httpproxy.New, broker.ListenerHTTP),
+	"aws_credentials": listenerKindOf(func(c *awscreds.Config) string { return c.Credential }, awscreds.New, broker.ListenerAWS),
 }
 
 // ListenerConfig is one injection listener: exactly one key of

@@ -33,8 +33,6 @@ import (
 	unixattest "github.com/credbroker/credbroker/attest/unix"
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/broker"
-	"github.com/credbroker/credbroker/inject/awscreds"
-	"github.com/credbroker/credbroker/inject/httpproxy"
 	"github.com/credbroker/credbroker/inject/listener"
 	"github.com/credbroker/credbroker/policies"
 	"github.com/credbroker/credbroker/providers"
@@ -416,41 +414,24 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) (err error) 
 	listeners.run("socket API", serveHTTP(srv, lim, cfg.socketDrain()))
 
 	for _, l := range cfg.Listeners {
-		hc, ok := l.Listener.(*httpproxy.Config)
-		if !ok {
-			continue
+		kind := listenerKinds[l.Kind]
+		if kind.build == nil {
+			continue // socket_api, below
 		}
-		p, err := httpproxy.New(*hc, b, listener.WithLogger(log.With("listener", hc.Listen)),
-			listener.WithConnLimit(broker.LimitConfig{Name: broker.ListenerHTTP, Max: *cfg.MaxConnections, Metrics: conns}))
+		network, address := l.Listener.Network()
+		name := l.Kind + " listener " + address
+		r, err := kind.build(l.Listener, b, listener.WithLogger(log.With("listener", l.Kind, "listen", address)),
+			listener.WithConnLimit(broker.LimitConfig{Name: kind.conns, Max: *cfg.MaxConnections, Metrics: conns}))
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", name, err)
 		}
-		network, address := hc.Network()
 		ln, closeLn, err := listen(network, address, cfg, peer)
 		if err != nil {
-			return fmt.Errorf("http listener %s: %w", hc.Listen, err)
+			return fmt.Errorf("%s: %w", name, err)
 		}
 		cleanup = append(cleanup, closeLn)
-		listeners.run("http listener "+hc.Listen, func(ctx context.Context) error { return p.Run(ctx, ln) })
-		log.Info("http listening", "addr", ln.Addr().String(), "upstream", hc.Upstream, "credential", hc.Credential)
-	}
-	for _, l := range cfg.Listeners {
-		ac, ok := l.Listener.(*awscreds.Config)
-		if !ok {
-			continue
-		}
-		ep, err := awscreds.New(*ac, b, listener.WithLogger(log.With("listener", ac.Listen)),
-			listener.WithConnLimit(broker.LimitConfig{Name: broker.ListenerAWS, Max: *cfg.MaxConnections, Metrics: conns}))
-		if err != nil {
-			return err
-		}
-		ln, closeLn, err := listen("tcp", ac.Listen, cfg, peer)
-		if err != nil {
-			return fmt.Errorf("aws_credentials listener %s: %w", ac.Listen, err)
-		}
-		cleanup = append(cleanup, closeLn)
-		listeners.run("aws_credentials listener "+ac.Listen, func(ctx context.Context) error { return ep.Run(ctx, ln) })
-		log.Info("aws_credentials listening", "addr", ln.Addr().String(), "credential", ac.Credential)
+		listeners.run(name, func(ctx context.Context) error { return r.Run(ctx, ln) })
+		log.Info(l.Kind+" listening", "addr", ln.Addr().String(), "credential", kind.credential(l.Listener))
 	}
 	for _, l := range cfg.Listeners {
 		sa, ok := l.Listener.(*broker.SocketAPIConfig)
