@@ -10,6 +10,7 @@ require (
 	github.com/aws/smithy-go v1.28.9 // the STS client's API errors (code and message)
 	github.com/coreos/go-oidc/v3 v3.21.0
 	github.com/go-jose/go-jose/v4 v4.1.8 // go-oidc's own JOSE library: header checks before go-oidc, key sets, test tokens
+	github.com/go-sql-driver/mysql v1.10.1 // test-only: the MySQL client of the mysql listener's tests and of internal/mariadbtest
 	github.com/google/cel-go v0.31.0
 	github.com/hanwen/go-fuse/v2 v2.12.1 // test-only: audit/internal/faultfs, a FUSE loopback that fails fsync with a real EIO; only test binaries link it
 	github.com/hashicorp/vault/api v1.22.0 // the vault provider
@@ -25,6 +26,7 @@ require (
 
 require (
 	cel.dev/expr v0.25.1 // indirect
+	filippo.io/edwards25519 v1.2.0 // indirect
 	github.com/Microsoft/go-winio v0.6.2 // indirect
 	github.com/antlr4-go/antlr/v4 v4.13.1 // indirect
 	github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream v1.7.27 // indirect
