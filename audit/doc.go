@@ -54,7 +54,9 @@
 // hash = SHA-256 of a domain tag, n, the previous hash and every field in a
 // length-prefixed encoding; claims and input are stored as canonical JSON
 // (sorted keys, no white space). Seq is stored explicitly, so a missing or
-// moved row shows. Anyone can recompute these hashes, so Run also signs the
+// moved row shows. Fields added by later schemas (a database listener's
+// database and upstream user) enter the hash only when set, so rows written
+// before them keep their hashes. Anyone can recompute these hashes, so Run also signs the
 // head into the log every SignInterval while rows are written, and at
 // shutdown: a KindSignedHead row holds a Checkpoint (seq, hash, time,
 // Ed25519 signature) of the row before it. Verify with the public key alone

@@ -78,6 +78,6 @@ func Example() {
 	// Output:
 	// appended seq 1
 	// verified decisions: 1
-	// TIME                      DECISION  SUBJECT        CREDENTIAL  POLICY               REASON                          DECISION_ID
-	// 2025-01-02T03:04:05.000Z  allow     unix:uid:1000  demo        payments-can-charge  allowed by payments-can-charge  3f9c2a
+	// TIME                      DECISION  SUBJECT        CREDENTIAL  DATABASE  UPSTREAM_USER  POLICY               REASON                          DECISION_ID
+	// 2025-01-02T03:04:05.000Z  allow     unix:uid:1000  demo        -         -              payments-can-charge  allowed by payments-can-charge  3f9c2a
 }

@@ -37,13 +37,16 @@ const tableBlock = 1000
 // NewFormatter returns a Formatter for format:
 //
 //   - "table": aligned columns TIME, DECISION (the kind, for rows other
-//     than decisions), SUBJECT, CREDENTIAL, POLICY, REASON, DECISION_ID for
+//     than decisions), SUBJECT, CREDENTIAL, DATABASE, UPSTREAM_USER (of
+//     database listeners), POLICY, REASON, DECISION_ID for
 //     people; control characters are escaped so a
 //     subject cannot rewrite the terminal; columns are aligned per block of
 //     1,000 rows;
 //   - "json": one Record object per line (see Record.MarshalJSON);
 //   - "csv": a header, then every field of each record, claims and input as
-//     JSON text, times in RFC 3339 with nanoseconds.
+//     JSON text, times in RFC 3339 with nanoseconds; columns added by later
+//     releases (database, upstream_user) come last, so earlier ones keep
+//     their positions.
 func NewFormatter(w io.Writer, format string) (Formatter, error) {
 	switch format {
 	case FormatTable:
@@ -67,7 +70,7 @@ type tableFormatter struct {
 func (f *tableFormatter) Write(r *Record) error {
 	if !f.header {
 		f.header = true
-		if _, err := io.WriteString(f.tw, "TIME\tDECISION\tSUBJECT\tCREDENTIAL\tPOLICY\tREASON\tDECISION_ID\n"); err != nil {
+		if _, err := io.WriteString(f.tw, "TIME\tDECISION\tSUBJECT\tCREDENTIAL\tDATABASE\tUPSTREAM_USER\tPOLICY\tREASON\tDECISION_ID\n"); err != nil {
 			return err
 		}
 	}
@@ -79,7 +82,8 @@ func (f *tableFormatter) Write(r *Record) error {
 	default:
 		decision = r.Kind
 	}
-	cells := []string{r.Time.UTC().Format(timeLayout), decision, r.Subject, r.Credential, r.Policy, r.Reason, r.DecisionID}
+	cells := []string{r.Time.UTC().Format(timeLayout), decision, r.Subject, r.Credential, r.Database,
+		r.UpstreamUser, r.Policy, r.Reason, r.DecisionID}
 	for i, c := range cells {
 		cells[i] = cell(c)
 	}
@@ -133,11 +137,12 @@ func (f *jsonFormatter) Flush() error {
 	return f.w.Flush()
 }
 
-// csvHeader names the CSV columns, as in JSON.
+// csvHeader names the CSV columns, as in JSON. New columns go at the end,
+// so that a consumer reading columns by position keeps working.
 var csvHeader = []string{"seq", "time", "decision_id", "decision", "reason", "policy", "policy_version",
 	"attestor", "subject", "claims", "peer_pid", "peer_uid", "credential", "provider", "channel",
 	"target_host", "method", "path", "lease_id", "expires_at", "fingerprint", "latency_ms", "input",
-	"prev_hash", "hash", "kind"}
+	"prev_hash", "hash", "kind", "database", "upstream_user"}
 
 // csvFormatter writes CSV.
 type csvFormatter struct {
@@ -170,7 +175,7 @@ func (f *csvFormatter) Write(r *Record) error {
 		strconv.FormatInt(r.PeerPID, 10), strconv.FormatInt(r.PeerUID, 10), r.Credential, r.Provider,
 		r.Channel, r.TargetHost, r.Method, r.Path, r.LeaseID, expires, r.Fingerprint,
 		strconv.FormatFloat(float64(r.Latency)/float64(time.Millisecond), 'f', -1, 64), string(r.Input),
-		r.PrevHash, r.Hash, r.Kind})
+		r.PrevHash, r.Hash, r.Kind, r.Database, r.UpstreamUser})
 }
 
 // Flush implements Formatter.

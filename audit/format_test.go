@@ -28,7 +28,9 @@ func storedRecord(t *testing.T, r *Record) *Record {
 }
 
 func TestRecordJSON(t *testing.T) {
-	r := storedRecord(t, testRecord(7, t0))
+	in := testRecord(7, t0)
+	in.Channel, in.Database, in.UpstreamUser = "postgres", "orders", "orders_app"
+	r := storedRecord(t, in)
 	b, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)

@@ -106,6 +106,8 @@ func FuzzCanonicalObject(f *testing.F) {
 func FuzzRecordJSON(f *testing.F) {
 	good, _ := json.Marshal(testRecord(1, t0))
 	f.Add(good)
+	db, _ := json.Marshal(dbRecord(2, t0, "postgres", "orders", "orders_app"))
+	f.Add(db)
 	f.Add([]byte(`{"seq":1,"latency_ms":1e300}`))
 	f.Add([]byte(`{"claims":{"n":12345678901234567890}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {

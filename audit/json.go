@@ -27,6 +27,8 @@ type recordJSON struct {
 	Provider      string          `json:"provider,omitempty"`
 	Channel       string          `json:"channel,omitempty"`
 	TargetHost    string          `json:"target_host,omitempty"`
+	Database      string          `json:"database,omitempty"`
+	UpstreamUser  string          `json:"upstream_user,omitempty"`
 	Method        string          `json:"method,omitempty"`
 	Path          string          `json:"path,omitempty"`
 	LeaseID       string          `json:"lease_id,omitempty"`
@@ -47,7 +49,8 @@ func (r Record) MarshalJSON() ([]byte, error) {
 		Reason: r.Reason, Policy: r.Policy, PolicyVersion: r.PolicyVersion, Attestor: r.Attestor,
 		Subject: r.Subject, Claims: r.Claims, PeerPID: r.PeerPID, PeerUID: r.PeerUID,
 		Credential: r.Credential, Provider: r.Provider, Channel: r.Channel, TargetHost: r.TargetHost,
-		Method: r.Method, Path: r.Path, LeaseID: r.LeaseID, ExpiresAt: r.ExpiresAt,
+		Database: r.Database, UpstreamUser: r.UpstreamUser, Method: r.Method, Path: r.Path,
+		LeaseID: r.LeaseID, ExpiresAt: r.ExpiresAt,
 		Fingerprint: r.Fingerprint, LatencyMS: float64(r.Latency) / float64(time.Millisecond),
 		Input: r.Input, PrevHash: r.PrevHash, Hash: r.Hash,
 	}
@@ -70,7 +73,8 @@ func (r *Record) UnmarshalJSON(data []byte) error {
 		Reason: w.Reason, Policy: w.Policy, PolicyVersion: w.PolicyVersion, Attestor: w.Attestor,
 		Subject: w.Subject, Claims: w.Claims, PeerPID: w.PeerPID, PeerUID: w.PeerUID,
 		Credential: w.Credential, Provider: w.Provider, Channel: w.Channel, TargetHost: w.TargetHost,
-		Method: w.Method, Path: w.Path, LeaseID: w.LeaseID, ExpiresAt: w.ExpiresAt,
+		Database: w.Database, UpstreamUser: w.UpstreamUser, Method: w.Method, Path: w.Path,
+		LeaseID: w.LeaseID, ExpiresAt: w.ExpiresAt,
 		Fingerprint: w.Fingerprint, Latency: time.Duration(ns), Input: w.Input,
 		PrevHash: w.PrevHash, Hash: w.Hash,
 	}

@@ -18,6 +18,7 @@ type Filter struct {
 	Decision   string    // allow, deny or error
 	Policy     string    // exact policy name
 	Lease      string    // exact lease id: the decision that issued it and its lifecycle rows
+	Database   string    // exact database a database listener's client asked for
 	// Kind selects rows by kind: "" every row but the signed heads (one a
 	// second under load, of interest to verifiers, not reviewers),
 	// KindAll every row, or one kind (KindDecision, KindUndelivered, …).
@@ -111,6 +112,13 @@ func (f Filter) statement(c *conn) (string, []any) {
 		if eq.v != "" {
 			add(eq.col+" = ?", eq.v)
 		}
+	}
+	switch {
+	case f.Database == "":
+	case c.version < 4: // no row names a database
+		where = append(where, "0")
+	default:
+		add("database = ?", f.Database)
 	}
 	switch {
 	case f.Kind == KindAll:

@@ -42,8 +42,10 @@ type Record struct {
 	PeerUID       int64           // -1 when unknown
 	Credential    string          // credential name
 	Provider      string          // provider kind, e.g. "static"
-	Channel       string          // socket | http | postgres | mysql | aws
+	Channel       string          // socket | http | postgres | mysql | redis | aws
 	TargetHost    string          // upstream host where known
+	Database      string          // database the client asked for (database listeners)
+	UpstreamUser  string          // user the broker logged in upstream as (database listeners); never a secret
 	Method        string          // request method where known
 	Path          string          // request path where known
 	LeaseID       string          // lease of the issued credential
@@ -86,15 +88,21 @@ type row struct {
 	input         string // canonical JSON object, "" when there is none
 	prevHash      string
 	hash          string
+	database      string // schema 4 on; "" in older rows
+	upstreamUser  string // schema 4 on; "" in older rows
 }
 
-// columns lists the decisions columns in row order.
-const columns = "seq, time, decision_id, decision, reason, policy, policy_version, attestor, subject, claims, " +
+// columns lists the decisions columns in row order: those of schema 1
+// (columnsV1), then kind (schema 2), database and upstream_user (schema 4).
+const columns = columnsV1 + ", kind, database, upstream_user"
+
+// columnsV1 lists the columns schema 1 has.
+const columnsV1 = "seq, time, decision_id, decision, reason, policy, policy_version, attestor, subject, claims, " +
 	"peer_pid, peer_uid, credential, provider, channel, target_host, method, path, lease_id, expires_at, " +
-	"fingerprint, latency_ns, input, prev_hash, hash, kind"
+	"fingerprint, latency_ns, input, prev_hash, hash"
 
 // numColumns is the number of entries in columns.
-const numColumns = 26
+const numColumns = 28
 
 // Times outside what int64 nanoseconds since 1970 can hold.
 var (
@@ -134,7 +142,7 @@ func newRow(r *Record) (*row, error) {
 		claims: claims, peerPID: r.PeerPID, peerUID: r.PeerUID, credential: r.Credential,
 		provider: r.Provider, channel: r.Channel, targetHost: r.TargetHost, method: r.Method,
 		path: r.Path, leaseID: r.LeaseID, fingerprint: r.Fingerprint, latency: int64(r.Latency),
-		input: input,
+		input: input, database: r.Database, upstreamUser: r.UpstreamUser,
 	}
 	if !r.ExpiresAt.IsZero() {
 		if rw.expiresAt, err = unixNano("expires_at", r.ExpiresAt); err != nil {
@@ -182,7 +190,7 @@ func (rw *row) record() (*Record, error) {
 		Credential: rw.credential, Provider: rw.provider, Channel: rw.channel,
 		TargetHost: rw.targetHost, Method: rw.method, Path: rw.path, LeaseID: rw.leaseID,
 		Fingerprint: rw.fingerprint, Latency: time.Duration(rw.latency), PrevHash: rw.prevHash,
-		Hash: rw.hash,
+		Hash: rw.hash, Database: rw.database, UpstreamUser: rw.upstreamUser,
 	}
 	if rw.hasExpiry {
 		r.ExpiresAt = time.Unix(0, rw.expiresAt).UTC()
@@ -211,9 +219,19 @@ func decodeJSON(data []byte, v any) error {
 // SHA-256; eventDomain does the same for the rows of every other kind, whose
 // hash also covers the kind. A decision's hash is the same in schema 1 and
 // 2, so rows written before the kind column existed still verify.
+//
+// The database and upstream_user columns (schema 4) follow the same rule: a
+// row whose two are both empty — every row written before schema 4, and
+// every row of a channel without them — hashes exactly as it did, so old
+// databases and their checkpoints still verify. A row with either set ends
+// with databaseMarker and then both, length-prefixed. No two rows share an
+// encoding: every field before them is fixed-size or length-prefixed, so an
+// encoding reads back one way from the domain on, and the older form ends
+// where the marker would begin.
 const (
-	rowDomain   = "credbroker audit row v1\x00"
-	eventDomain = "credbroker audit event v1\x00"
+	rowDomain      = "credbroker audit row v1\x00"
+	eventDomain    = "credbroker audit event v1\x00"
+	databaseMarker = "database upstream_user v1\x00"
 )
 
 // hasher computes row hashes, reusing one buffer.
@@ -223,7 +241,8 @@ type hasher struct {
 
 // sum returns the hash of rw at seq after prev: SHA-256 over the domain, seq,
 // prev and every field, strings length-prefixed, so that no two different
-// rows share an encoding.
+// rows share an encoding (database and upstream_user only when one is set,
+// see rowDomain).
 func (h *hasher) sum(seq int64, prev *[sha256.Size]byte, rw *row) [sha256.Size]byte {
 	domain := rowDomain
 	if rw.kind != KindDecision {
@@ -254,6 +273,11 @@ func (h *hasher) sum(seq int64, prev *[sha256.Size]byte, rw *row) [sha256.Size]b
 	b = appendString(b, rw.input)
 	if rw.kind != KindDecision {
 		b = appendString(b, rw.kind)
+	}
+	if rw.database != "" || rw.upstreamUser != "" {
+		b = append(b, databaseMarker...)
+		b = appendString(b, rw.database)
+		b = appendString(b, rw.upstreamUser)
 	}
 	h.buf = b
 	return sha256.Sum256(b)

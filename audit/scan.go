@@ -15,7 +15,7 @@ func (rw *row) args(dst []driver.NamedValue, first int) {
 	values := [numColumns]any{rw.seq, rw.time, rw.decisionID, rw.decision, rw.reason, rw.policy,
 		rw.policyVersion, rw.attestor, rw.subject, rw.claims, rw.peerPID, rw.peerUID, rw.credential,
 		rw.provider, rw.channel, rw.targetHost, rw.method, rw.path, rw.leaseID, expires,
-		rw.fingerprint, rw.latency, rw.input, rw.prevHash, rw.hash, rw.kind}
+		rw.fingerprint, rw.latency, rw.input, rw.prevHash, rw.hash, rw.kind, rw.database, rw.upstreamUser}
 	for i, v := range values {
 		dst[i] = driver.NamedValue{Ordinal: first + i, Value: v}
 	}
@@ -32,6 +32,7 @@ func (rw *row) scan(v []driver.Value) error {
 		provider: s.text(13), channel: s.text(14), targetHost: s.text(15), method: s.text(16),
 		path: s.text(17), leaseID: s.text(18), fingerprint: s.text(20), latency: s.int(21),
 		input: s.text(22), prevHash: s.text(23), hash: s.text(24), kind: s.text(25),
+		database: s.text(26), upstreamUser: s.text(27),
 	}
 	if v[19] != nil {
 		rw.expiresAt, rw.hasExpiry = s.int(19), true
@@ -49,7 +50,7 @@ type scanner struct {
 var columnNames = [numColumns]string{"seq", "time", "decision_id", "decision", "reason", "policy",
 	"policy_version", "attestor", "subject", "claims", "peer_pid", "peer_uid", "credential",
 	"provider", "channel", "target_host", "method", "path", "lease_id", "expires_at",
-	"fingerprint", "latency_ns", "input", "prev_hash", "hash", "kind"}
+	"fingerprint", "latency_ns", "input", "prev_hash", "hash", "kind", "database", "upstream_user"}
 
 func (s *scanner) int(i int) int64 {
 	x, ok := s.v[i].(int64)

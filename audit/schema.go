@@ -5,13 +5,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
-	"strings"
 )
 
 // schemaVersion is the version of the schema this package writes and reads.
 // Older databases are migrated forward when a Log opens them; readers refuse
 // a version other than this one (run the broker, or Open, once to migrate).
-const schemaVersion = 3
+const schemaVersion = 4
 
 // Keys of the meta table.
 const (
@@ -70,6 +69,13 @@ var migrations = [schemaVersion]string{
 	// their leases: "what happened to this lease" is answered from an index
 	// of lease ids, which only rows that name a lease enter.
 	`CREATE INDEX decisions_lease ON decisions (lease_id, seq) WHERE lease_id != '';`,
+
+	// 4: decisions of database listeners (postgres, mysql, redis) name the
+	// database the client asked for and the user the broker logged in
+	// upstream as. Existing rows have neither; adding columns with a
+	// default rewrites no row, and an empty pair hashes as before.
+	`ALTER TABLE decisions ADD COLUMN database TEXT NOT NULL DEFAULT '';
+	ALTER TABLE decisions ADD COLUMN upstream_user TEXT NOT NULL DEFAULT '';`,
 }
 
 // migrate creates or upgrades the schema in one write transaction.
@@ -123,10 +129,15 @@ func checkSchema(c *conn) error {
 }
 
 // selectColumns is the column list to SELECT from c's decisions table, in
-// columns order: schema 1 has no kind column, and every row is a decision.
+// columns order: schema 1 has no kind column, and every row is a decision;
+// schemas before 4 have no database or upstream_user, and every row's are
+// empty.
 func (c *conn) selectColumns() string {
-	if c.version == 1 {
-		return strings.TrimSuffix(columns, "kind") + "'" + KindDecision + "'"
+	switch c.version {
+	case 1:
+		return columnsV1 + ", '" + KindDecision + "', '', ''"
+	case 2, 3:
+		return columnsV1 + ", kind, '', ''"
 	}
 	return columns
 }

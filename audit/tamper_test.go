@@ -168,7 +168,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				sqlExec(t, p,
 					"UPDATE decisions SET seq = -(seq + 1) WHERE seq >= 5",
 					"UPDATE decisions SET seq = -seq WHERE seq < 0",
-					"INSERT INTO decisions SELECT 5, time, 'forged', decision, reason, policy, policy_version, attestor, subject, claims, peer_pid, peer_uid, credential, provider, channel, target_host, method, path, lease_id, expires_at, fingerprint, latency_ns, input, prev_hash, hash, kind FROM decisions WHERE seq = 4")
+					"INSERT INTO decisions SELECT 5, time, 'forged', decision, reason, policy, policy_version, attestor, subject, claims, peer_pid, peer_uid, credential, provider, channel, target_host, method, path, lease_id, expires_at, fingerprint, latency_ns, input, prev_hash, hash, kind, database, upstream_user FROM decisions WHERE seq = 4")
 			},
 			wantSeq: 5, wantID: "forged", wantProb: ProblemLink, wantDetail: "prev_hash",
 		},
@@ -178,7 +178,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				sqlExec(t, p,
 					"UPDATE decisions SET seq = -(seq + 1) WHERE seq >= 5",
 					"UPDATE decisions SET seq = -seq WHERE seq < 0",
-					"INSERT INTO decisions SELECT 5, time, 'forged', decision, reason, policy, policy_version, attestor, subject, claims, peer_pid, peer_uid, credential, provider, channel, target_host, method, path, lease_id, expires_at, fingerprint, latency_ns, input, prev_hash, hash, kind FROM decisions WHERE seq = 4")
+					"INSERT INTO decisions SELECT 5, time, 'forged', decision, reason, policy, policy_version, attestor, subject, claims, peer_pid, peer_uid, credential, provider, channel, target_host, method, path, lease_id, expires_at, fingerprint, latency_ns, input, prev_hash, hash, kind, database, upstream_user FROM decisions WHERE seq = 4")
 				rechain(t, p, 5)
 			},
 			// The signed head the log ends with (now seq 12) signed the old seq 10.

@@ -13,7 +13,8 @@ import (
 
 const auditUsage = `Usage:
   credbroker audit query  --db PATH [--since DURATION|TIME] [--until …] [--workload GLOB] [--credential NAME]
-                          [--decision allow|deny|error] [--policy NAME] [--lease ID] [--kind KIND|all] [--limit N] [--format table|json|csv]
+                          [--decision allow|deny|error] [--policy NAME] [--lease ID] [--database NAME] [--kind KIND|all]
+                          [--limit N] [--format table|json|csv]
   credbroker audit verify --db PATH [--checkpoint FILE] [--public-key FILE] [--key-file FILE]
   credbroker audit export --db PATH
   credbroker audit prune  --db PATH --before DURATION|TIME [--batch N] [--force] [--key-file FILE]
@@ -55,6 +56,7 @@ func (c *cli) auditQuery(args []string) int {
 	fs.StringVar(&f.Decision, "decision", "", "allow, deny or error")
 	fs.StringVar(&f.Policy, "policy", "", "deciding policy name")
 	fs.StringVar(&f.Lease, "lease", "", "lease id: the decision that issued it and the lease's lifecycle rows")
+	fs.StringVar(&f.Database, "database", "", "database a database listener's client asked for (exact)")
 	fs.StringVar(&f.Kind, "kind", "", "rows of one kind: decision, lease, undelivered, override, signed_head, or all (default: every kind but signed_head)")
 	fs.IntVar(&f.Limit, "limit", 0, "at most this many rows (0: all)")
 	format := fs.String("format", "table", "table, json (one object per line) or csv")
