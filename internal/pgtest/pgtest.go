@@ -22,6 +22,15 @@
 // dies, so no server outlives its test. Readiness is the postmaster's own
 // "ready to accept connections" log line, never a sleep.
 //
+// StartWith starts a cluster with Options: TLS with a certificate the test
+// made, and pg_hba.conf lines of its own before the default ones (md5 or
+// cleartext logins, TLS-only logins):
+//
+//	srv := pgtest.StartWith(t, pgtest.Options{
+//		TLS: &pgtest.TLS{CertPEM: cert, KeyPEM: key},
+//		HBA: []string{"hostssl all app 127.0.0.1/32 scram-sha-256", "host all legacy 127.0.0.1/32 md5"},
+//	})
+//
 // The binaries initdb and postgres (PostgreSQL 15 or later) must be on PATH;
 // when they are not, Start fails the test saying what to install.
 package pgtest
@@ -76,6 +85,7 @@ type Server struct {
 	Dir string
 
 	bins binaries
+	args []string            // the options' extra postgres arguments
 	cred *syscall.Credential // nil when the test does not run as root
 	root string              // the temporary directory holding Dir and the log
 	log  string              // the server log file, kept across restarts
@@ -91,9 +101,33 @@ type process struct {
 	err  error         // cmd.Wait's result, set before done is closed
 }
 
+// Options adjust a cluster StartWith starts; the zero Options is Start's.
+type Options struct {
+	// TLS, when set, turns TLS on (ssl = on) with its certificate and key.
+	TLS *TLS
+	// HBA are pg_hba.conf lines placed before the default ones, which
+	// allow scram-sha-256 logins from 127.0.0.1 and the Unix socket: the
+	// first line matching a connection decides its method, so
+	// "host all legacy 127.0.0.1/32 md5" makes the role legacy log in with
+	// md5, and "hostnossl all app 127.0.0.1/32 reject" keeps app off
+	// connections without TLS.
+	HBA []string
+}
+
+// TLS is the server's certificate chain and key, PEM-encoded.
+type TLS struct {
+	CertPEM, KeyPEM []byte
+}
+
 // Start starts a new throwaway cluster for this test. t.Cleanup stops it and
 // removes its files; no process is left behind.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith starts a new throwaway cluster with opts, as Start does.
+func StartWith(t testing.TB, opts Options) *Server {
 	t.Helper()
 	bins, err := findBinaries()
 	if err != nil {
@@ -132,6 +166,9 @@ func Start(t testing.TB) *Server {
 	if out, err := exec.Command("cp", "-a", filepath.Join(tmpl, "data"), s.Dir).CombinedOutput(); err != nil {
 		t.Fatalf("pgtest: copying the template cluster: %v: %s", err, out)
 	}
+	if err := s.apply(opts); err != nil {
+		t.Fatal(err)
+	}
 	// A port found free may be taken by someone else before the postmaster
 	// binds it; such a start is retried on another port.
 	for attempt := 1; ; attempt++ {
@@ -152,6 +189,42 @@ func Start(t testing.TB) *Server {
 	s.Exec(t, "ALTER ROLE "+pgx.Identifier{SuperUser}.Sanitize()+" PASSWORD "+quoteLiteral(pw))
 	s.SuperPassword = pw
 	return s
+}
+
+// apply writes what opts ask for into the cluster's directories: the
+// pg_hba.conf lines, the TLS certificate and key (owned by the server's
+// user, the key 0600 as PostgreSQL requires).
+func (s *Server) apply(opts Options) error {
+	if len(opts.HBA) > 0 {
+		hba := filepath.Join(s.Dir, "pg_hba.conf")
+		old, err := os.ReadFile(hba)
+		if err != nil {
+			return fmt.Errorf("pgtest: %v", err)
+		}
+		lines := "# pgtest: the test's own lines first\n" + strings.Join(opts.HBA, "\n") + "\n"
+		if err := os.WriteFile(hba, append([]byte(lines), old...), 0o600); err != nil {
+			return fmt.Errorf("pgtest: %v", err)
+		}
+		if err := chown(hba, s.cred); err != nil {
+			return fmt.Errorf("pgtest: %v", err)
+		}
+	}
+	if opts.TLS != nil {
+		cert, key := filepath.Join(s.root, "server.crt"), filepath.Join(s.root, "server.key")
+		for _, f := range []struct {
+			path string
+			pem  []byte
+		}{{cert, opts.TLS.CertPEM}, {key, opts.TLS.KeyPEM}} {
+			if err := os.WriteFile(f.path, f.pem, 0o600); err != nil {
+				return fmt.Errorf("pgtest: %v", err)
+			}
+			if err := chown(f.path, s.cred); err != nil {
+				return fmt.Errorf("pgtest: %v", err)
+			}
+		}
+		s.args = append(s.args, "-c", "ssl=on", "-c", "ssl_cert_file="+cert, "-c", "ssl_key_file="+key)
+	}
+	return nil
 }
 
 // DSN returns a libpq URL for user on database over TCP, without TLS.
@@ -258,6 +331,7 @@ func (s *Server) start() error {
 		"-c", "full_page_writes=off",
 		"-c", "logging_collector=off",
 	)
+	cmd.Args = append(cmd.Args, s.args...)
 	// SIGQUIT is the postmaster's immediate shutdown: should the test
 	// binary die without running its cleanups, the cluster goes with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Pdeathsig: syscall.SIGQUIT, Setpgid: true}

@@ -3,7 +3,9 @@ package pgtest
 import (
 	"context"
 	"errors"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -121,5 +123,52 @@ func TestMissingBinaries(t *testing.T) {
 	_, err := findBinaries()
 	if err == nil || !strings.Contains(err.Error(), "initdb and postgres not found") || !strings.Contains(err.Error(), "apt-get install postgresql-15") {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// TestOptions starts a cluster with TLS and pg_hba.conf lines of the
+// test's own: a role refused without TLS logs in over verified TLS, and a
+// role whose password is stored as md5 logs in with md5.
+func TestOptions(t *testing.T) {
+	srvTLS, ca := NewTLS(t, "127.0.0.1")
+	s := StartWith(t, Options{
+		TLS: srvTLS,
+		HBA: []string{
+			"hostnossl all tlsonly 127.0.0.1/32 reject",
+			"host all legacy 127.0.0.1/32 md5",
+		},
+	})
+	s.Exec(t, `CREATE ROLE tlsonly LOGIN PASSWORD 'tls-pw'`)
+	s.Exec(t, `SET password_encryption = 'md5'; CREATE ROLE legacy LOGIN PASSWORD 'legacy-pw'`)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	if _, err := connect(t, s.DSN("tlsonly", "tls-pw", "postgres")); err == nil || !strings.Contains(err.Error(), "28000") {
+		t.Errorf("tlsonly without TLS: %v, want SQLSTATE 28000", err)
+	}
+	conn, err := connect(t, strings.Replace(s.DSN("tlsonly", "tls-pw", "postgres"), "sslmode=disable", "sslmode=verify-full&sslrootcert="+url.QueryEscape(caFile), 1))
+	if err != nil {
+		t.Fatalf("tlsonly over verified TLS: %v", err)
+	}
+	var ssl bool
+	if err := conn.QueryRow(ctx, `SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()`).Scan(&ssl); err != nil || !ssl {
+		t.Errorf("pg_stat_ssl.ssl %v, %v", ssl, err)
+	}
+	conn.Close(ctx)
+
+	conn, err = connect(t, s.DSN("legacy", "legacy-pw", "postgres"))
+	if err != nil {
+		t.Fatalf("legacy with md5: %v", err)
+	}
+	conn.Close(ctx)
+	var stored string
+	if err := s.Conn(t).QueryRow(ctx, `SELECT rolpassword FROM pg_authid WHERE rolname = 'legacy'`).Scan(&stored); err != nil || !strings.HasPrefix(stored, "md5") {
+		t.Errorf("legacy's stored password %q, %v: want an md5 hash", stored, err)
+	}
+	if _, err := connect(t, s.DSN("legacy", "wrong", "postgres")); err == nil {
+		t.Error("legacy logged in with a wrong password")
 	}
 }
