@@ -70,7 +70,7 @@ attestors:
 	for _, want := range []string{
 		cfg + `:2: socket_mode "9999"`,
 		cfg + `:7: credential "demo" is defined twice (first at ` + cfg + `:6)`,
-		cfg + `:8: credential "both": static: exactly one of file and env must be set`,
+		cfg + `:8: credential "both": static: exactly one of file, env and fields must be set`,
 		cfg + `:9: credential "api": oauth2: `,
 		cfg + `:12: `,
 		pol + `:3: `,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -93,12 +94,19 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"neither source", Config{Name: "x"}, "exactly one of file and env"},
-		{"both sources", Config{Name: "x", File: empty, Env: "X"}, "exactly one of file and env"},
+		{"neither source", Config{Name: "x"}, "exactly one of file, env and fields"},
+		{"both sources", Config{Name: "x", File: empty, Env: "X"}, "exactly one of file, env and fields"},
 		{"negative ttl", Config{Name: "x", Env: "X", TTL: -time.Second}, "ttl must be positive"},
 		{"missing file", Config{Name: "x", File: filepath.Join(dir, "nope")}, "no such file"},
 		{"empty file", Config{Name: "x", File: empty}, "is empty"},
 		{"unset variable", Config{Name: "x", Env: "NOPE", LookupEnv: none}, "NOPE is not set"},
+		{"fields and file", Config{Name: "x", File: empty, FieldSources: map[string]*Source{"a": {Env: "A"}}}, "set fields, or one of file and env, not both"},
+		{"no fields", Config{Name: "x", FieldSources: map[string]*Source{}}, "fields is empty"},
+		{"bad field name", Config{Name: "x", FieldSources: map[string]*Source{"User-Name": {Env: "A"}}}, `field name "User-Name"`},
+		{"field with both sources", Config{Name: "x", FieldSources: map[string]*Source{"password": {Env: "A", File: empty}}}, `field "password": exactly one of file and env`},
+		{"field without a source", Config{Name: "x", FieldSources: map[string]*Source{"password": {}}}, `field "password": exactly one of file and env`},
+		{"field variable unset", Config{Name: "x", FieldSources: map[string]*Source{"password": {Env: "NOPE"}}, LookupEnv: none}, "password: environment variable NOPE is not set"},
+		{"field file empty", Config{Name: "x", FieldSources: map[string]*Source{"password": {File: empty}}}, "password: file " + empty + " is empty"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := New(tt.cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -143,4 +151,50 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	providertest.Run(t, providertest.Case{Kind: Kind, Fields: Fields, Provider: p, Failing: failing, Canary: canary})
+}
+
+// A credential of several fields, each from its own source: every field
+// is served, a rotated field file is read again, and the suite passes.
+func TestFields(t *testing.T) {
+	dir := t.TempDir()
+	const canary = "CANARY-static-fields-51c2"
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte(canary+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := func(k string) (string, bool) { return map[string]string{"DB_USER": "orders_app"}[k], k == "DB_USER" }
+	cfg := Config{Name: "orders-db", FieldSources: map[string]*Source{"username": {Env: "DB_USER"}, "password": {File: pw}}, LookupEnv: env}
+	if got := cfg.Fields(); !slices.Equal(got, []string{"password", "username"}) {
+		t.Fatalf("Fields() = %q", got)
+	}
+	if got := cfg.Paths(); len(got) != 2 || *got[0] != pw || *got[1] != "" {
+		t.Fatalf("Paths() = %v", got)
+	}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.Credential(context.Background(), providers.Request{Name: "orders-db"})
+	if err != nil || string(c.Data["username"].Reveal()) != "orders_app" || string(c.Data["password"].Reveal()) != canary || len(c.Data) != 2 {
+		t.Fatalf("%v %v", c.Data, err)
+	}
+	if err := os.WriteFile(pw, []byte("rotated-and-longer"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = p.Credential(context.Background(), providers.Request{Name: "orders-db"}); err != nil || string(c.Data["password"].Reveal()) != "rotated-and-longer" {
+		t.Fatalf("after rotation: %v", err)
+	}
+	failing, err := New(Config{Name: "orders-db", FieldSources: map[string]*Source{"username": {Env: "DB_USER"}, "password": {File: pw}}, LookupEnv: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pw, []byte(canary), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing.fields["password"].file = filepath.Join(dir, "removed")
+	providertest.Run(t, providertest.Case{Kind: Kind, Fields: cfg.Fields(), Provider: good, Failing: failing, Canary: canary, Public: []string{"username"}})
 }
