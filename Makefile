@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/credbroker
 
-.PHONY: build quickstart test bench bench-http clean
+.PHONY: build quickstart test bench bench-http bench-db clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/credbroker
@@ -26,6 +26,11 @@ bench: build
 # setting the same header (wrk, 50 connections and 1).
 bench-http: build
 	@scripts/bench-http.sh $(BIN)
+
+# The PostgreSQL and Redis injection listeners against a direct connection
+# and HAProxy mode tcp (pgbench, redis-benchmark).
+bench-db: build
+	@scripts/bench-db.sh $(BIN)
 
 clean:
 	rm -rf bin
