@@ -775,6 +775,9 @@ target_ge() {
     done
   fi
   ! db redis || echo "redis error replies (total_error_replies, every target): $redis_errors"
+  if has broker; then
+    echo "broker log: $(grep -c 'level=ERROR' "${log[broker]}" || true) error and $(grep -c 'level=WARN' "${log[broker]}" || true) warning lines"
+  fi
   echo
   echo "commands (passwords redacted; PGSSLMODE=disable, no password file):"
   sed 's/^/  /' "$cmds"
