@@ -288,22 +288,24 @@ func credbrokerEnv(t *testing.T, env []string, args ...string) (string, string, 
 
 // auditRow is the part of an audit record the tests check.
 type auditRow struct {
-	Seq         int64           `json:"seq"`
-	DecisionID  string          `json:"decision_id"`
-	Decision    string          `json:"decision"`
-	Reason      string          `json:"reason"`
-	Policy      string          `json:"policy"`
-	Attestor    string          `json:"attestor"`
-	Subject     string          `json:"subject"`
-	Credential  string          `json:"credential"`
-	Channel     string          `json:"channel"`
-	TargetHost  string          `json:"target_host"`
-	Method      string          `json:"method"`
-	Path        string          `json:"path"`
-	Fingerprint string          `json:"fingerprint"`
-	LeaseID     string          `json:"lease_id"`
-	PeerPID     int64           `json:"peer_pid"`
-	Input       json.RawMessage `json:"input"`
+	Seq          int64           `json:"seq"`
+	DecisionID   string          `json:"decision_id"`
+	Decision     string          `json:"decision"`
+	Reason       string          `json:"reason"`
+	Policy       string          `json:"policy"`
+	Attestor     string          `json:"attestor"`
+	Subject      string          `json:"subject"`
+	Credential   string          `json:"credential"`
+	Channel      string          `json:"channel"`
+	TargetHost   string          `json:"target_host"`
+	Database     string          `json:"database"`
+	UpstreamUser string          `json:"upstream_user"`
+	Method       string          `json:"method"`
+	Path         string          `json:"path"`
+	Fingerprint  string          `json:"fingerprint"`
+	LeaseID      string          `json:"lease_id"`
+	PeerPID      int64           `json:"peer_pid"`
+	Input        json.RawMessage `json:"input"`
 }
 
 // auditRows reads every row through `credbroker audit query --format json`.

@@ -431,7 +431,10 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) (err error) 
 		}
 		cleanup = append(cleanup, closeLn)
 		listeners.run(name, func(ctx context.Context) error { return r.Run(ctx, ln) })
-		log.Info(l.Kind+" listening", "addr", ln.Addr().String(), "credential", kind.credential(l.Listener))
+		if network == "tcp" {
+			address = ln.Addr().String() // the port chosen for :0
+		}
+		log.Info(l.Kind+" listening", "addr", address, "credential", kind.credential(l.Listener))
 	}
 	for _, l := range cfg.Listeners {
 		sa, ok := l.Listener.(*broker.SocketAPIConfig)

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/credbroker/credbroker/internal/pgtest"
+)
+
+// pgListenPolicies let root use orders-db, for 3 seconds per issue so that
+// a lease ends within the test; nobody is not allowed.
+const pgListenPolicies = `policies:
+  - name: root-reads-orders
+    effect: allow
+    workloads: [{unix: {uid: 0}}]
+    credentials: [orders-db]
+    when: 'request.database == "postgres"'
+    ttl: 3s
+`
+
+// TestPostgresListener runs the broker binary with a postgres listener on
+// a Unix socket (where psql looks for .s.PGSQL.5432) and one on TCP
+// loopback, in front of a real PostgreSQL, issuing dynamic login roles.
+// psql connects with no password and runs as the issued role; each
+// connection is one decision row with its database and upstream user; a
+// caller the policy does not allow gets PostgreSQL's own error with the
+// reason; the role is dropped once the session and the lease have ended.
+func TestPostgresListener(t *testing.T) {
+	if _, err := exec.LookPath("psql"); err != nil {
+		t.Fatal("psql is not installed (PostgreSQL's client)")
+	}
+	pg := pgtest.Start(t)
+	pg.Exec(t, "CREATE ROLE orders_rw NOLOGIN")
+	pg.Exec(t, "CREATE TABLE orders (id int)")
+	pg.Exec(t, "INSERT INTO orders VALUES (42)")
+	pg.Exec(t, "GRANT SELECT ON orders TO orders_rw")
+	pgDir, err := os.MkdirTemp("/tmp", "cbpg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(pgDir) })
+	e := newEnv(t, pgListenPolicies, fmt.Sprintf(`  - {name: orders-db, ttl: 1h, postgres: {admin_dsn_file: secrets/pg-admin, grant: [orders_rw]}}
+listeners:
+  - postgres: {listen: "unix://%s/.s.PGSQL.5432", upstream: "127.0.0.1:%d", credential: orders-db, tls: {mode: disable}}
+  - postgres: {listen: "127.0.0.1:0", upstream: "127.0.0.1:%d", credential: orders-db, tls: {mode: disable}}
+`, pgDir, pg.Port, pg.Port))
+	e.write("secrets/pg-admin", pg.AdminDSN())
+	if out, _, code := credbroker(t, "check", "--config", e.config); code != 0 {
+		t.Fatalf("check: %s", out)
+	}
+	b := e.start()
+	addr := logAddr(t, b, "postgres listening")
+	_, port, _ := strings.Cut(addr, ":")
+
+	psql := func(uid uint32, args ...string) (string, error) {
+		cmd := exec.Command("psql", append([]string{"-X", "-At", "-v", "ON_ERROR_STOP=1"}, args...)...)
+		cmd.Env = append(os.Environ(), "PGCONNECT_TIMEOUT=30", "PGPASSWORD=")
+		if uid != 0 {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		}
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+
+	// psql on the Unix socket, as any user, without a password.
+	out, err := psql(0, "-h", pgDir, "-U", "whoever", "-d", "postgres", "-c", "SELECT current_user, (SELECT id FROM orders)")
+	if err != nil {
+		t.Fatalf("psql through the unix listener: %v\n%s\n%s", err, out, b.logs)
+	}
+	role, id, _ := strings.Cut(out, "|")
+	if id != "42" || role == "" || role == "whoever" {
+		t.Fatalf("psql printed %q, want the issued role and 42", out)
+	}
+
+	// The same workload on TCP reuses the cached role.
+	out, err = psql(0, "-h", "127.0.0.1", "-p", port, "-U", "app", "-d", "postgres", "-c", "SELECT current_user")
+	if err != nil || out != role {
+		t.Fatalf("psql through the tcp listener: %q, %v, want %q", out, err, role)
+	}
+
+	// A database the policy does not allow, and a uid it does not.
+	out, err = psql(0, "-h", pgDir, "-U", "app", "-d", "template1", "-c", "SELECT 1")
+	if err == nil || !strings.Contains(out, "no policy allows") {
+		t.Fatalf("psql on a database not allowed: %v: %s", err, out)
+	}
+	out, err = psql(65534, "-h", "127.0.0.1", "-p", port, "-U", "app", "-d", "postgres", "-c", "SELECT 1")
+	if err == nil || !strings.Contains(out, "no policy allows") {
+		t.Fatalf("psql as nobody: %v: %s", err, out)
+	}
+
+	rows := auditRows(t, e.db)
+	var allows, denies int
+	for _, r := range rows {
+		if r.Channel != "postgres" {
+			continue
+		}
+		switch r.Decision {
+		case "allow":
+			allows++
+			if r.Database != "postgres" || r.UpstreamUser != role || r.TargetHost != fmt.Sprintf("127.0.0.1:%d", pg.Port) {
+				t.Errorf("allow row: database %q upstream user %q target %q", r.Database, r.UpstreamUser, r.TargetHost)
+			}
+		case "deny":
+			denies++
+		}
+	}
+	if allows != 2 || denies != 2 {
+		t.Errorf("%d allow and %d deny rows on channel postgres, want 2 and 2", allows, denies)
+	}
+
+	// The sessions have ended; once the lease does, the role is dropped.
+	admin := pg.Conn(t)
+	deadline := time.Now().Add(hangBound)
+	for {
+		var n int
+		if err := admin.QueryRow(context.Background(), "SELECT count(*) FROM pg_roles WHERE rolname = $1", role).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("role %s still exists %v after its lease ended:\n%s", role, hangBound, b.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if strings.Contains(b.logs.String(), "password=") {
+		t.Error("the broker's log holds a password")
+	}
+}
