@@ -80,6 +80,10 @@ type Server struct {
 	// CAFile is the PEM certificate of the CA that issued the server's
 	// certificate (and ClientCert's); empty without TLS.
 	CAFile string
+	// CertFile and KeyFile are the server's certificate (for 127.0.0.1,
+	// ::1 and localhost) and key, issued by CAFile; empty without TLS. A
+	// test may present them from a server of its own.
+	CertFile, KeyFile string
 	// Version is the server's version string, as SELECT VERSION() returns
 	// it.
 	Version string
@@ -137,7 +141,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 		if s.tls, err = newAuthority(dir); err != nil {
 			t.Fatalf("mariadbtest: %v", err)
 		}
-		s.CAFile = s.tls.caFile
+		s.CAFile, s.CertFile, s.KeyFile = s.tls.caFile, s.tls.certFile, s.tls.keyFile
 		extra = []string{"--ssl-ca=" + s.tls.caFile, "--ssl-cert=" + s.tls.certFile, "--ssl-key=" + s.tls.keyFile}
 	}
 	// A port found free may be taken by someone else before the server
