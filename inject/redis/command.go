@@ -339,7 +339,7 @@ func parseInt(b []byte) (int64, bool) {
 	case neg && v > math.MaxInt64+1:
 		return 0, false
 	case neg:
-		return -int64(v - 1) - 1, true
+		return -int64(v-1) - 1, true
 	}
 	return int64(v), true
 }

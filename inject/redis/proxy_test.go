@@ -524,3 +524,179 @@ func TestTLSUpstream(t *testing.T) {
 		})
 	}
 }
+
+// A denied workload gets a readable NOPERM error naming the decision,
+// recorded as a deny on channel redis; nothing reaches the server.
+func TestDenied(t *testing.T) {
+	h := newHarness(t, setup{config: func(c *redis.Config, _ *redistest.Server) { c.Credential = credForbidden }})
+	admin := h.srv.Admin(t)
+	before := admin.MustDo(t, "INFO", "stats").Str
+
+	out := h.cli(t, "GET", "k")
+	if !strings.Contains(out, "NOPERM credbroker: ") || !strings.Contains(out, "(decision ") {
+		t.Errorf("redis-cli output %q, want a NOPERM error naming the decision", out)
+	}
+	c := h.dial(t)
+	r, err := c.Do("GET", "k")
+	if err != nil || r.Type != '-' || !strings.HasPrefix(r.Str, "NOPERM credbroker: ") {
+		t.Fatalf("reply %v, %v; want -NOPERM", r, err)
+	}
+	if b, err := c.ReadToEOF(); err != nil || len(b) != 0 {
+		t.Errorf("after the refusal: %q, %v; want the connection closed", b, err)
+	}
+	rows := h.rows(t, credForbidden)
+	if len(rows) != 2 {
+		t.Fatalf("%d rows for 2 connections", len(rows))
+	}
+	for _, row := range rows {
+		if row.Decision != audit.DecisionDeny || row.Channel != broker.ChannelRedis || row.Policy != "no-forbidden" {
+			t.Errorf("row %+v, want a deny on channel redis by no-forbidden", row)
+		}
+		if !strings.Contains(r.Str, row.DecisionID) && !strings.Contains(out, row.DecisionID) {
+			t.Errorf("decision %s is named in neither refusal", row.DecisionID)
+		}
+	}
+	after := admin.MustDo(t, "INFO", "stats").Str
+	if connections(t, after) != connections(t, before) {
+		t.Errorf("the server accepted %d connections for denied clients", connections(t, after)-connections(t, before))
+	}
+}
+
+// connections reads total_connections_received from INFO stats.
+func connections(t *testing.T, info string) int {
+	t.Helper()
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "total_connections_received:"); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no total_connections_received in %q", info)
+	return 0
+}
+
+// When the server refuses the issued credential, the client is told so
+// with the server's reason, never the password, and the log says why.
+func TestUpstreamAuthFails(t *testing.T) {
+	h := newHarness(t, setup{appPassword: "not-what-the-broker-issues"})
+	c := h.dial(t)
+	r, err := c.Do("PING")
+	want := "ERR upstream authentication failed: WRONGPASS invalid username-password pair or user is disabled. (decision "
+	if err != nil || r.Type != '-' || !strings.HasPrefix(r.Str, want) {
+		t.Fatalf("reply %v, %v; want -%s…", r, err, want)
+	}
+	if b, err := c.ReadToEOF(); err != nil || len(b) != 0 {
+		t.Errorf("after the refusal: %q, %v; want the connection closed", b, err)
+	}
+	if !strings.Contains(h.logs.String(), "upstream log-in failed") {
+		t.Errorf("the log does not say the log-in failed:\n%s", h.logs.String())
+	}
+}
+
+// A credential holding a password alone (a static one, password_field:
+// value) logs in as the default user.
+func TestPasswordOnly(t *testing.T) {
+	h := newHarness(t, setup{defaultUser: true, config: func(c *redis.Config, _ *redistest.Server) {
+		c.Credential, c.PasswordField = credDefault, static.FieldValue
+	}})
+	if out := h.cli(t, "SET", "k", "v"); out != "OK" {
+		t.Fatalf("SET: %q", out)
+	}
+	c := h.dial(t)
+	if r := c.MustDo(t, "AUTH", "client-secret"); r.Str != "OK" {
+		t.Errorf("AUTH = %v", r)
+	}
+	if r := c.MustDo(t, "HELLO", "3", "AUTH", "someone", "client-secret"); r.Type != '%' {
+		t.Errorf("HELLO 3 AUTH = %v", r)
+	}
+	if r := c.MustDo(t, "ACL", "WHOAMI"); r.Str != "default" {
+		t.Errorf("ACL WHOAMI = %v, want default", r)
+	}
+	if r := c.MustDo(t, "GET", "k"); r.Str != "v" {
+		t.Errorf("GET = %v", r)
+	}
+}
+
+// A credential without the password field is refused with a message
+// naming the field to configure.
+func TestMissingPasswordField(t *testing.T) {
+	h := newHarness(t, setup{defaultUser: true, config: func(c *redis.Config, _ *redistest.Server) { c.Credential = credDefault }})
+	r, err := h.dial(t).Do("PING")
+	if err != nil || !strings.HasPrefix(r.Str, `ERR credbroker: credential "cache-default" has no field "password" to log in with (see password_field)`) {
+		t.Fatalf("reply %v, %v", r, err)
+	}
+}
+
+// A malformed command after good ones: their replies, then Redis's
+// protocol error, then the connection closes.
+func TestProtocolError(t *testing.T) {
+	h := newHarness(t, setup{})
+	c := h.dial(t)
+	if err := c.Send([]byte("PING\r\n" + string(redistest.Encode("SET", "a", "1")) + "*1\r\n$4\r\nPINGxx")); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"PONG", "OK", "Protocol error: a bulk string must be followed by CRLF"} {
+		r, err := c.Receive()
+		if err != nil || !strings.HasSuffix(r.Str, want) {
+			t.Fatalf("reply %v, %v; want %q", r, err, want)
+		}
+	}
+	if b, err := c.ReadToEOF(); err != nil || len(b) != 0 {
+		t.Errorf("after the protocol error: %q, %v; want the connection closed", b, err)
+	}
+	if r := h.srv.Admin(t).MustDo(t, "GET", "a"); r.Str != "1" {
+		t.Errorf("GET a = %v", r)
+	}
+}
+
+// The upstream may be the server's Unix socket.
+func TestUnixUpstream(t *testing.T) {
+	h := newHarness(t, setup{config: func(c *redis.Config, srv *redistest.Server) { c.Upstream = "unix://" + srv.Socket }})
+	if out := h.cli(t, "SET", "k", "via-socket"); out != "OK" {
+		t.Fatalf("SET: %q", out)
+	}
+	if r := h.srv.Admin(t).MustDo(t, "GET", "k"); r.Str != "via-socket" {
+		t.Errorf("GET = %v", r)
+	}
+	if rows := h.rows(t, credApp); len(rows) != 1 || rows[0].TargetHost != "unix://"+h.srv.Socket {
+		t.Errorf("rows %+v, want one with the socket as its host", rows)
+	}
+}
+
+// Stopping the listener waits for open sessions up to drain_timeout, then
+// cuts them and says so; a session that ends in time is not cut.
+func TestDrain(t *testing.T) {
+	h := newHarness(t, setup{config: func(c *redis.Config, _ *redistest.Server) { c.DrainTimeout = broker.DrainTimeout(time.Millisecond) }})
+	c := h.dial(t)
+	c.MustDo(t, "PING")
+	err := h.stop()
+	if err == nil || !strings.Contains(err.Error(), "1 sessions still open after the drain timeout") {
+		t.Fatalf("Run = %v, want the open session cut", err)
+	}
+	if b, err := c.ReadToEOF(); err != nil || len(b) != 0 {
+		t.Errorf("the cut session: %q, %v; want the connection closed", b, err)
+	}
+
+	h = newHarness(t, setup{})
+	c = h.dial(t)
+	c.MustDo(t, "PING")
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.stop() }()
+	// The session still works while the listener drains, and ends when
+	// the client closes.
+	c.MustDo(t, "SET", "k", "v")
+	c.Close()
+	if err := <-stopped; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
+// nopDecider refuses everything; for tests that never serve.
+type nopDecider struct{}
+
+func (nopDecider) Decide(context.Context, *broker.Request) (*broker.Grant, error) {
+	return nil, &broker.Error{Kind: broker.KindDenied, Message: "no"}
+}
