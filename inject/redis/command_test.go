@@ -346,3 +346,33 @@ func equalArgs(a, b [][]byte) bool {
 	}
 	return true
 }
+
+// BenchmarkReadCommand relays a pipeline of GET and SET commands: the
+// listener's work per command on the client's side.
+func BenchmarkReadCommand(b *testing.B) {
+	var in []byte
+	const n = 1000
+	for i := range n {
+		if i%2 == 0 {
+			in = append(in, resp(cmd("SET", "key:"+strconv.Itoa(i), strings.Repeat("v", 64)))...)
+		} else {
+			in = append(in, resp(cmd("GET", "key:"+strconv.Itoa(i)))...)
+		}
+	}
+	src := bytes.NewReader(in)
+	r := bufio.NewReaderSize(src, bufSize)
+	w := bufio.NewWriterSize(io.Discard, bufSize)
+	cr := &commandReader{r: r, w: w, login: testLogin}
+	b.SetBytes(int64(len(in)) / n)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%n == 0 {
+			src.Reset(in)
+			r.Reset(src)
+		}
+		if err := cr.next(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -8,12 +8,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	unixattest "github.com/credbroker/credbroker/attest/unix"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/credbroker/credbroker/audit"
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/inject/listener"
@@ -79,6 +83,8 @@ type setup struct {
 	appPassword string
 	// config adjusts the listener's configuration, once the server runs.
 	config func(*redis.Config, *redistest.Server)
+	// opts are the listener's options besides its logger.
+	opts []listener.Option
 }
 
 // harness is a real broker (unix attestor, compiled policies, audit log
@@ -183,7 +189,7 @@ func newHarness(t *testing.T, s setup) *harness {
 		s.config(&cfg, h.srv)
 	}
 	h.upstream = cfg.Upstream
-	p, err := redis.New(cfg, b, listener.WithLogger(h.logs.Logger()))
+	p, err := redis.New(cfg, b, append([]listener.Option{listener.WithLogger(h.logs.Logger())}, s.opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,6 +339,10 @@ func TestClientAuthAnsweredLocally(t *testing.T) {
 	admin.MustDo(t, "ACL", "LOG", "RESET")
 	admin.MustDo(t, "CONFIG", "RESETSTAT")
 	monitor := h.srv.Monitor(t)
+	// A client of the listener may MONITOR too: it sees the AUTHs
+	// redacted (and, at cleanup, no issued password in what it received).
+	clientMonitor := h.dial(t)
+	clientMonitor.MustDo(t, "MONITOR")
 
 	c := h.dial(t)
 	for _, args := range [][]string{{"AUTH", intruder, clientSecret}, {"AUTH", clientSecret}, {"auth", intruder, clientSecret}} {
@@ -351,9 +361,10 @@ func TestClientAuthAnsweredLocally(t *testing.T) {
 	}
 
 	stats := h.srv.CommandStats(t, admin)["auth"]
-	// One AUTH at connect, one for each of the client's three.
-	if stats["calls"] != "4" || stats["failed_calls"] != "0" || stats["rejected_calls"] != "1" {
-		t.Errorf("cmdstat_auth %v, want 4 calls (the broker's), none failed, 1 rejected (the bare AUTH)", stats)
+	// One AUTH at connect for each of the two clients, one for each of
+	// the client's three.
+	if stats["calls"] != "5" || stats["failed_calls"] != "0" || stats["rejected_calls"] != "1" {
+		t.Errorf("cmdstat_auth %v, want 5 calls (the broker's), none failed, 1 rejected (the bare AUTH)", stats)
 	}
 	if log := admin.MustDo(t, "ACL", "LOG"); len(log.Elems) != 0 {
 		t.Errorf("ACL log after the listener's AUTHs: %s", log)
@@ -372,12 +383,21 @@ func TestClientAuthAnsweredLocally(t *testing.T) {
 		}
 		lines = append(lines, line)
 	}
+	for {
+		line, err := clientMonitor.ReadLine()
+		if err != nil {
+			t.Fatalf("MONITOR through the listener: %v", err)
+		}
+		if strings.Contains(line, marker) {
+			break
+		}
+	}
 	all := strings.Join(lines, "\n")
 	if strings.Contains(all, clientSecret) || strings.Contains(all, intruder) {
 		t.Errorf("the client's user or password reached the server:\n%s", all)
 	}
-	if n := strings.Count(all, `"AUTH" "(redacted)" "(redacted)"`); n != 4 {
-		t.Errorf("MONITOR shows %d redacted AUTHs, want 4:\n%s", n, all)
+	if n := strings.Count(all, `"AUTH" "(redacted)" "(redacted)"`); n != 5 {
+		t.Errorf("MONITOR shows %d redacted AUTHs, want 5:\n%s", n, all)
 	}
 	h.assertNoSecret(t, "MONITOR", []byte(all))
 }
@@ -699,4 +719,88 @@ type nopDecider struct{}
 
 func (nopDecider) Decide(context.Context, *broker.Request) (*broker.Grant, error) {
 	return nil, &broker.Error{Kind: broker.KindDenied, Message: "no"}
+}
+
+// With a connection cap of one, a second client is served once the first
+// has left; the gauge counts the open session.
+func TestConnLimit(t *testing.T) {
+	m := broker.NewConnMetrics(prometheus.NewRegistry())
+	h := newHarness(t, setup{opts: []listener.Option{listener.WithConnLimit(broker.LimitConfig{Name: "redis", Max: 1, Metrics: m})}})
+	first := h.dial(t)
+	first.MustDo(t, "PING")
+	if got := testutil.ToFloat64(m.Open("redis")); got != 1 {
+		t.Errorf("open connections gauge = %v, want 1", got)
+	}
+	second := h.dial(t)
+	if err := second.Send(redistest.Encode("SET", "k", "second")); err != nil {
+		t.Fatal(err)
+	}
+	first.MustDo(t, "SET", "k", "first")
+	first.Close()
+	if r, err := second.Receive(); err != nil || r.Str != "OK" {
+		t.Fatalf("second client: %v, %v", r, err)
+	}
+	if r := second.MustDo(t, "GET", "k"); r.Str != "second" {
+		t.Errorf("GET = %v: the second client's SET ran before the first left", r)
+	}
+	if rows := h.rows(t, credApp); len(rows) != 2 {
+		t.Errorf("%d rows, want 2", len(rows))
+	}
+}
+
+// Once Run has returned and the harness is stopped, no goroutine of the
+// listener is left: relays, reply copiers, refusals.
+func TestNoGoroutineLeft(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Run("serve", func(t *testing.T) {
+		h := newHarness(t, setup{})
+		c := h.dial(t)
+		c.MustDo(t, "SET", "k", "v")
+		c.MustDo(t, "AUTH", "x", "y")
+		if err := c.Send([]byte("*1\r\n$4\r\nPINGxx")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.ReadToEOF(); err != nil {
+			t.Fatal(err)
+		}
+		h.dial(t).MustDo(t, "PING") // left open: cut or closed by the drain
+	})
+	t.Run("refuse", func(t *testing.T) {
+		h := newHarness(t, setup{config: func(c *redis.Config, _ *redistest.Server) { c.Credential = credForbidden }})
+		if r, _ := h.dial(t).Do("PING"); !r.IsError() {
+			t.Fatalf("PING = %v", r)
+		}
+		h.dial(t).Close() // sends nothing
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines left, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		runtime.Gosched()
+	}
+}
+
+// Replies the client did not ask for (pub/sub messages) reach it, and
+// QUIT ends the session once its +OK is relayed.
+func TestPubSubAndQuit(t *testing.T) {
+	h := newHarness(t, setup{})
+	sub := h.dial(t)
+	if r := sub.MustDo(t, "SUBSCRIBE", "news"); len(r.Elems) != 3 || r.Elems[0].Str != "subscribe" {
+		t.Fatalf("SUBSCRIBE = %v", r)
+	}
+	if r := h.srv.Admin(t).MustDo(t, "PUBLISH", "news", "hello"); r.Int != 1 {
+		t.Fatalf("PUBLISH reached %d subscribers", r.Int)
+	}
+	if r, err := sub.Receive(); err != nil || len(r.Elems) != 3 || r.Elems[2].Str != "hello" {
+		t.Fatalf("message %v, %v", r, err)
+	}
+	c := h.dial(t)
+	if r := c.MustDo(t, "QUIT"); r.Str != "OK" {
+		t.Fatalf("QUIT = %v", r)
+	}
+	if b, err := c.ReadToEOF(); err != nil || len(b) != 0 {
+		t.Errorf("after QUIT: %q, %v; want the connection closed", b, err)
+	}
 }
