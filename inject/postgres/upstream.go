@@ -238,8 +238,8 @@ func (h *handshake) run() error {
 			// NegotiateProtocolVersion: the broker asks for 3.0 without
 			// options, which every server speaks; nothing to pass on.
 		case 'Z':
-			if !h.authed {
-				return authFailf("ReadyForQuery before AuthenticationOk")
+			if !h.authed || len(body) != 1 {
+				return authFailf("unexpected ReadyForQuery from the upstream")
 			}
 			_, err := h.client.Write(raw)
 			return err
