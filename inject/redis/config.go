@@ -25,19 +25,20 @@ const (
 	DefaultPasswordField = "password"
 )
 
-// TLS modes of TLSConfig.Mode.
+// TLS modes of the upstream connection (tls.mode), as libpq's sslmode
+// names them.
 const (
-	// TLSDisable connects without TLS.
-	TLSDisable = "disable"
-	// TLSRequire connects with TLS without verifying the server's
+	// ModeDisable connects without TLS.
+	ModeDisable = "disable"
+	// ModeRequire connects with TLS without verifying the server's
 	// certificate: the link is encrypted, the server is not authenticated.
-	TLSRequire = "require"
-	// TLSVerifyCA verifies the server's certificate chain against ca_file
+	ModeRequire = "require"
+	// ModeVerifyCA verifies the server's certificate chain against ca_file
 	// (or the system roots) but not the name it is issued for.
-	TLSVerifyCA = "verify-ca"
-	// TLSVerifyFull verifies the chain and that the certificate is issued
+	ModeVerifyCA = "verify-ca"
+	// ModeVerifyFull verifies the chain and that the certificate is issued
 	// for server_name (default: the upstream's host). The default.
-	TLSVerifyFull = "verify-full"
+	ModeVerifyFull = "verify-full"
 )
 
 // Config configures one Redis injection listener. In the configuration
@@ -82,7 +83,7 @@ type Config struct {
 
 // TLSConfig configures TLS to the upstream.
 type TLSConfig struct {
-	// Mode is disable, require, verify-ca or verify-full (see the TLS*
+	// Mode is disable, require, verify-ca or verify-full (see the Mode*
 	// constants); default verify-full.
 	Mode string `yaml:"mode"`
 	// CAFile holds the PEM certificates the upstream's chain is verified
@@ -104,9 +105,9 @@ type TLSConfig struct {
 func (c *Config) mode() string {
 	switch {
 	case c.TLS == nil:
-		return TLSDisable
+		return ModeDisable
 	case c.TLS.Mode == "":
-		return TLSVerifyFull
+		return ModeVerifyFull
 	}
 	return c.TLS.Mode
 }
@@ -182,20 +183,20 @@ func (c *Config) tlsProblems() []string {
 	var out []string
 	mode := c.mode()
 	switch mode {
-	case TLSDisable, TLSRequire, TLSVerifyCA, TLSVerifyFull:
+	case ModeDisable, ModeRequire, ModeVerifyCA, ModeVerifyFull:
 	default:
 		return []string{fmt.Sprintf("mode %q is not one of disable, require, verify-ca, verify-full", t.Mode)}
 	}
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		out = append(out, "cert_file and key_file go together")
 	}
-	if mode == TLSDisable && (t.CAFile != "" || t.ServerName != "" || t.CertFile != "" || t.KeyFile != "") {
+	if mode == ModeDisable && (t.CAFile != "" || t.ServerName != "" || t.CertFile != "" || t.KeyFile != "") {
 		out = append(out, "mode disable uses no TLS: remove ca_file, server_name, cert_file and key_file, or choose another mode")
 	}
-	if mode == TLSRequire && t.CAFile != "" {
+	if mode == ModeRequire && t.CAFile != "" {
 		out = append(out, "mode require does not verify the server: ca_file needs verify-ca or verify-full")
 	}
-	if _, ok := strings.CutPrefix(c.Upstream, listener.UnixScheme); ok && mode == TLSVerifyFull && t.ServerName == "" {
+	if _, ok := strings.CutPrefix(c.Upstream, listener.UnixScheme); ok && mode == ModeVerifyFull && t.ServerName == "" {
 		out = append(out, "verify-full to a unix:// upstream needs server_name, the name its certificate is issued for")
 	}
 	return out
@@ -229,7 +230,7 @@ func checkUpstream(s string) error {
 // for mode disable. It reads the CA and key files.
 func (c *Config) tlsConfig() (*tls.Config, error) {
 	mode := c.mode()
-	if mode == TLSDisable {
+	if mode == ModeDisable {
 		return nil, nil
 	}
 	t := c.TLS
@@ -257,9 +258,9 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	switch mode {
-	case TLSRequire:
+	case ModeRequire:
 		cfg.InsecureSkipVerify = true
-	case TLSVerifyCA:
+	case ModeVerifyCA:
 		// Go verifies the chain and the name together; verify-ca checks
 		// the chain itself and no name.
 		cfg.InsecureSkipVerify = true

@@ -140,7 +140,8 @@ func (p *Proxy) serve(ctx context.Context, conn net.Conn) {
 		return
 	}
 	p.log.Debug("redis session", keyCredential, p.cred, keyDecisionID, g.DecisionID, keyUpstream, p.upstream)
-	p.relay(ctx, listener.Raw(conn), up, lg)
+	p.relay(ctx, listener.Raw(conn), up, lg, g.DecisionID)
+	p.log.Debug("redis session ended", keyCredential, p.cred, keyDecisionID, g.DecisionID)
 }
 
 // loginOf takes the credential's user (optional) and password.
@@ -301,7 +302,7 @@ func isProtocolError(err error) bool {
 // relay runs the session: the client's commands go upstream through a
 // commandReader, and the upstream's replies come back as bytes, unparsed.
 // It returns when either side ends; ctx ending cuts it.
-func (p *Proxy) relay(ctx context.Context, client net.Conn, up *upstreamConn, lg login) {
+func (p *Proxy) relay(ctx context.Context, client net.Conn, up *upstreamConn, lg login, decision string) {
 	stop := context.AfterFunc(ctx, func() {
 		up.Close()
 		client.Close()
@@ -338,7 +339,7 @@ func (p *Proxy) relay(ctx context.Context, client net.Conn, up *upstreamConn, lg
 		}
 		<-replies
 		if pe != nil {
-			p.log.Info("client protocol error", keyCredential, p.cred, keyError, pe)
+			p.log.Info("client protocol error; connection closed", keyCredential, p.cred, keyDecisionID, decision, keyError, pe)
 			_ = client.SetWriteDeadline(time.Now().Add(RefusalTimeout))
 			_, _ = io.WriteString(client, "-ERR "+pe.Error()+"\r\n")
 		}

@@ -498,19 +498,19 @@ func TestTLSUpstream(t *testing.T) {
 			return &redis.TLSConfig{CAFile: f.CAFile, ServerName: redistest.ServerName, CertFile: f.ClientCertFile, KeyFile: f.ClientKeyFile}
 		}, true, ""},
 		{"verify-full to the IP", func(f redistest.TLSFiles) *redis.TLSConfig {
-			return &redis.TLSConfig{Mode: redis.TLSVerifyFull, CAFile: f.CAFile, CertFile: f.ClientCertFile, KeyFile: f.ClientKeyFile}
+			return &redis.TLSConfig{Mode: redis.ModeVerifyFull, CAFile: f.CAFile, CertFile: f.ClientCertFile, KeyFile: f.ClientKeyFile}
 		}, true, ""},
 		{"verify-ca ignores the name", func(f redistest.TLSFiles) *redis.TLSConfig {
-			return &redis.TLSConfig{Mode: redis.TLSVerifyCA, CAFile: f.CAFile, ServerName: "wrong.example", CertFile: f.ClientCertFile, KeyFile: f.ClientKeyFile}
+			return &redis.TLSConfig{Mode: redis.ModeVerifyCA, CAFile: f.CAFile, ServerName: "wrong.example", CertFile: f.ClientCertFile, KeyFile: f.ClientKeyFile}
 		}, true, ""},
 		{"require", func(f redistest.TLSFiles) *redis.TLSConfig {
-			return &redis.TLSConfig{Mode: redis.TLSRequire, CertFile: f.ClientCertFile, KeyFile: f.ClientKeyFile}
+			return &redis.TLSConfig{Mode: redis.ModeRequire, CertFile: f.ClientCertFile, KeyFile: f.ClientKeyFile}
 		}, true, ""},
 		{"verify-full, wrong name", func(f redistest.TLSFiles) *redis.TLSConfig {
 			return &redis.TLSConfig{CAFile: f.CAFile, ServerName: "wrong.example", CertFile: f.ClientCertFile, KeyFile: f.ClientKeyFile}
 		}, false, "TLS with the upstream redis"},
 		{"verify-ca, other CA", func(f redistest.TLSFiles) *redis.TLSConfig {
-			return &redis.TLSConfig{Mode: redis.TLSVerifyCA, CertFile: f.ClientCertFile, KeyFile: f.ClientKeyFile}
+			return &redis.TLSConfig{Mode: redis.ModeVerifyCA, CertFile: f.ClientCertFile, KeyFile: f.ClientKeyFile}
 		}, false, "TLS with the upstream redis"},
 		{"no client certificate", func(f redistest.TLSFiles) *redis.TLSConfig {
 			return &redis.TLSConfig{CAFile: f.CAFile, ServerName: redistest.ServerName}
@@ -669,6 +669,9 @@ func TestProtocolError(t *testing.T) {
 	}
 	if r := h.srv.Admin(t).MustDo(t, "GET", "a"); r.Str != "1" {
 		t.Errorf("GET a = %v", r)
+	}
+	if !strings.Contains(h.logs.String(), "client protocol error") {
+		t.Errorf("the log does not record the protocol error:\n%s", h.logs.String())
 	}
 }
 
