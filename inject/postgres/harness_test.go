@@ -235,6 +235,8 @@ type served struct {
 	// 127.0.0.1 and a TCP port.
 	dir, host string
 	port      int
+	// stop stops the listener and returns what Run returned.
+	stop func() error
 }
 
 // listen starts a listener for credential on a Unix socket (network
@@ -289,9 +291,13 @@ func (h *harness) listen(t *testing.T, network, credential string, adjust func(*
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx, ln) }()
+	stopped := false
+	s.stop = func() error { stopped = true; stop(); return <-done }
 	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
+		if stopped {
+			return
+		}
+		if err := s.stop(); err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	})

@@ -321,3 +321,33 @@ func TestUpstreamRefusal(t *testing.T) {
 		t.Fatalf("unknown database: %v", err)
 	}
 }
+
+// TestDrain: at shutdown a session in progress may go on for the drain
+// timeout; one still open then is cut, Run says so, and the client's
+// connection ends. A listener with no session left stops cleanly.
+func TestDrain(t *testing.T) {
+	h := newHarness(t)
+	s := h.listen(t, "unix", credApp, func(c *postgres.Config) { c.DrainTimeout = broker.DrainTimeout(200 * time.Millisecond) })
+	conn := s.mustConnect(t, "someone", "appdb")
+	err := s.stop()
+	if err == nil || !strings.Contains(err.Error(), "1 sessions still open after the drain timeout") {
+		t.Fatalf("Run: %v", err)
+	}
+	if _, err := conn.Exec(context.Background(), "SELECT 1"); err == nil {
+		t.Fatal("the cut session still answers")
+	}
+	// The upstream session ends with it.
+	deadline := time.Now().Add(hangBound)
+	for h.roleConnections(t, "app") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the upstream session outlives the cut")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	idle := h.listen(t, "unix", credApp, nil)
+	c := idle.mustConnect(t, "someone", "appdb")
+	c.Close(context.Background())
+	if err := idle.stop(); err != nil {
+		t.Fatalf("Run after its last session ended: %v", err)
+	}
+}
