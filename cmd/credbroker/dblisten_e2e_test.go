@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/credbroker/credbroker/internal/pgtest"
+	"github.com/credbroker/credbroker/internal/redistest"
 )
 
 // pgListenPolicies let root use orders-db, for 3 seconds per issue so that
@@ -132,5 +133,84 @@ listeners:
 	}
 	if strings.Contains(b.logs.String(), "password=") {
 		t.Error("the broker's log holds a password")
+	}
+}
+
+// redisPolicies let root use the cache credential.
+const redisPolicies = `policies:
+  - name: root-uses-cache
+    effect: allow
+    workloads: [{unix: {uid: 0}}]
+    credentials: [cache]
+`
+
+// TestRedisListener runs the broker binary with a redis listener in front
+// of a real redis-server whose default user is off: redis-cli with no
+// password works as the ACL user whose password the broker holds (a
+// static credential of two fields), a client's own AUTH is answered by the
+// server for the broker's credential and never carries the client's, and
+// nobody is refused with the reason.
+func TestRedisListener(t *testing.T) {
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Fatal("redis-cli is not installed (Debian's redis-tools)")
+	}
+	const password = "cache-pw-b61f0c"
+	rs := redistest.Start(t, redistest.Options{Users: []string{"app on >" + password + " ~* &* +@all"}})
+	e := newEnv(t, redisPolicies, fmt.Sprintf(`  - {name: cache, static: {fields: {username: {file: secrets/cache-user}, password: {file: secrets/cache-pw}}}}
+listeners:
+  - redis: {listen: "127.0.0.1:0", upstream: %q, credential: cache}
+`, rs.Addr))
+	e.write("secrets/cache-user", "app")
+	e.write("secrets/cache-pw", password)
+	if out, _, code := credbroker(t, "check", "--config", e.config); code != 0 {
+		t.Fatalf("check: %s", out)
+	}
+	b := e.start()
+	host, port, _ := strings.Cut(logAddr(t, b, "redis listening"), ":")
+	cli := func(uid uint32, args ...string) (string, error) {
+		cmd := exec.Command("redis-cli", append([]string{"-h", host, "-p", port}, args...)...)
+		cmd.Env = append(os.Environ(), "REDISCLI_AUTH=")
+		if uid != 0 {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		}
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	if out, err := cli(0, "SET", "k", "v"); err != nil || out != "OK" {
+		t.Fatalf("SET through the listener: %q, %v\n%s", out, err, b.logs)
+	}
+	if out, err := cli(0, "ACL", "WHOAMI"); err != nil || out != "app" {
+		t.Fatalf("ACL WHOAMI: %q, %v", out, err)
+	}
+	// A client's own AUTH is rewritten to the broker's credential.
+	if out, err := cli(0, "--user", "mallory", "--pass", "not-the-password", "--no-auth-warning", "GET", "k"); err != nil || out != "v" {
+		t.Fatalf("GET after a client AUTH: %q, %v", out, err)
+	}
+	if out, _ := cli(65534, "GET", "k"); !strings.Contains(out, "no policy allows") {
+		t.Fatalf("redis-cli as nobody: %q", out)
+	}
+	rows := auditRows(t, e.db)
+	var allows, denies int
+	for _, r := range rows {
+		switch {
+		case r.Channel != "redis":
+		case r.Decision == "allow" && r.UpstreamUser == "app" && r.TargetHost == rs.Addr:
+			allows++
+		case r.Decision == "deny":
+			denies++
+		default:
+			t.Errorf("row %+v", r)
+		}
+	}
+	if allows != 3 || denies != 1 {
+		t.Errorf("%d allow and %d deny rows on channel redis, want 3 and 1", allows, denies)
+	}
+	for _, leak := range []string{password, "not-the-password"} {
+		if strings.Contains(b.logs.String(), leak) {
+			t.Errorf("the broker's log holds %q", leak)
+		}
+	}
+	if strings.Contains(rs.Log(), "not-the-password") {
+		t.Error("the client's password reached the server's log")
 	}
 }

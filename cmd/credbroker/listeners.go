@@ -17,6 +17,7 @@ import (
 	"github.com/credbroker/credbroker/inject/httpproxy"
 	"github.com/credbroker/credbroker/inject/listener"
 	"github.com/credbroker/credbroker/inject/postgres"
+	"github.com/credbroker/credbroker/inject/redis"
 )
 
 // listenerConfig is what every listener package's Config is: validated
@@ -73,6 +74,7 @@ var listenerKinds = map[string]listenerKind{
 	"http":            listenerKindOf(func(c *httpproxy.Config) string { return c.Credential }, httpproxy.New, broker.ListenerHTTP),
 	"aws_credentials": listenerKindOf(func(c *awscreds.Config) string { return c.Credential }, awscreds.New, broker.ListenerAWS),
 	"postgres":        listenerKindOf(func(c *postgres.Config) string { return c.Credential }, postgres.New, broker.ListenerPostgres),
+	"redis":           listenerKindOf(func(c *redis.Config) string { return c.Credential }, redis.New, broker.ListenerRedis),
 }
 
 // ListenerConfig is one injection listener: exactly one key of
