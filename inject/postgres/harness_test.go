@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,7 +42,8 @@ const (
 	credLegacy  = "legacy-db"  // legacy: password stored and checked as md5
 	credClear   = "clear-db"   // clear: the server asks for a cleartext password
 	credWrongPW = "wrongpw-db" // app with a wrong password
-	credDynamic = "dyn-db"     // roles issued by providers/postgres through the lease manager
+	credDynamic = "dyn-db"     // roles issued by providers/postgres through the lease manager, 3s each
+	credHeld    = "held-db"    // the same, for an hour
 )
 
 // testPolicies let this test's processes (uid self) use every credential
@@ -52,7 +54,7 @@ const testPolicies = `policies:
   - name: apps-use-databases
     effect: allow
     workloads: [{unix: {uid: self}}]
-    credentials: [app-db, legacy-db, clear-db, wrongpw-db]
+    credentials: [app-db, legacy-db, clear-db, wrongpw-db, held-db]
     when: 'request.channel == "postgres"'
   - name: no-forbidden-db
     effect: deny
@@ -80,7 +82,8 @@ type harness struct {
 	broker  *broker.Broker
 	peer    *unixattest.Attestor
 	manager *lease.Manager
-	admin   *pgx.Conn // the superuser's, for the test's own queries
+	clock   *offsetClock // the lease manager's
+	admin   *pgx.Conn    // the superuser's, for the test's own queries
 }
 
 // userPass is a static credential with the fields username and password,
@@ -107,7 +110,7 @@ func (u userPass) Credential(ctx context.Context, req providers.Request) (provid
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	srvTLS, ca := pgtest.NewTLS(t, "127.0.0.1")
-	h := &harness{canary: "CANARY-" + rand.Text(), logs: &logtest.Buffer{}}
+	h := &harness{canary: "CANARY-" + rand.Text(), logs: &logtest.Buffer{}, clock: &offsetClock{}}
 	h.pg = pgtest.StartWith(t, pgtest.Options{TLS: srvTLS, HBA: []string{
 		"hostnossl all app 127.0.0.1/32 reject",
 		"host all legacy 127.0.0.1/32 md5",
@@ -168,25 +171,31 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.manager, err = lease.New(lease.Config{Store: store, Audit: alog, Logger: h.logs.Logger()}); err != nil {
+	if h.manager, err = lease.New(lease.Config{Store: store, Audit: alog, Logger: h.logs.Logger(), Now: h.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
-	prov, err := pgprov.New(pgprov.Config{
-		Name:         credDynamic,
-		AdminDSNFile: write(t, dir, "admin.dsn", h.pg.DSN("broker_admin", adminPW, "postgres")),
-		Grant:        []string{"dyn_rw"},
-		InstallID:    store.InstallID(),
-		TTL:          time.Hour,
-		Logger:       h.logs.Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
+	adminDSN := write(t, dir, "admin.dsn", h.pg.DSN("broker_admin", adminPW, "postgres"))
+	var provs []*pgprov.Provider
+	for name, prefix := range map[string]string{credDynamic: "dyn_", credHeld: "held_"} {
+		prov, err := pgprov.New(pgprov.Config{
+			Name:         name,
+			AdminDSNFile: adminDSN,
+			Grant:        []string{"dyn_rw"},
+			RolePrefix:   prefix,
+			InstallID:    store.InstallID(),
+			TTL:          time.Hour,
+			Logger:       h.logs.Logger(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		provs = append(provs, prov)
+		managed, err := h.manager.Add(name, prov)
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds[name], kinds[name] = managed, pgprov.Kind
 	}
-	dyn, err := h.manager.Add(credDynamic, prov)
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds[credDynamic], kinds[credDynamic] = dyn, pgprov.Kind
 	managerDone := make(chan error, 1)
 	go func() { managerDone <- h.manager.Run(ctx) }()
 
@@ -206,7 +215,9 @@ func newHarness(t *testing.T) *harness {
 		if err := <-managerDone; err != nil {
 			t.Errorf("lease manager: %v", err)
 		}
-		prov.Close()
+		for _, p := range provs {
+			p.Close()
+		}
 		store.Close()
 		if err := <-auditDone; err != nil {
 			t.Errorf("audit log: %v", err)
@@ -214,6 +225,26 @@ func newHarness(t *testing.T) *harness {
 		alog.Close()
 	})
 	return h
+}
+
+// offsetClock is real time shifted by what the test advanced it.
+type offsetClock struct {
+	mu sync.Mutex
+	d  time.Duration
+}
+
+// Now is the shifted time.
+func (c *offsetClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.d)
+}
+
+// Advance shifts the clock forward by d.
+func (c *offsetClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.d += d
+	c.mu.Unlock()
 }
 
 // write writes a file of the test and returns its path.

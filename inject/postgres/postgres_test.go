@@ -160,7 +160,7 @@ func TestDynamicRole(t *testing.T) {
 	ctx := context.Background()
 	var role string
 	var id int
-	if err := conn.QueryRow(ctx, `SELECT current_user, (SELECT id FROM orders)`).Scan(&role, &id); err != nil || !strings.HasPrefix(role, "credbroker_unix_uid_") || id != 42 {
+	if err := conn.QueryRow(ctx, `SELECT current_user, (SELECT id FROM orders)`).Scan(&role, &id); err != nil || !strings.HasPrefix(role, "dyn_unix_uid_") || id != 42 {
 		t.Fatalf("role %q read %d, %v", role, id, err)
 	}
 	if _, err := conn.Exec(ctx, `CREATE ROLE escalate`); sqlState(err) != "42501" {
@@ -349,5 +349,66 @@ func TestDrain(t *testing.T) {
 	c.Close(context.Background())
 	if err := idle.stop(); err != nil {
 		t.Fatalf("Run after its last session ended: %v", err)
+	}
+}
+
+// TestSessionHoldsLease: the listener holds its grant for the session
+// (Grant.Release at its end), so the lease manager revokes a role that
+// sessions alone used as soon as the last of them ends once a newer role
+// is cached, long before its hour is up; the cached role stays for the
+// workload's next session. The manager's clock is advanced past the
+// refresh point (half the lifetime) instead of waiting for it.
+func TestSessionHoldsLease(t *testing.T) {
+	h := newHarness(t)
+	s := h.listen(t, "unix", credHeld, nil)
+	ctx := context.Background()
+	user := func(c interface {
+		QueryRow(context.Context, string, ...any) pgx.Row
+	}) string {
+		t.Helper()
+		var u string
+		if err := c.QueryRow(ctx, "SELECT current_user").Scan(&u); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	a := s.mustConnect(t, "someone", "postgres")
+	first := user(a)
+	h.clock.Advance(31 * time.Minute)
+	// This session still gets the first role, and starts its refresh.
+	b := s.mustConnect(t, "someone", "postgres")
+	if got := user(b); got != first {
+		t.Fatalf("the session at the refresh point got %s, want the cached %s", got, first)
+	}
+	// Wait for the refreshed role to be issued.
+	deadline := time.Now().Add(hangBound)
+	for len(h.rows(t, audit.Filter{Credential: credHeld, Kind: audit.KindLease})) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no second issue:\n%s", h.logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := s.mustConnect(t, "someone", "postgres")
+	second := user(c)
+	if second == first {
+		t.Fatal("no new role after the refresh")
+	}
+	a.Close(ctx)
+	if !h.roleExists(t, first) {
+		t.Fatal("the first role was dropped while a session still used it")
+	}
+	b.Close(ctx)
+	for h.roleExists(t, first) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first role outlives its last session:\n%s", h.logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.Close(ctx)
+	if !h.roleExists(t, second) {
+		t.Fatal("the cached role was dropped when its session ended")
+	}
+	if d := s.mustConnect(t, "someone", "postgres"); user(d) != second {
+		t.Fatal("the next session did not reuse the cached role")
 	}
 }
