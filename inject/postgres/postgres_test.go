@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -349,6 +350,11 @@ func TestDrain(t *testing.T) {
 	c.Close(context.Background())
 	if err := idle.stop(); err != nil {
 		t.Fatalf("Run after its last session ended: %v", err)
+	}
+	// Run joins every session, relay and cancel it started.
+	buf := make([]byte, 1<<20)
+	if stacks := string(buf[:runtime.Stack(buf, true)]); strings.Contains(stacks, "inject/postgres.(*") {
+		t.Errorf("goroutines of the listener outlive Run:\n%s", stacks)
 	}
 }
 
