@@ -126,7 +126,7 @@
 // part written here is small: the greeting, the client's response, the
 // upstream's greeting and authentication exchange, and OK/ERR packets,
 // each read with lengths checked first and fuzzed
-// (FuzzParseClientHello, FuzzParseGreeting, FuzzAuthenticator).
+// (FuzzParseClientHello, FuzzParseGreeting, FuzzUpstreamLogin, FuzzAuthenticator).
 // github.com/go-sql-driver/mysql, the project's MySQL client library,
 // serves only the tests. client_ed25519 uses filippo.io/edwards25519, the
 // library the standard library's ed25519 is built on, as go-sql-driver

@@ -28,6 +28,7 @@ import (
 // and each decision is recorded on channel mysql with the database and
 // the upstream user.
 func TestGoDriver(t *testing.T) {
+	t.Parallel()
 	srv := mariadbtest.Start(t)
 	h := newHarness(t, srv, "", nil)
 	for _, via := range []string{"unix", "tcp"} {
@@ -175,6 +176,7 @@ func mariadbCLI(t *testing.T, args ...string) (string, error) {
 // through the listener, on the socket and on TCP: a default database,
 // queries, a procedure returning two result sets, and a large result.
 func TestMariaDBCLI(t *testing.T) {
+	t.Parallel()
 	srv := mariadbtest.Start(t)
 	h := newHarness(t, srv, "", nil)
 	srv.Exec(t, "CREATE PROCEDURE shop.two() BEGIN SELECT 'first'; SELECT 'second'; END")
@@ -202,6 +204,7 @@ func TestMariaDBCLI(t *testing.T) {
 // ERR 1045 / 28000 naming the decision, recorded as a deny on channel
 // mysql; the upstream is never logged in to.
 func TestDenied(t *testing.T) {
+	t.Parallel()
 	srv := mariadbtest.Start(t)
 	h := newHarness(t, srv, "", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -249,6 +252,7 @@ func connections(t *testing.T, admin *sql.DB) int {
 // issued credential — and looks for the issued password in them, in the
 // logs and in the audit database.
 func TestNoSecretToClient(t *testing.T) {
+	t.Parallel()
 	srv := mariadbtest.Start(t)
 	h := newHarness(t, srv, "", func(c *mysql.Config) {})
 	var mu sync.Mutex
@@ -297,6 +301,7 @@ func TestNoSecretToClient(t *testing.T) {
 // TestPreProtocol41 checks that a client of the protocol before 4.1 is
 // refused with a message saying so, and a malformed response with 1043.
 func TestPreProtocol41(t *testing.T) {
+	t.Parallel()
 	srv := mariadbtest.Start(t)
 	h := newHarness(t, srv, "", nil)
 	for _, tc := range []struct {

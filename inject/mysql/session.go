@@ -208,6 +208,11 @@ func (s *session) login(ctx context.Context, hello *clientHello, g *broker.Grant
 // with SQLSTATE 08004 (the connection was refused).
 func (s *session) upstreamFailure(err error, decisionID string) *failure {
 	suffix := " (decision " + decisionID + ")"
+	var gr *greetingRefusal
+	if errors.As(err, &gr) {
+		return &failure{cause: err, tell: &sqlError{Code: gr.Code, State: gr.State,
+			Message: "credbroker: the upstream refused the connection: " + gr.Message + suffix}}
+	}
 	var se *sqlError
 	if errors.As(err, &se) {
 		return &failure{cause: err, tell: &sqlError{Code: se.Code, State: se.State,
@@ -216,6 +221,12 @@ func (s *session) upstreamFailure(err error, decisionID string) *failure {
 	return &failure{cause: err, tell: &sqlError{Code: codeUnknown, State: stateUnavailable,
 		Message: fmt.Sprintf("credbroker: cannot log in to the upstream %s: %v%s", s.l.upstream, err, suffix)}}
 }
+
+// greetingRefusal is an ERR the upstream sent instead of its greeting
+// (too many connections, a host it does not admit).
+type greetingRefusal struct{ *sqlError }
+
+func (g *greetingRefusal) Unwrap() error { return g.sqlError }
 
 // upstreamLogin is the listener's login to the upstream as a client.
 type upstreamLogin struct {
@@ -236,6 +247,10 @@ func (u *upstreamLogin) run(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("reading the upstream's greeting: %w", err)
 	}
 	g, err := parseGreeting(p)
+	var se *sqlError
+	if errors.As(err, &se) {
+		return nil, &greetingRefusal{se}
+	}
 	if err != nil {
 		return nil, err
 	}

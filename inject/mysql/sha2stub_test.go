@@ -16,6 +16,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -275,6 +276,19 @@ func (s *sha2Server) scrambleOK(nonce, scramble []byte) bool {
 	return check == stored
 }
 
+// testKey is the stand-in's RSA key, made once for every test of the
+// package (a 2048-bit key takes seconds under the race detector).
+var testKey = func() func(testing.TB) *rsa.PrivateKey {
+	once := sync.OnceValues(func() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) })
+	return func(tb testing.TB) *rsa.PrivateKey {
+		k, err := once()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return k
+	}
+}()
+
 // fixedDecider grants every connection one login, as the broker would.
 type fixedDecider struct{ user, password string }
 
@@ -320,10 +334,7 @@ func serverCert(t *testing.T) (tls.Certificate, string) {
 // the server's RSA key without TLS (the password never on the wire in the
 // clear), after an authentication switch, and a refusal.
 func TestCachingSHA2(t *testing.T) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := testKey(t)
 	cert, caFile := serverCert(t)
 	password := "sha2-canary-" + rand.Text()
 	tests := []struct {
@@ -424,3 +435,59 @@ func throughListener(t *testing.T, cfg Config, d fixedDecider, database string) 
 	})
 	return db
 }
+
+// TestDrain stops a listener with one session idle and one open past
+// drain_timeout: Run returns once the open one is cut, saying so, and
+// that session's connection is closed.
+func TestDrain(t *testing.T) {
+	stub := &sha2Server{greet: pluginCachingSHA2, password: []byte("pw")}
+	upLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upLn.Close()
+	go stub.serve(upLn)
+	l, err := New(Config{Listen: "127.0.0.1:0", Upstream: upLn.Addr().String(), Credential: "db",
+		TLS: TLSConfig{Mode: ModeDisable}, DrainTimeout: broker.DrainTimeout(200 * time.Millisecond)},
+		fixedDecider{user: "app", password: "pw"}, listener.WithLogger(slogDiscard()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx, ln) }()
+	c := gomysql.NewConfig()
+	c.User, c.Net, c.Addr, c.Timeout = "app", "tcp", ln.Addr().String(), time.Minute
+	conn, err := gomysql.NewConnector(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(conn)
+	defer db.Close()
+	held, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := held.PingContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "1 sessions still open after the drain timeout") {
+			t.Errorf("Run: %v, want the cut session reported", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Run did not return after its drain timeout")
+	}
+	if err := held.PingContext(context.Background()); err == nil {
+		t.Error("the cut session still answers")
+	}
+	held.Close()
+}
+
+func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }

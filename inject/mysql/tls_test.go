@@ -17,6 +17,7 @@ import (
 // verify-ca; the system roots do not know the test CA; without TLS the
 // server refuses the login and the client gets the server's refusal.
 func TestUpstreamTLS(t *testing.T) {
+	t.Parallel()
 	srv := mariadbtest.Start(t, mariadbtest.WithTLS())
 	certFile, keyFile := srv.ClientCert(t, "orders-app")
 	tests := []struct {
@@ -65,6 +66,7 @@ func TestUpstreamTLS(t *testing.T) {
 // switch to TLS with the listener and verify its certificate, and a
 // client that does not ask for TLS still connects in the clear.
 func TestClientTLS(t *testing.T) {
+	t.Parallel()
 	srv := mariadbtest.Start(t, mariadbtest.WithTLS())
 	h := newHarness(t, srv, "", func(c *mysql.Config) {
 		c.ListenerTLS = mysql.ListenerTLSConfig{CertFile: srv.CertFile, KeyFile: srv.KeyFile}
@@ -110,6 +112,7 @@ func TestClientTLS(t *testing.T) {
 // mysql_native_password (the greeting's own), and client_ed25519, which
 // the server switches to from the greeting's.
 func TestAuthPlugins(t *testing.T) {
+	t.Parallel()
 	srv := mariadbtest.Start(t)
 	srv.Exec(t, "INSTALL SONAME 'auth_ed25519'")
 	for _, tc := range []struct{ plugin, create string }{

@@ -238,7 +238,10 @@ func (s *Server) ClientCert(t testing.TB, cn string) (certFile, keyFile string) 
 func (s *Server) install(bins binaries) error {
 	args := []string{"--no-defaults", "--datadir=" + filepath.Join(s.Dir, "data"),
 		"--auth-root-authentication-method=normal", "--skip-test-db",
-		"--innodb-log-file-size=4M", "--innodb-data-file-path=ibdata1:4M:autoextend"}
+		"--innodb-log-file-size=4M", "--innodb-data-file-path=ibdata1:4M:autoextend",
+		// The default, /tmp, is shared, and installs running at once
+		// collide on their temporary tables' names there.
+		"--tmpdir=" + s.Dir}
 	if os.Geteuid() == 0 {
 		args = append(args, "--user=root")
 	}
