@@ -408,8 +408,10 @@ func TestCheckpointWrittenPeriodically(t *testing.T) {
 	appendN(t, l.Log, 3, t0)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		// The signer may add its head row (seq 4) before the first
+		// checkpoint: any checkpoint covering the three rows will do.
 		c, err := ReadCheckpoint(cp)
-		if err == nil && c.Seq == 3 {
+		if err == nil && c.Seq >= 3 {
 			if err := c.Verify(l.PublicKey()); err != nil {
 				t.Fatal(err)
 			}
@@ -420,7 +422,7 @@ func TestCheckpointWrittenPeriodically(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint at seq 3 after a minute (last: %v, %v)", c, err)
+			t.Fatalf("no checkpoint covering seq 3 after a minute (last: %v, %v)", c, err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -16,7 +16,7 @@ func TestCredentialProviderKeys(t *testing.T) {
 		name, credential, want string
 	}{
 		{"unknown provider", `{name: x, mongo: {uri: y}}`, `:4: unknown key "mongo" (a credential has name, ttl and one provider: `},
-		{"unknown key in a section", `{name: x, static: {file: s, colour: red}}`, `:4: unknown key "colour" (known: env, file)`},
+		{"unknown key in a section", `{name: x, static: {file: s, colour: red}}`, `:4: unknown key "colour" (known: env, fields, file)`},
 		{"two providers", "\n      name: x\n      static: {file: s}\n      oauth2: {client_id: c}", `:7: a credential has one provider; static is already given`},
 		{"a known section with problems", `{name: x, oauth2: {client_id: c}}`, `:4: credential "x": oauth2: `},
 	} {
