@@ -26,7 +26,14 @@
 // clients of the protocol before MySQL 4.1 are refused with a message
 // saying so. Whatever password the client sent — any, or none — is
 // accepted and never used, kept or logged; the listener never asks a
-// client for its password in the clear.
+// client for its password in the clear. It ends the client's
+// authentication as a server whose account has no password check would:
+// a client that answered with mysql_native_password is done; one that
+// chose caching_sha2_password (MySQL 8 clients start with it whatever the
+// greeting names) is switched to it with a fresh nonce and told
+// fast_auth_success for its scramble, as MySQL 8 does; any other plugin
+// is switched to mysql_native_password. The client's OK (or ERR) then
+// waits for the decision and the login upstream.
 //
 // Then the broker decides (Decider, which *broker.Broker satisfies):
 // channel mysql, the upstream as host, the client's user name and default

@@ -220,21 +220,19 @@ func parseClientHello(p []byte) (h *clientHello, sslRequest bool, err error) {
 // skipAuthResponse steps over the authentication response, in the form
 // the client's flags say.
 func skipAuthResponse(r *reader, caps uint32) error {
+	var err error
 	switch {
 	case caps&capPluginAuthLenenc != 0:
-		_, err := r.lenencBytes()
-		return err
+		_, err = r.lenencBytes()
 	case caps&capSecureConnection != 0:
-		n, err := r.byte()
-		if err != nil {
-			return err
+		var n byte
+		if n, err = r.byte(); err == nil {
+			_, err = r.bytes(int(n))
 		}
-		_, err = r.bytes(int(n))
-		return err
 	default:
-		_, err := r.nulString()
-		return err
+		_, err = r.nulString()
 	}
+	return err
 }
 
 // readAttrs reads the connection attributes: a length, then that many

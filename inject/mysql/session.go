@@ -151,7 +151,54 @@ func (s *session) greet(ctx context.Context) (*clientHello, error) {
 		}
 	}
 	hello.caps &= caps
+	if err := s.settle(hello, g.scramble); err != nil {
+		return nil, err
+	}
 	return hello, nil
+}
+
+// settle finishes the client's side of authentication as a server whose
+// account has no password would, so that the client next expects OK or
+// ERR, whichever the decision and the login upstream bring. A client that
+// answered the greeting with mysql_native_password (or speaks no plugins)
+// is done. One that chose caching_sha2_password, as MySQL 8 clients do
+// whatever the greeting names (sending no data for a plugin the greeting
+// did not name), is switched to it with a fresh nonce, as MySQL 8 does;
+// its scramble then gets fast_auth_success. Any other plugin is switched
+// to mysql_native_password. The client's answers are read, bounded, and
+// never looked into; the password is never asked for in the clear.
+func (s *session) settle(h *clientHello, nonce []byte) error {
+	if h.caps&capPluginAuth == 0 || h.plugin == "" || h.plugin == pluginNative {
+		return nil
+	}
+	plugin := pluginNative
+	if h.plugin == pluginCachingSHA2 {
+		plugin, nonce = pluginCachingSHA2, newScramble()
+	}
+	sw := append([]byte{pktAuthSwitch}, plugin...)
+	sw = append(append(append(sw, 0), nonce...), 0)
+	if err := writePacket(s.client, s.seq, sw); err != nil {
+		return err
+	}
+	seq, answer, err := readPacket(s.client, MaxHandshakePacket)
+	switch {
+	case errors.Is(err, errTooLarge):
+		return badHandshake("%v", err)
+	case err != nil:
+		return err
+	case seq != s.seq+1:
+		return badHandshake("the authentication switch response has sequence id %d, want %d", seq, s.seq+1)
+	}
+	s.seq = seq + 1
+	if plugin == pluginCachingSHA2 && len(answer) > 1 {
+		// A scramble, not an empty password: what a server with the
+		// password in its cache answers.
+		if err := writePacket(s.client, s.seq, []byte{pktMoreData, sha2FastAuthOK}); err != nil {
+			return err
+		}
+		s.seq++
+	}
+	return nil
 }
 
 // readHello reads the client's handshake response, which must have

@@ -491,3 +491,181 @@ func TestDrain(t *testing.T) {
 }
 
 func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestClientAuthSwitch plays clients that answer the greeting with other
+// plugins than its mysql_native_password, as raw packets: a MySQL 8
+// client starts with caching_sha2_password and sends no data for it (the
+// greeting named another plugin), and is switched to it with a fresh
+// nonce, then gets fast_auth_success for a scramble or OK at once for an
+// empty password; any other plugin is switched to mysql_native_password.
+// The session then relays (COM_PING reaches the upstream stand-in).
+func TestClientAuthSwitch(t *testing.T) {
+	stub := &sha2Server{greet: pluginCachingSHA2, password: []byte("pw")}
+	upLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upLn.Close()
+	go stub.serve(upLn)
+	l, err := New(Config{Listen: "127.0.0.1:0", Upstream: upLn.Addr().String(), Credential: "db", TLS: TLSConfig{Mode: ModeDisable}},
+		fixedDecider{user: "app", password: "pw"}, listener.WithLogger(slogDiscard()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx, ln) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	tests := []struct {
+		name       string
+		plugin     string
+		auth       []byte
+		switchTo   string // "" for none
+		reply      []byte // the client's answer to the switch
+		fastAuthOK bool
+	}{
+		{"native", pluginNative, bytes.Repeat([]byte{1}, 20), "", nil, false},
+		{"native, no password", pluginNative, nil, "", nil, false},
+		{"caching_sha2, no data, a password", pluginCachingSHA2, nil, pluginCachingSHA2, bytes.Repeat([]byte{2}, 32), true},
+		{"caching_sha2, no data, no password", pluginCachingSHA2, nil, pluginCachingSHA2, []byte{0}, false},
+		{"caching_sha2 with a scramble", pluginCachingSHA2, bytes.Repeat([]byte{3}, 32), pluginCachingSHA2, bytes.Repeat([]byte{4}, 32), true},
+		{"ed25519", pluginEd25519, bytes.Repeat([]byte{5}, 64), pluginNative, bytes.Repeat([]byte{6}, 20), false},
+		{"clear password", pluginClearPassword, []byte("secret\x00"), pluginNative, nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(time.Minute))
+			_, p, err := readPacket(c, MaxHandshakePacket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, err := parseGreeting(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &response{caps: clientCaps &^ capConnectWithDB &^ capConnectAttrs, maxPacket: 1 << 24, charset: 45, user: []byte("app"), auth: tc.auth, plugin: tc.plugin}
+			if err := writePacket(c, 1, r.encode()); err != nil {
+				t.Fatal(err)
+			}
+			next := func(wantSeq byte) []byte {
+				t.Helper()
+				seq, p, err := readPacket(c, MaxHandshakePacket)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if seq != wantSeq {
+					t.Fatalf("packet %q has sequence id %d, want %d", p, seq, wantSeq)
+				}
+				return p
+			}
+			seq := byte(2)
+			if tc.switchTo != "" {
+				p := next(seq)
+				want := append(append([]byte{pktAuthSwitch}, tc.switchTo...), 0)
+				if !bytes.HasPrefix(p, want) || len(p) != len(want)+scrambleLen+1 || p[len(p)-1] != 0 {
+					t.Fatalf("switch %q, want %q, a 20-byte nonce and NUL", p, want)
+				}
+				nonce := p[len(want) : len(p)-1]
+				if fresh := !bytes.Equal(nonce, g.scramble); fresh != (tc.switchTo == pluginCachingSHA2) {
+					t.Errorf("switch to %s with the greeting's nonce: %v", tc.switchTo, !fresh)
+				}
+				if err := writePacket(c, seq+1, tc.reply); err != nil {
+					t.Fatal(err)
+				}
+				seq += 2
+			}
+			if tc.fastAuthOK {
+				if p := next(seq); !bytes.Equal(p, []byte{pktMoreData, sha2FastAuthOK}) {
+					t.Fatalf("after the scramble %q, want fast_auth_success", p)
+				}
+				seq++
+			}
+			if p := next(seq); p[0] != pktOK {
+				t.Fatalf("%q, want OK", p)
+			}
+			if err := writePacket(c, 0, []byte{0x0e}); err != nil { // COM_PING
+				t.Fatal(err)
+			}
+			if p := next(1); p[0] != pktOK {
+				t.Fatalf("ping answered %q", p)
+			}
+		})
+	}
+}
+
+// recordingDecider keeps the request it is asked and refuses it.
+type recordingDecider struct {
+	reqs    chan *broker.Request
+	refusal *broker.Error
+}
+
+func (d recordingDecider) Decide(_ context.Context, req *broker.Request) (*broker.Grant, error) {
+	d.reqs <- req
+	return nil, d.refusal
+}
+
+// TestDecisionRequest checks what the broker is asked for a client (its
+// user and default database, the upstream, a session on channel mysql,
+// the accepted connection, allow_ambient), and how each kind of refusal
+// reaches the client.
+func TestDecisionRequest(t *testing.T) {
+	for _, tc := range []struct {
+		kind    broker.Kind
+		ambient bool
+		code    uint16
+		state   string
+	}{
+		{broker.KindDenied, false, 1045, "28000"},
+		{broker.KindUnauthenticated, true, 1045, "28000"},
+		{broker.KindNotFound, false, 1045, "28000"},
+		{broker.KindBadRequest, false, 1043, "08S01"},
+		{broker.KindUnavailable, false, 1105, "08004"},
+	} {
+		d := recordingDecider{reqs: make(chan *broker.Request, 1), refusal: &broker.Error{Kind: tc.kind, Message: "no, because", DecisionID: "d-42"}}
+		l, err := New(Config{Listen: "127.0.0.1:0", Upstream: "db.internal:3306", Credential: "orders-db", AllowAmbient: tc.ambient}, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- l.Run(ctx, ln) }()
+		c := gomysql.NewConfig()
+		c.User, c.Net, c.Addr, c.DBName, c.Timeout = "reporting", "tcp", ln.Addr().String(), "sales", time.Minute
+		conn, _ := gomysql.NewConnector(c)
+		db := sql.OpenDB(conn)
+		err = db.Ping()
+		db.Close()
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		var me *gomysql.MySQLError
+		if !errors.As(err, &me) || me.Number != tc.code || string(me.SQLState[:]) != tc.state || me.Message != "credbroker: no, because (decision d-42)" {
+			t.Errorf("kind %d: %v, want %d (%s)", tc.kind, err, tc.code, tc.state)
+		}
+		req := <-d.reqs
+		if req.Channel != broker.ChannelMySQL || req.Credential != "orders-db" || req.Host != "db.internal:3306" || req.User != "reporting" ||
+			req.Database != "sales" || req.UserField != FieldUsername || !req.Session || req.Conn == nil || req.AmbientIfNoPeer != tc.ambient {
+			t.Errorf("request %+v", req)
+		}
+	}
+}
