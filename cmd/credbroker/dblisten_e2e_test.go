@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credbroker/credbroker/internal/mariadbtest"
 	"github.com/credbroker/credbroker/internal/pgtest"
 	"github.com/credbroker/credbroker/internal/redistest"
 )
@@ -212,5 +213,75 @@ listeners:
 	}
 	if strings.Contains(rs.Log(), "not-the-password") {
 		t.Error("the client's password reached the server's log")
+	}
+}
+
+// mysqlPolicies let root use the shop credential.
+const mysqlPolicies = `policies:
+  - name: root-uses-shop
+    effect: allow
+    workloads: [{unix: {uid: 0}}]
+    credentials: [shop]
+`
+
+// TestMySQLListener runs the broker binary with a mysql listener in front
+// of a real MariaDB: the mariadb client connects as any user without a
+// password and runs as the user whose password the broker holds, on the
+// database it asked for; nobody is refused with the reason; rows carry the
+// database and the upstream user.
+func TestMySQLListener(t *testing.T) {
+	if _, err := exec.LookPath("mariadb"); err != nil {
+		t.Fatal("the mariadb client is not installed (Debian's mariadb-client)")
+	}
+	const password = "shop-pw-7d2e91"
+	db := mariadbtest.Start(t)
+	db.Exec(t, "CREATE DATABASE shop",
+		"CREATE TABLE shop.items (id INT)",
+		"INSERT INTO shop.items VALUES (7)",
+		"CREATE USER 'shop_app'@'%' IDENTIFIED BY '"+password+"'",
+		"GRANT SELECT ON shop.* TO 'shop_app'@'%'")
+	e := newEnv(t, mysqlPolicies, fmt.Sprintf(`  - {name: shop, static: {fields: {username: {file: secrets/shop-user}, password: {file: secrets/shop-pw}}}}
+listeners:
+  - mysql: {listen: "127.0.0.1:0", upstream: %q, credential: shop, tls: {mode: disable}}
+`, db.Addr()))
+	e.write("secrets/shop-user", "shop_app")
+	e.write("secrets/shop-pw", password)
+	if out, _, code := credbroker(t, "check", "--config", e.config); code != 0 {
+		t.Fatalf("check: %s", out)
+	}
+	b := e.start()
+	host, port, _ := strings.Cut(logAddr(t, b, "mysql listening"), ":")
+	client := func(uid uint32, sql string) (string, error) {
+		cmd := exec.Command("mariadb", "--no-defaults", "-h", host, "-P", port, "-u", "whoever", "--skip-ssl", "-N", "-B", "shop", "-e", sql)
+		if uid != 0 {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		}
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	out, err := client(0, "SELECT CURRENT_USER(), DATABASE(), id FROM items")
+	if err != nil || out != "shop_app@%\tshop\t7" {
+		t.Fatalf("mariadb through the listener: %q, %v\n%s", out, err, b.logs)
+	}
+	if out, err := client(65534, "SELECT 1"); err == nil || !strings.Contains(out, "no policy allows") {
+		t.Fatalf("mariadb as nobody: %q, %v", out, err)
+	}
+	var allows, denies int
+	for _, r := range auditRows(t, e.db) {
+		switch {
+		case r.Channel != "mysql":
+		case r.Decision == "allow" && r.Database == "shop" && r.UpstreamUser == "shop_app" && r.TargetHost == db.Addr():
+			allows++
+		case r.Decision == "deny":
+			denies++
+		default:
+			t.Errorf("row %+v", r)
+		}
+	}
+	if allows != 1 || denies != 1 {
+		t.Errorf("%d allow and %d deny rows on channel mysql, want 1 and 1", allows, denies)
+	}
+	if strings.Contains(b.logs.String(), password) {
+		t.Error("the broker's log holds the password")
 	}
 }

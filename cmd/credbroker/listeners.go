@@ -16,6 +16,7 @@ import (
 	"github.com/credbroker/credbroker/inject/awscreds"
 	"github.com/credbroker/credbroker/inject/httpproxy"
 	"github.com/credbroker/credbroker/inject/listener"
+	"github.com/credbroker/credbroker/inject/mysql"
 	"github.com/credbroker/credbroker/inject/postgres"
 	"github.com/credbroker/credbroker/inject/redis"
 )
@@ -75,6 +76,7 @@ var listenerKinds = map[string]listenerKind{
 	"aws_credentials": listenerKindOf(func(c *awscreds.Config) string { return c.Credential }, awscreds.New, broker.ListenerAWS),
 	"postgres":        listenerKindOf(func(c *postgres.Config) string { return c.Credential }, postgres.New, broker.ListenerPostgres),
 	"redis":           listenerKindOf(func(c *redis.Config) string { return c.Credential }, redis.New, broker.ListenerRedis),
+	"mysql":           listenerKindOf(func(c *mysql.Config) string { return c.Credential }, mysql.New, broker.ListenerMySQL),
 }
 
 // ListenerConfig is one injection listener: exactly one key of
