@@ -22,7 +22,7 @@
 #
 #   scripts/bench-db.sh                          # builds bin/credbroker first
 #   scripts/bench-db.sh path/to/credbroker       # that binary, no build
-#   ROUNDS=1 DURATION=2s scripts/bench-db.sh     # a quick look, about 2 minutes
+#   ROUNDS=1 DURATION=2s scripts/bench-db.sh     # a quick look, about 75 s
 #
 # Environment: DURATION (10s per run; whole seconds, s or m), ROUNDS (3),
 # WARMUP (2s, once per target and workload before the rounds, not
@@ -513,7 +513,7 @@ pg_run() {
   [ "$round" -gt 0 ] || secs=$warm_s
   # shellcheck disable=SC2206
   local args=(${pg_flags[$w]} -c "$clients" -j "$jobs" -T "$secs" -h 127.0.0.1 -p "${port[$t-postgres]}" -U "$pg_user" "$pg_user")
-  grep -qF -- "$w $t" "$cmds" || echo "$w $t: $(pg_env "$t" | tr ' ' '\n' | grep -v '^PGPASSFILE\|^PGCONNECT' | tr '\n' ' ')pgbench ${args[*]}" | redact >>"$cmds"
+  [ "$round" -eq 0 ] || grep -qF -- "$w $t:" "$cmds" || echo "$w $t: $(pg_env "$t" | tr ' ' '\n' | grep -v '^PGPASSFILE\|^PGCONNECT' | tr '\n' ' ')pgbench ${args[*]}" | redact >>"$cmds"
   local r0 r1 out rc=0
   r0=${relay:+$(ticks "$relay")}
   # shellcheck disable=SC2046
@@ -556,7 +556,7 @@ redis_run() {
   local args=(-h 127.0.0.1 -p "${port[$t-redis]}" -c "$redis_clients" -n "$n" -t "get,set" --csv)
   local auth
   read -r -a auth <<<"$(redis_auth "$t")"
-  grep -qF -- "redis $t" "$cmds" || echo "redis $t: redis-benchmark ${auth[*]} ${args[*]}" | sed "s/ -n $n / -n N /" | redact >>"$cmds"
+  [ "$round" -eq 0 ] || grep -qF -- "redis $t:" "$cmds" || echo "redis $t: redis-benchmark ${auth[*]:+${auth[*]} }${args[*]}" | redact >>"$cmds"
   local r0 r1 out rc=0
   r0=${relay:+$(ticks "$relay")}
   out=$(redis-benchmark "${auth[@]}" "${args[@]}" 2>"$tmp/redis-benchmark.err") || rc=$?
