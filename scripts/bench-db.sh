@@ -155,6 +155,7 @@ cleanup() {
   [ -z "$pg_pid" ] || kill -INT "$pg_pid" 2>/dev/null || true
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -z "$pg_pid" ] || wait "$pg_pid" 2>/dev/null || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
