@@ -30,7 +30,6 @@ const (
 const (
 	keyDecisionID = "decision_id"
 	keyError      = "error"
-	keyUpstream   = "upstream"
 	keyUser       = "user"
 	keyDatabase   = "database"
 )
