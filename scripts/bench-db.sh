@@ -722,7 +722,14 @@ target_ge() {
   }
   rangerow() {
     [ "$rounds" -gt 1 ] || return 0
-    printf '%-28s %11s %11s %11s\n' "$1" "$(range "$2" direct)" "$(range "$2" haproxy)" "$(range "$2" broker)"
+    local t r line
+    line=$(printf '%-28s' "$1")
+    for t in direct haproxy broker; do
+      r=$(range "$2" "$t")
+      # printf pads bytes: the en dash is 3 bytes wide, 1 column.
+      case $r in *–*) line+=$(printf ' %13s' "$r") ;; *) line+=$(printf ' %11s' "$r") ;; esac
+    done
+    echo "$line"
   }
   if db postgres; then
     for w in "${pg_workloads[@]}"; do
