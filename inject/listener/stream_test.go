@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -177,3 +178,26 @@ func TestRaw(t *testing.T) {
 type wrapped struct{ net.Conn }
 
 func (w wrapped) NetConn() net.Conn { return w.Conn }
+
+// Relay copies both ways and, when one side ends, closes the other and
+// returns.
+func TestRelay(t *testing.T) {
+	client, clientPeer := net.Pipe()
+	upstream, upstreamPeer := net.Pipe()
+	done := make(chan struct{})
+	go func() { listener.Relay(context.Background(), clientPeer, upstreamPeer); close(done) }()
+	go client.Write([]byte("query"))
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(upstream, buf); err != nil || string(buf) != "query" {
+		t.Fatalf("upstream read %q, %v", buf, err)
+	}
+	go upstream.Write([]byte("reply"))
+	if _, err := io.ReadFull(client, buf); err != nil || string(buf) != "reply" {
+		t.Fatalf("client read %q, %v", buf, err)
+	}
+	client.Close()
+	<-done
+	if _, err := upstream.Read(buf); err == nil {
+		t.Error("the upstream is still open after the client ended")
+	}
+}

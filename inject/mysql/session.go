@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"time"
 
@@ -86,7 +85,7 @@ func (s *session) run(ctx context.Context) {
 	if _, isTLS := client.(*tls.Conn); !isTLS {
 		client = listener.Raw(s.conn)
 	}
-	relay(ctx, client, up)
+	listener.Relay(ctx, client, up)
 	log.Debug("session ended", keyDecisionID, g.DecisionID)
 }
 
@@ -366,26 +365,4 @@ func newScramble() []byte {
 		}
 	}
 	return b
-}
-
-// relay copies bytes both ways between the client and the upstream until
-// either side ends, or ctx ends; then both are closed. Packets are not
-// looked at: after the handshake each command starts its own sequence at
-// 0, so the two legs need nothing rewritten.
-func relay(ctx context.Context, client, upstream net.Conn) {
-	stop := context.AfterFunc(ctx, func() {
-		client.Close()
-		upstream.Close()
-	})
-	defer stop()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = io.Copy(upstream, client)
-		upstream.Close()
-	}()
-	_, _ = io.Copy(client, upstream)
-	client.Close()
-	upstream.Close()
-	<-done
 }

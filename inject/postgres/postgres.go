@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -420,22 +419,5 @@ func (s *session) relay(ctx context.Context, up *upstreamConn) {
 			return
 		}
 	}
-	var once sync.Once
-	closeBoth := func() {
-		once.Do(func() {
-			client.Close()
-			up.conn.Close()
-		})
-	}
-	stop := context.AfterFunc(ctx, closeBoth)
-	defer stop()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = io.Copy(up.conn, client)
-		closeBoth()
-	}()
-	_, _ = io.Copy(client, up.conn)
-	closeBoth()
-	<-done
+	listener.Relay(ctx, client, up.conn)
 }
