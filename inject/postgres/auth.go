@@ -18,6 +18,7 @@ import (
 	"hash"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -240,7 +241,7 @@ func (a *authenticator) scramFinal(data []byte) ([]byte, bool, error) {
 	withoutProof := "c=" + base64.StdEncoding.EncodeToString(cbind) + ",r=" + nonce
 	authMessage := []byte(a.clientFirst + "," + serverFirst + "," + withoutProof)
 
-	salted, err := pbkdf2.Key(sha256.New, string(a.password), salt, iters, sha256.Size)
+	salted, err := saltedPasswords.get(a.password, salt, iters)
 	if err != nil {
 		return nil, false, authFailf("deriving the SCRAM key: %v", err)
 	}
@@ -337,4 +338,51 @@ func redact(b, secret []byte) []byte {
 		return b
 	}
 	return bytes.ReplaceAll(b, secret, []byte("[redacted]"))
+}
+
+// saltedPasswords caches SCRAM's SaltedPassword, PBKDF2 of a password with
+// a role's salt and iteration count: 4096 rounds of HMAC-SHA-256 (about 5
+// ms of CPU) that every login would otherwise repeat for the same role.
+// A cached key stands for the password towards that server, and lives in
+// the broker's memory as the password does; entries are keyed by a hash
+// of the password, the salt and the count, and the cache is bounded.
+var saltedPasswords = &scramKeyCache{m: map[[sha256.Size]byte][]byte{}}
+
+// maxSaltedPasswords bounds the cache; a full cache is emptied.
+const maxSaltedPasswords = 1024
+
+type scramKeyCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte][]byte
+}
+
+// get returns the SaltedPassword of password, salt and iters.
+func (c *scramKeyCache) get(password, salt []byte, iters int) ([]byte, error) {
+	h := sha256.New()
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(password)))
+	h.Write(n[:])
+	h.Write(password)
+	binary.BigEndian.PutUint64(n[:], uint64(iters))
+	h.Write(n[:])
+	h.Write(salt)
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	c.mu.Lock()
+	key, ok := c.m[k]
+	c.mu.Unlock()
+	if ok {
+		return key, nil
+	}
+	key, err := pbkdf2.Key(sha256.New, string(password), salt, iters, sha256.Size)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if len(c.m) >= maxSaltedPasswords {
+		clear(c.m)
+	}
+	c.m[k] = key
+	c.mu.Unlock()
+	return key, nil
 }

@@ -3,6 +3,8 @@ package postgres
 import (
 	"bytes"
 	"crypto/md5"
+	"crypto/pbkdf2"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -163,4 +165,29 @@ func TestAuthRequests(t *testing.T) {
 func md5Hex(s string) string {
 	sum := md5.Sum([]byte(s))
 	return hex.EncodeToString(sum[:])
+}
+
+// The SaltedPassword cache gives PBKDF2's answer, once per password, salt
+// and count, and keeps different passwords apart.
+func TestSaltedPasswordCache(t *testing.T) {
+	c := &scramKeyCache{m: map[[sha256.Size]byte][]byte{}}
+	salt := []byte("salt-of-role")
+	want, err := pbkdf2.Key(sha256.New, "pencil", salt, 4096, sha256.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		got, err := c.get([]byte("pencil"), salt, 4096)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("get = %x, %v; want %x", got, err, want)
+		}
+	}
+	if len(c.m) != 1 {
+		t.Fatalf("%d entries after two gets of one key", len(c.m))
+	}
+	other, _ := c.get([]byte("pencil2"), salt, 4096)
+	fewer, _ := c.get([]byte("pencil"), salt, 4095)
+	if bytes.Equal(other, want) || bytes.Equal(fewer, want) || len(c.m) != 3 {
+		t.Fatalf("different passwords or counts share a key (%d entries)", len(c.m))
+	}
 }
