@@ -16,6 +16,7 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/credbroker/credbroker/audit"
+	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/inject/mysql"
 	"github.com/credbroker/credbroker/internal/mariadbtest"
 )
@@ -299,7 +300,8 @@ func TestNoSecretToClient(t *testing.T) {
 }
 
 // TestPreProtocol41 checks that a client of the protocol before 4.1 is
-// refused with a message saying so, and a malformed response with 1043.
+// refused with a message saying so, and a malformed response with 1043;
+// each refusal is recorded.
 func TestPreProtocol41(t *testing.T) {
 	t.Parallel()
 	srv := mariadbtest.Start(t)
@@ -336,8 +338,16 @@ func TestPreProtocol41(t *testing.T) {
 			}
 		})
 	}
-	if rows := h.auditRows(t); len(rows) != 0 {
-		t.Errorf("%d decision rows for handshakes that failed before deciding", len(rows))
+	// Each refused handshake is still a decision: an error row with the
+	// reason, against the attested caller, whose id the answer names.
+	rows := h.auditRows(t)
+	if len(rows) != 3 {
+		t.Fatalf("%d decision rows for 3 refused handshakes", len(rows))
+	}
+	for _, r := range rows {
+		if r.Decision != audit.DecisionError || r.Channel != broker.ChannelMySQL || r.Subject == "" || !strings.Contains(r.Reason, "credbroker:") {
+			t.Errorf("row %s on %s by %q: %q", r.Decision, r.Channel, r.Subject, r.Reason)
+		}
 	}
 }
 

@@ -44,7 +44,7 @@ func (s *session) run(ctx context.Context) {
 	_ = s.conn.SetDeadline(time.Now().Add(HandshakeTimeout))
 	hello, err := s.greet(ctx)
 	if err != nil {
-		s.fail(err, "client handshake failed", "")
+		s.fail(err, "client handshake failed", s.recordRefusal(ctx, err))
 		return
 	}
 	g, err := s.l.decider.Decide(ctx, &broker.Request{
@@ -111,6 +111,32 @@ func (s *session) fail(err error, what, decisionID string) {
 		s.l.log.Warn(what, attrs...)
 	}
 	_ = writePacket(s.client, s.seq, errPacket(f.tell))
+}
+
+// recordRefusal decides a handshake the listener refuses (one the client
+// is told about: malformed, too old, TLS it cannot have) as an invalid
+// request, so that the caller is attested and the refusal recorded like
+// any other connection, and returns the decision's id. A client that
+// left mid-handshake is not a request: nothing is recorded.
+func (s *session) recordRefusal(ctx context.Context, err error) string {
+	var f *failure
+	if !errors.As(err, &f) || f.tell == nil {
+		return ""
+	}
+	_, derr := s.l.decider.Decide(ctx, &broker.Request{
+		Credential:      s.l.cred,
+		Channel:         broker.ChannelMySQL,
+		Host:            s.l.upstream,
+		Conn:            s.conn,
+		AmbientIfNoPeer: s.l.ambient,
+		Invalid:         &broker.Error{Kind: broker.KindBadRequest, Message: f.tell.Message},
+	})
+	var e *broker.Error
+	if errors.As(derr, &e) {
+		f.tell.Message += " (decision " + e.DecisionID + ")"
+		return e.DecisionID
+	}
+	return ""
 }
 
 // badHandshake is a failure of the client's handshake it is told about.
