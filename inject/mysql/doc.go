@@ -116,8 +116,11 @@
 //	the upstream refused the issued credential  the upstream's own code and SQLSTATE
 //
 // A client whose connection fails during the handshake (gone, or its TLS
-// failed) is told nothing. Handshake failures before the decision are not
-// decisions: they are logged, not recorded in the audit log.
+// failed) is told nothing and nothing is recorded: it made no request. A
+// handshake the listener refuses and tells the client about (malformed,
+// before 4.1, TLS asked for but not offered) is decided as an invalid
+// request: the caller is attested, an error row records the reason, and
+// the ERR names the decision.
 //
 // # Why no protocol library
 //
