@@ -3,7 +3,14 @@
 // is the client side of the broker, as Vault Agent's templates are Vault's:
 // the render process asks the broker's socket API for each credential as
 // itself (attested, authorised and audited like any caller) and writes the
-// files; the app needs no change.
+// files; the app needs no change. The Fetcher is normally a
+// *client.Client:
+//
+//	r, err := sinks.New(sinks.Options{Sinks: cfgs, Fetcher: client.New(socket), Logger: log})
+//	if err != nil {
+//		return err
+//	}
+//	return r.Run(ctx) // until ctx ends
 //
 // # Sinks
 //
@@ -60,11 +67,12 @@
 //
 // Renderer.Run fetches each credential once for all its sinks and renders
 // them, then again at half the credential's remaining lifetime (at least
-// MinRefresh apart). A failed fetch or write is logged — with the broker's
-// reason, never a secret — and retried after BackoffMin, doubling to
-// BackoffMax, each wait jittered; the files keep their previous content
-// meanwhile, even past the old credential's expiry. RenderOnce renders
-// each sink once and returns the failures as *SinkError values.
+// MinRefresh apart; each fetch bounded by Options.FetchTimeout). A failed
+// fetch or write is logged — with the broker's reason, never a secret —
+// and retried after BackoffMin, doubling to BackoffMax, each wait
+// jittered; the files keep their previous content meanwhile, even past the
+// old credential's expiry. RenderOnce renders each sink once and returns
+// the failures as *SinkError values.
 //
 // # on_change
 //
@@ -82,7 +90,7 @@
 // # Secrets
 //
 // A credential's values reach the configured file and nothing else:
-// Credential never prints them, log lines and errors name fields and
+// client.Credential never prints them, log lines and errors name fields and
 // paths only (a template error is scrubbed of the values), and no
 // temporary file is left behind.
 package sinks

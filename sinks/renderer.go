@@ -16,6 +16,8 @@ import (
 	"sync"
 	"text/template"
 	"time"
+
+	"github.com/credbroker/credbroker/client"
 )
 
 // Timing of refreshes and retries.
@@ -31,6 +33,8 @@ const (
 	BackoffMin = time.Second
 	// BackoffMax caps the wait after failures.
 	BackoffMax = time.Minute
+	// DefaultFetchTimeout bounds a fetch when Options.FetchTimeout is zero.
+	DefaultFetchTimeout = 30 * time.Second
 )
 
 // Log attribute keys.
@@ -59,6 +63,8 @@ type Options struct {
 	// CommandOutput receives on_change commands' stdout and stderr;
 	// default: discarded.
 	CommandOutput io.Writer
+	// FetchTimeout bounds each fetch; default DefaultFetchTimeout.
+	FetchTimeout time.Duration
 	// CommandTimeout bounds each on_change run; default
 	// DefaultCommandTimeout.
 	CommandTimeout time.Duration
@@ -135,6 +141,9 @@ func New(opts Options) (*Renderer, error) {
 	}
 	if opts.CommandOutput == nil {
 		opts.CommandOutput = io.Discard
+	}
+	if opts.FetchTimeout <= 0 {
+		opts.FetchTimeout = DefaultFetchTimeout
 	}
 	if opts.CommandTimeout <= 0 {
 		opts.CommandTimeout = DefaultCommandTimeout
@@ -289,7 +298,12 @@ func (r *Renderer) RenderOnce(ctx context.Context) error {
 // the on_change of those whose content changed. It returns the wait before
 // the next refresh and the failures.
 func (r *Renderer) refresh(ctx context.Context, g *group) (time.Duration, error) {
-	c, err := r.opts.Fetcher.Get(ctx, g.credential)
+	fctx, cancel := context.WithTimeout(ctx, r.opts.FetchTimeout)
+	c, err := r.opts.Fetcher.Get(fctx, g.credential)
+	cancel()
+	if err == nil && c == nil {
+		err = errors.New("the fetcher returned no credential")
+	}
 	if err != nil {
 		g.failures++
 		wait := r.backoff(g.failures)
@@ -336,7 +350,7 @@ func (r *Renderer) refresh(ctx context.Context, g *group) (time.Duration, error)
 
 // render writes s from c if its content or metadata differ from what is
 // there, and reports whether the content changed.
-func (r *Renderer) render(s *sink, c Credential) (bool, error) {
+func (r *Renderer) render(s *sink, c *client.Credential) (bool, error) {
 	content, err := execute(s.tmpl, c)
 	if err != nil {
 		return false, fmt.Errorf("template: %w", err)

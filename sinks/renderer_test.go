@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credbroker/credbroker/client"
 	"github.com/credbroker/credbroker/internal/logtest"
 )
 
@@ -21,37 +22,38 @@ import (
 // run the same Renderer against the real broker binary.
 type fakeBroker struct {
 	mu    sync.Mutex
-	creds map[string]Credential
+	creds map[string]*client.Credential
 	err   error
 	gets  map[string]int
 }
 
-func newFakeBroker(creds ...Credential) *fakeBroker {
-	b := &fakeBroker{creds: map[string]Credential{}, gets: map[string]int{}}
+func newFakeBroker(creds ...*client.Credential) *fakeBroker {
+	b := &fakeBroker{creds: map[string]*client.Credential{}, gets: map[string]int{}}
 	for _, c := range creds {
 		b.creds[c.Name] = c
 	}
 	return b
 }
 
-func (b *fakeBroker) Get(_ context.Context, name string) (Credential, error) {
+func (b *fakeBroker) Get(_ context.Context, name string) (*client.Credential, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.gets[name]++
 	if b.err != nil {
-		return Credential{}, b.err
+		return nil, b.err
 	}
 	c, ok := b.creds[name]
 	if !ok {
-		return Credential{}, fmt.Errorf("credential %q is not configured (404 not_found, decision d-%d)", name, b.gets[name])
+		return nil, &client.Error{Code: client.CodeNotFound, Message: fmt.Sprintf("credential %q is not configured", name), Status: 404}
 	}
 	return c, nil
 }
 
-func (b *fakeBroker) set(c Credential, err error) {
+// set makes c the credential served, or err the answer.
+func (b *fakeBroker) set(c *client.Credential, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if c.Name != "" {
+	if c != nil {
 		b.creds[c.Name] = c
 	}
 	b.err = err
@@ -115,8 +117,8 @@ func (c *clock) hooks() Hooks {
 	return Hooks{Now: c.Now, After: c.After, Jitter: func(d time.Duration) time.Duration { return d }}
 }
 
-func credentialAt(now time.Time, password string, ttl time.Duration) Credential {
-	return Credential{Name: "db", Kind: "static", Data: map[string]string{"password": password}, ExpiresAt: now.Add(ttl), LeaseID: "l", DecisionID: "d"}
+func credentialAt(now time.Time, password string, ttl time.Duration) *client.Credential {
+	return &client.Credential{Name: "db", Kind: "static", Data: map[string]string{"password": password}, ExpiresAt: now.Add(ttl), LeaseID: "l", DecisionID: "d"}
 }
 
 // counter returns an on_change command that appends a line to a file, and
@@ -250,7 +252,7 @@ func TestFailureKeepsFileAndBacksOff(t *testing.T) {
 	if d := c.nextWait(t); d != 30*time.Minute {
 		t.Fatalf("wait %v, want 30m", d)
 	}
-	fb.set(Credential{}, errors.New("no policy allows unix:uid:0 to read db (403 denied, decision d-9)"))
+	fb.set(nil, &client.Error{Code: client.CodeDenied, Message: "no policy allows unix:uid:0 to read db", DecisionID: "d-9", Status: 403})
 	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute}
 	for i, w := range want {
 		c.fire(time.Hour) // past the old credential's expiry too
@@ -273,7 +275,7 @@ func TestFailureKeepsFileAndBacksOff(t *testing.T) {
 	if got := readFile(t, path); got != "new" {
 		t.Errorf("file %q after recovery, want new", got)
 	}
-	fb.set(Credential{}, errors.New("broker at /x: connection refused"))
+	fb.set(nil, fmt.Errorf("%w at /x: connect: connection refused", client.ErrUnreachable))
 	c.fire(30 * time.Minute)
 	if d := c.nextWait(t); d != time.Second {
 		t.Errorf("wait after a new failure %v, want the backoff to start again at 1s", d)
@@ -294,7 +296,7 @@ func TestDefaultJitter(t *testing.T) {
 
 func TestSinksOfOneCredentialShareAFetch(t *testing.T) {
 	dir := t.TempDir()
-	fb := newFakeBroker(credentialAt(time.Now(), "pw", time.Hour), Credential{Name: "api", Data: map[string]string{"value": "tok"}})
+	fb := newFakeBroker(credentialAt(time.Now(), "pw", time.Hour), &client.Credential{Name: "api", Data: map[string]string{"value": "tok"}})
 	r, err := New(Options{Sinks: []Config{
 		{Credential: "db", Path: filepath.Join(dir, "a"), Template: "a={{.password}}"},
 		{Credential: "api", Path: filepath.Join(dir, "b"), Template: "b={{.value}}"},
@@ -605,10 +607,10 @@ func TestUnchangedFileFromAnEarlierRun(t *testing.T) {
 
 func TestRunStopsDuringAFetch(t *testing.T) {
 	blocked := make(chan struct{})
-	f := FetcherFunc(func(ctx context.Context, _ string) (Credential, error) {
+	f := FetcherFunc(func(ctx context.Context, _ string) (*client.Credential, error) {
 		close(blocked)
 		<-ctx.Done()
-		return Credential{}, ctx.Err()
+		return nil, ctx.Err()
 	})
 	logs := &logtest.Buffer{}
 	r, err := New(Options{Sinks: []Config{{Credential: "db", Path: filepath.Join(t.TempDir(), "x"), Template: "x"}}, Fetcher: f, Logger: logs.Logger()})

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/credbroker/credbroker/client"
 )
 
 // Metadata keys of a template's data, beside the credential's fields.
@@ -46,7 +48,7 @@ func shellQuote(s string) string {
 
 // templateData is what a template sees: the credential's data fields by
 // name, and expires_at and lease_id unless a field has one of those names.
-func templateData(c Credential) map[string]any {
+func templateData(c *client.Credential) map[string]any {
 	d := make(map[string]any, len(c.Data)+2)
 	if !c.ExpiresAt.IsZero() {
 		d[KeyExpiresAt] = c.ExpiresAt.UTC().Format(time.RFC3339)
@@ -76,7 +78,7 @@ var missingKey = regexp.MustCompile(`map has no entry for key "([^"]*)"`)
 // execute renders t with c. An error never holds a value of c: a missing
 // field is named with the fields there are, and any other message is
 // scrubbed of c's values.
-func execute(t *template.Template, c Credential) ([]byte, error) {
+func execute(t *template.Template, c *client.Credential) ([]byte, error) {
 	var b limitedBuffer
 	data := templateData(c)
 	err := t.Execute(&b, data)

@@ -1,20 +1,19 @@
 package sinks
 
 import (
-	"bytes"
 	"encoding/json"
-	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/credbroker/credbroker/client"
 )
 
 // canary is a secret value the tests look for where it must not be.
 const canary = "canary-S3cr3t-'\"$x"
 
-func testCredential() Credential {
-	return Credential{
+func testCredential() *client.Credential {
+	return &client.Credential{
 		Name: "orders-db", Kind: "static",
 		Data:      map[string]string{"username": "app", "password": canary},
 		ExpiresAt: time.Date(2030, 1, 2, 3, 4, 5, 6, time.FixedZone("x", 3600)),
@@ -106,21 +105,6 @@ func TestRedact(t *testing.T) {
 	}
 }
 
-func TestCredentialNeverPrints(t *testing.T) {
-	c := testCredential()
-	var logs bytes.Buffer
-	slog.New(slog.NewJSONHandler(&logs, nil)).Info("x", "credential", c)
-	slog.New(slog.NewTextHandler(&logs, nil)).Info("x", "credential", c)
-	for _, s := range []string{fmt.Sprint(c), fmt.Sprintf("%+v %#v %q %x %s", c, c, c, c, c), c.String(), logs.String(), fmt.Sprint(&c)} {
-		if strings.Contains(s, canary) || strings.Contains(s, fmt.Sprintf("%x", canary)) {
-			t.Errorf("%q shows the secret", s)
-		}
-	}
-	if s := c.String(); !strings.Contains(s, "orders-db") || !strings.Contains(s, "password, username") {
-		t.Errorf("String() = %q, want the name and the field names", s)
-	}
-}
-
 // FuzzRender renders arbitrary templates over an arbitrary value: no
 // panic, the output bounded, and an error never shows the value.
 func FuzzRender(f *testing.F) {
@@ -136,7 +120,7 @@ func FuzzRender(f *testing.F) {
 		if err != nil {
 			return
 		}
-		c := Credential{Name: "x", Data: map[string]string{"password": value}}
+		c := &client.Credential{Name: "x", Data: map[string]string{"password": value}}
 		out, err := execute(tmpl, c)
 		if len(out) > MaxFileBytes {
 			t.Fatalf("rendered %d bytes", len(out))
