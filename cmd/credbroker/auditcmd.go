@@ -11,35 +11,6 @@ import (
 	"github.com/credbroker/credbroker/audit"
 )
 
-const auditUsage = `Usage:
-  credbroker audit query  --db PATH [--since DURATION|TIME] [--until …] [--workload GLOB] [--credential NAME]
-                          [--decision allow|deny|error] [--policy NAME] [--lease ID] [--database NAME] [--kind KIND|all]
-                          [--limit N] [--format table|json|csv]
-  credbroker audit verify --db PATH [--checkpoint FILE] [--public-key FILE] [--key-file FILE]
-  credbroker audit export --db PATH
-  credbroker audit prune  --db PATH --before DURATION|TIME [--batch N] [--force] [--key-file FILE]
-  credbroker audit public-key --key-file FILE   (prints the checkpoint verification key)
-`
-
-func (c *cli) audit(args []string) int {
-	if len(args) == 0 {
-		fmt.Fprint(c.stderr, auditUsage)
-		return exitUsage
-	}
-	sub := map[string]func([]string) int{
-		"query":      c.auditQuery,
-		"verify":     c.auditVerify,
-		"export":     c.auditExport,
-		"prune":      c.auditPrune,
-		"public-key": c.auditPublicKey,
-	}[args[0]]
-	if sub == nil {
-		fmt.Fprintf(c.stderr, "credbroker audit: unknown command %q\n%s", args[0], auditUsage)
-		return exitUsage
-	}
-	return sub(args[1:])
-}
-
 // dbFlag adds --db, defaulting to $CREDBROKER_AUDIT_DB or the default path.
 func dbFlag(fs *flag.FlagSet) *string {
 	return fs.String("db", envOr("CREDBROKER_AUDIT_DB", defaultAuditPath), "audit database path")

@@ -90,10 +90,7 @@ func loadAll(path string, self *policies.Self, override func(*Config)) (*loadedC
 func (c *cli) run(args []string) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	configPath := fs.String("config", "", "configuration file or directory (required)")
-	socket := fs.String("socket", "", "socket API path (overrides the file)")
-	auditDB := fs.String("audit-db", "", "audit database path (overrides the file)")
-	checkpoint := fs.String("checkpoint", "", "signed checkpoint file (overrides the file)")
-	admin := fs.String("admin", "", `admin listener address (overrides the file; "off" turns it off)`)
+	override := overrideFlags(fs)
 	acceptRewind := fs.Bool("accept-audit-rewind", false, "start although the audit log ends before (or no longer holds) the newest head this install signed; recorded in the log")
 	if _, err := c.parse(fs, args); err != nil {
 		return exitUsage
@@ -102,23 +99,7 @@ func (c *cli) run(args []string) int {
 		fmt.Fprintln(c.stderr, "credbroker run: --config is required")
 		return exitUsage
 	}
-	lc, err := loadAll(*configPath, nil, func(cfg *Config) { // nil: the broker is this process
-		if *socket != "" {
-			cfg.Socket = *socket
-		}
-		if *auditDB != "" {
-			cfg.Audit.Path = *auditDB
-		}
-		if *checkpoint != "" {
-			cfg.Audit.Checkpoint.File = *checkpoint
-		}
-		if *admin == "off" {
-			off := ""
-			cfg.Admin = &off
-		} else if *admin != "" {
-			cfg.Admin = admin
-		}
-	})
+	lc, err := loadAll(*configPath, nil, override) // nil: the broker is this process
 	if err != nil {
 		fmt.Fprintf(c.stderr, "credbroker: cannot start: %v\n", err)
 		return 1
@@ -149,6 +130,33 @@ func (c *cli) run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// overrideFlags adds to fs the flags with which run (and doctor, which
+// checks what run would use) override the file: --socket, --audit-db,
+// --checkpoint and --admin. It returns the function that applies them.
+func overrideFlags(fs *flag.FlagSet) func(*Config) {
+	socket := fs.String("socket", "", "socket API path (overrides the file)")
+	auditDB := fs.String("audit-db", "", "audit database path (overrides the file)")
+	checkpoint := fs.String("checkpoint", "", "signed checkpoint file (overrides the file)")
+	admin := fs.String("admin", "", `admin listener address (overrides the file; "off" turns it off)`)
+	return func(cfg *Config) {
+		if *socket != "" {
+			cfg.Socket = *socket
+		}
+		if *auditDB != "" {
+			cfg.Audit.Path = *auditDB
+		}
+		if *checkpoint != "" {
+			cfg.Audit.Checkpoint.File = *checkpoint
+		}
+		if *admin == "off" {
+			off := ""
+			cfg.Admin = &off
+		} else if *admin != "" {
+			cfg.Admin = admin
+		}
+	}
 }
 
 // GC defaults; see tuneGC.
@@ -478,7 +486,7 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) (err error) 
 
 	lc.serving = true
 	log.Info("credbroker serving", "socket", cfg.Socket, "audit", cfg.Audit.Path,
-		"policies", lc.policies.Len(), "credentials", strings.Join(sortedKeys(built.creds), ","), "version", version)
+		"policies", lc.policies.Len(), "credentials", strings.Join(sortedKeys(built.creds), ","), "version", readBuildInfo().Version)
 
 	select {
 	case <-ctx.Done():
