@@ -60,7 +60,7 @@ func completionNodes(root *command) []completionNode {
 			fs.VisitAll(func(f *flag.Flag) {
 				_, usage := flag.UnquoteUsage(f)
 				bf, isBool := f.Value.(interface{ IsBoolFlag() bool })
-				n.flags = append(n.flags, completionFlag{f.Name, firstLine(usage), !(isBool && bf.IsBoolFlag())})
+				n.flags = append(n.flags, completionFlag{f.Name, usageLine(usage), !(isBool && bf.IsBoolFlag())})
 			})
 		}
 		about := "show help"
@@ -77,7 +77,7 @@ func completionNodes(root *command) []completionNode {
 	return nodes
 }
 
-func firstLine(s string) string {
+func usageLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return s
 }

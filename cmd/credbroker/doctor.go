@@ -422,6 +422,10 @@ func (d doctorRun) pidNamespace() []finding {
 	if err != nil {
 		return []finding{{statusWarn, check, "cannot read /proc/self/ns/pid: " + err.Error(), ""}}
 	}
+	if self, err := os.Readlink("/proc/self"); err != nil || self != strconv.Itoa(os.Getpid()) {
+		return []finding{{statusFail, check, fmt.Sprintf("/proc belongs to another PID namespace than the broker's %s (it is pid %d, /proc/self is %q): the unix attestor refuses to start, since /proc/PID would name other processes", ns, os.Getpid(), self),
+			"mount a /proc of the broker's own PID namespace (unshare --pid --fork --mount-proc; a container runtime does it)"}}
+	}
 	if ns == initPidNamespace {
 		return []finding{{statusOK, check, "the host's (" + ns + "): every caller's process is visible", ""}}
 	}
