@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Measures credbroker's database injection listeners (inject/postgres,
-# inject/redis) against a direct connection to the same server and against
-# HAProxy's `mode tcp` relay to it, in one run, targets alternating (each
-# round starts with the next target). The client authenticates itself
-# directly and through HAProxy; through the broker it sends no password,
+# inject/redis) against a direct connection to the same server, against
+# HAProxy's `mode tcp` relay to it, and against gorelay, a bare TCP relay
+# on Go's standard library (bench/tcprelay: accept, dial the upstream,
+# io.Copy both ways, which the kernel splices, close both when either
+# ends: how the broker's listeners relay after their login, minus
+# attestation, the decision, the audit row and the login; the floor of any
+# relay written in Go), in one run, targets alternating (each round starts
+# with the next target). The client authenticates itself directly and
+# through HAProxy and gorelay; through the broker it sends no password,
 # the broker logs in upstream with the credential it holds:
 #
 #   PostgreSQL 15 (a throwaway cluster, scram-sha-256 on 127.0.0.1, a
@@ -14,22 +19,24 @@
 #   redis-benchmark -t get,set -c REDIS_CLIENTS -n N, N chosen so that
 #   each test through HAProxy lasts about DURATION.
 #
-# Around each run the script reads the relay's (haproxy's or the broker's)
-# user + system CPU time from /proc/PID/stat: CPU per transaction or
-# request. Prints the medians over ROUNDS, the ratios, the issue's targets
-# (PASS/FAIL) and the broker's audit rows; saves the output as
-# bench/results/db-<UTC time>.txt.
+# Around each run the script reads the relay's (haproxy's, gorelay's or
+# the broker's) user + system CPU time from /proc/PID/stat: CPU per
+# transaction or request. Prints the medians over ROUNDS, the ratios, the
+# issue's targets (PASS/FAIL), the broker's audit rows, and `floor:` lines
+# (no verdict) saying what gorelay reaches, so that the broker's gap to
+# HAProxy splits into what a relay in Go costs and what the broker's own
+# work costs; saves the output as bench/results/db-<UTC time>.txt.
 #
 #   scripts/bench-db.sh                          # builds bin/credbroker first
 #   scripts/bench-db.sh path/to/credbroker       # that binary, no build
-#   ROUNDS=1 DURATION=2s scripts/bench-db.sh     # a quick look, about 75 s
+#   ROUNDS=1 DURATION=2s scripts/bench-db.sh     # a quick look, about 100 s
 #
 # Environment: DURATION (10s per run; whole seconds, s or m), ROUNDS (3),
 # WARMUP (2s, once per target and workload before the rounds, not
 # recorded; 0 for none), CLIENTS (8) and JOBS (2): pgbench's -c and -j,
 # SCALE (10, pgbench -i -s), REDIS_CLIENTS (50), REDIS_REQUESTS (redis-
 # benchmark's -n per test; default from the warm-up), DBS ("postgres
-# redis"), TARGETS ("direct haproxy broker"), BENCH_DIR (${TMPDIR:-/tmp}:
+# redis"), TARGETS ("direct haproxy gorelay broker"), BENCH_DIR (${TMPDIR:-/tmp}:
 # where the temporary directory, and so the database files and the
 # broker's audit database, go), GO (go). Installs what is missing from
 # Debian's packages. See bench/README.md. A missed target is printed, not
@@ -56,7 +63,7 @@ scale=${SCALE:-10}
 redis_clients=${REDIS_CLIENTS:-50}
 redis_requests=${REDIS_REQUESTS:-}
 read -r -a dbs <<<"${DBS:-postgres redis}"
-read -r -a targets <<<"${TARGETS:-direct haproxy broker}"
+read -r -a targets <<<"${TARGETS:-direct haproxy gorelay broker}"
 pg_cred=bench-pg
 redis_cred=bench-redis
 # The issue's targets.
@@ -99,13 +106,13 @@ for d in "${dbs[@]}"; do
   case $d in postgres | redis) want_db[$d]=1 ;; *) die "DBS: unknown database $d (want postgres and/or redis)" ;; esac
 done
 for t in "${targets[@]}"; do
-  case $t in direct | haproxy | broker) want_target[$t]=1 ;; *) die "TARGETS: unknown target $t (want direct, haproxy and/or broker)" ;; esac
+  case $t in direct | haproxy | gorelay | broker) want_target[$t]=1 ;; *) die "TARGETS: unknown target $t (want direct, haproxy, gorelay and/or broker)" ;; esac
 done
 [ ${#want_db[@]} -gt 0 ] || die "DBS is empty"
 [ ${#want_target[@]} -gt 0 ] || die "TARGETS is empty"
 # The targets in a fixed order, whatever order TARGETS names them in.
 order=()
-for t in direct haproxy broker; do [ -z "${want_target[$t]:-}" ] || order+=("$t"); done
+for t in direct haproxy gorelay broker; do [ -z "${want_target[$t]:-}" ] || order+=("$t"); done
 has() { [ -n "${want_target[$1]:-}" ]; }
 db() { [ -n "${want_db[$1]:-}" ]; }
 
@@ -191,6 +198,17 @@ free_port() {
   die "no free port found"
 }
 
+# wait_file FILE PID LOG NAME: wait up to 20 s for FILE to appear while
+# PID is alive.
+wait_file() {
+  for _ in $(seq 1 200); do
+    [ -s "$1" ] && return 0
+    alive "$2" "$3" "$4"
+    sleep 0.1
+  done
+  die "$4 did not write $1 within 20s" "$3"
+}
+
 # wait_port PORT PID LOG NAME: wait up to 30 s for 127.0.0.1:PORT to accept
 # while PID is alive.
 wait_port() {
@@ -226,10 +244,15 @@ else
   broker_version="not run (TARGETS=${order[*]})"
 fi
 echo "broker: $broker_version"
+if has gorelay; then
+  relay_bin=$tmp/tcprelay
+  CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-s -w" -o "$relay_bin" ./bench/tcprelay
+fi
 tools=()
 db postgres && tools+=("$(pgbench --version)" "$(postgres --version)")
 db redis && tools+=("$(redis-server --version | cut -d' ' -f1-3)" "redis-benchmark $(redis-benchmark --version 2>/dev/null | cut -d' ' -f2 || echo '?')")
 has haproxy && tools+=("$(haproxy -v | sed -n '1s/ - https.*//p')")
+has gorelay && tools+=("gorelay: bench/tcprelay, $("$GO" env GOVERSION)")
 tools_line=$(printf '%s; ' "${tools[@]}")
 tools_line=${tools_line%; }
 echo "$tools_line"
@@ -379,6 +402,27 @@ EOF
   done
 fi
 
+# gorelay: the floor of a relay on Go's standard library (bench/tcprelay),
+# one process per database, each on a port of its own choosing, written to
+# an address file.
+if has gorelay; then
+  echo "== gorelay"
+  for d in postgres redis; do
+    db "$d" || continue
+    up=pg
+    [ "$d" = postgres ] || up=redis
+    log[gorelay-$d]=$tmp/gorelay-$d.log
+    "$relay_bin" -listen 127.0.0.1:0 -upstream "127.0.0.1:${port[$up]}" -addr-file "$tmp/gorelay-$d.addr" >"${log[gorelay-$d]}" 2>&1 &
+    pid[gorelay-$d]=$!
+    pids+=("${pid[gorelay-$d]}")
+    wait_file "$tmp/gorelay-$d.addr" "${pid[gorelay-$d]}" "${log[gorelay-$d]}" "gorelay ($d)"
+    addr=$(cat "$tmp/gorelay-$d.addr")
+    port[gorelay-$d]=${addr##*:}
+    wait_port "${port[gorelay-$d]}" "${pid[gorelay-$d]}" "${log[gorelay-$d]}" "gorelay ($d)"
+    echo "gorelay (bench/tcprelay): $d on $addr"
+  done
+fi
+
 # The broker: static credentials holding the usernames and passwords, an
 # allow policy for this user, one listener per database; its audit
 # database and everything else it writes in $tmp/broker.
@@ -451,17 +495,24 @@ port[direct-redis]=${port[redis]:-}
 pid[direct]=
 pid[haproxy]=${pid[haproxy]:-}
 pid[broker]=${pid[broker]:-}
+# The relay process and its log per target and database: haproxy and the
+# broker serve both databases, gorelay runs once per database.
+for d in postgres redis; do
+  for t in direct haproxy broker; do pid[$t-$d]=${pid[$t]} log[$t-$d]=${log[$t]:-}; done
+  pid[gorelay-$d]=${pid[gorelay-$d]:-} log[gorelay-$d]=${log[gorelay-$d]:-}
+done
 
 # pg_env TARGET: the environment of a PostgreSQL client for TARGET: the
-# password directly and through haproxy, none through the broker.
+# password directly and through haproxy and gorelay, none through the
+# broker.
 pg_env() {
   local e=(PGPASSFILE="$nopass" PGSSLMODE=disable PGCONNECT_TIMEOUT=10)
   [ "$1" = broker ] || e+=(PGPASSWORD="$pg_pass")
   echo "${e[@]}"
 }
 # redis_auth TARGET: redis-cli/redis-benchmark's credential flags for
-# TARGET: the ACL user and password directly and through haproxy, none
-# through the broker.
+# TARGET: the ACL user and password directly and through haproxy and
+# gorelay, none through the broker.
 redis_auth() { [ "$1" = broker ] || echo "--user $redis_user -a $redis_pass"; }
 
 # One query through each target: it must answer as the bench role or user,
@@ -473,16 +524,16 @@ for t in "${order[@]}"; do
     # shellcheck disable=SC2046
     out=$(env -u PGPASSWORD $(pg_env "$t") psql -X -At -h 127.0.0.1 -p "${port[$t-postgres]}" -U "$pg_user" -d "$pg_user" \
       -c 'select current_user, count(*) from pgbench_branches' 2>&1) ||
-      die "psql through $t failed: $(echo "$out" | redact)" "${log[$t]:-}" "${log[pg]}"
-    [ "$out" = "$pg_user|$scale" ] || die "psql through $t answered $(echo "$out" | redact), want $pg_user|$scale" "${log[$t]:-}"
+      die "psql through $t failed: $(echo "$out" | redact)" "${log[$t-postgres]}" "${log[pg]}"
+    [ "$out" = "$pg_user|$scale" ] || die "psql through $t answered $(echo "$out" | redact), want $pg_user|$scale" "${log[$t-postgres]}"
     [ "$t" != broker ] || sent_conns[postgres]=1
     echo "postgres through $t (127.0.0.1:${port[$t-postgres]}): current_user $pg_user"
   fi
   if db redis; then
     # shellcheck disable=SC2046
     out=$(redis-cli --no-auth-warning -h 127.0.0.1 -p "${port[$t-redis]}" $(redis_auth "$t") ACL WHOAMI 2>&1) ||
-      die "redis-cli through $t failed: $(echo "$out" | redact)" "${log[$t]:-}" "${log[redis]}"
-    [ "$out" = "$redis_user" ] || die "redis-cli ACL WHOAMI through $t answered $(echo "$out" | redact), want $redis_user" "${log[$t]:-}" "${log[redis]}"
+      die "redis-cli through $t failed: $(echo "$out" | redact)" "${log[$t-redis]}" "${log[redis]}"
+    [ "$out" = "$redis_user" ] || die "redis-cli ACL WHOAMI through $t answered $(echo "$out" | redact), want $redis_user" "${log[$t-redis]}" "${log[redis]}"
     [ "$t" != broker ] || sent_conns[redis]=1
     echo "redis through $t (127.0.0.1:${port[$t-redis]}): ACL WHOAMI $redis_user"
   fi
@@ -510,7 +561,7 @@ pg_workloads=(pg-S pg-tpcb pg-SC)
 # pg_run WORKLOAD TARGET ROUND: one pgbench run; ROUND 0 is a warm-up,
 # counted in sent_conns but not recorded.
 pg_run() {
-  local w=$1 t=$2 round=$3 relay=${pid[$2]} secs=$dur_s
+  local w=$1 t=$2 round=$3 relay=${pid[$2-postgres]} secs=$dur_s
   [ "$round" -gt 0 ] || secs=$warm_s
   # shellcheck disable=SC2206
   local args=(${pg_flags[$w]} -c "$clients" -j "$jobs" -T "$secs" -h 127.0.0.1 -p "${port[$t-postgres]}" -U "$pg_user" "$pg_user")
@@ -520,7 +571,7 @@ pg_run() {
   # shellcheck disable=SC2046
   out=$(env -u PGPASSWORD $(pg_env "$t") pgbench "${args[@]}" 2>&1) || rc=$?
   r1=${relay:+$(ticks "$relay")}
-  [ -z "$relay" ] || alive "$relay" "${log[$t]}" "$t"
+  [ -z "$relay" ] || alive "$relay" "${log[$t-postgres]}" "$t"
   local tps lat n failed
   tps=$(echo "$out" | awk '/^tps = / {print $3; exit}')
   lat=$(echo "$out" | awk '/^latency average = / {print $4; exit}')
@@ -528,7 +579,7 @@ pg_run() {
   failed=$(echo "$out" | awk -F': ' '/^number of failed transactions:/ {split($2, a, " "); print a[1]; exit}')
   if [ "$rc" -ne 0 ] || [ -z "$tps" ] || [ -z "$n" ] || [ "${failed:-0}" -ne 0 ]; then
     echo "$out" | redact | tail -n 30 >&2
-    die "pgbench ${pg_flags[$w]} through $t failed (exit status $rc, ${failed:-?} failed transactions)" "${log[$t]:-}" "${log[pg]}"
+    die "pgbench ${pg_flags[$w]} through $t failed (exit status $rc, ${failed:-?} failed transactions)" "${log[$t-postgres]}" "${log[pg]}"
   fi
   if [ "$t" = broker ]; then
     # Connections the broker was sent: each client's, or one per
@@ -553,7 +604,7 @@ pg_run() {
 # req/s.
 last_rps=
 redis_run() {
-  local t=$1 round=$2 n=$3 relay=${pid[$1]}
+  local t=$1 round=$2 n=$3 relay=${pid[$1-redis]}
   local args=(-h 127.0.0.1 -p "${port[$t-redis]}" -c "$redis_clients" -n "$n" -t "get,set" --csv)
   local auth
   read -r -a auth <<<"$(redis_auth "$t")"
@@ -562,14 +613,14 @@ redis_run() {
   r0=${relay:+$(ticks "$relay")}
   out=$(redis-benchmark "${auth[@]}" "${args[@]}" 2>"$tmp/redis-benchmark.err") || rc=$?
   r1=${relay:+$(ticks "$relay")}
-  [ -z "$relay" ] || alive "$relay" "${log[$t]}" "$t"
+  [ -z "$relay" ] || alive "$relay" "${log[$t-redis]}" "$t"
   local get set
   get=$(echo "$out" | awk -F'","' '$1 == "\"GET" {print $2, $5, $7}' | tr -d '"')
   set=$(echo "$out" | awk -F'","' '$1 == "\"SET" {print $2, $5, $7}' | tr -d '"')
   if [ "$rc" -ne 0 ] || [ -z "$get" ] || [ -z "$set" ]; then
     echo "$out" | tail -n 10 >&2
     redact <"$tmp/redis-benchmark.err" | tail -n 10 >&2
-    die "redis-benchmark through $t failed (exit status $rc)" "${log[$t]:-}" "${log[redis]}"
+    die "redis-benchmark through $t failed (exit status $rc)" "${log[$t-redis]}" "${log[redis]}"
   fi
   # Each test opens its own clients.
   [ "$t" != broker ] || sent_conns[redis]=$((${sent_conns[redis]:-0} + 2 * redis_clients))
@@ -656,9 +707,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "-" || b == "-" || b == 0) pr
 hwm() { if [ -n "$1" ] && [ -r "/proc/$1/status" ]; then awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; else echo -; fi; }
 rss() { if [ -n "$1" ] && [ -r "/proc/$1/status" ]; then awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; else echo -; fi; }
 mib() { if [ "$1" = - ]; then echo -; else awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; fi; }
+# mibs KIB: "N.N MiB", or - when not measured.
+mibs() { if [ "$1" = - ]; then echo -; else echo "$(mib "$1") MiB"; fi; }
 
 # The relays' memory, before they stop: peak (VmHWM) and now (VmRSS).
 broker_hwm=$(hwm "${pid[broker]}") broker_rss=$(rss "${pid[broker]}") haproxy_hwm=$(hwm "${pid[haproxy]}")
+declare -A gorelay_hwm=([postgres]=$(hwm "${pid[gorelay-postgres]}") [redis]=$(hwm "${pid[gorelay-redis]}"))
 
 # Redis counts every error reply it sent (an unauthenticated or refused
 # command among them): none is allowed.
@@ -670,6 +724,14 @@ fi
 
 [ -z "${pid[broker]}" ] || stop "${pid[broker]}"
 [ -z "${pid[haproxy]}" ] || stop "${pid[haproxy]}"
+# gorelay's own count at exit: connections relayed, and closed because the
+# upstream could not be dialled.
+declare -A gorelay_counts
+for d in postgres redis; do
+  [ -n "${pid[gorelay-$d]}" ] || continue
+  stop "${pid[gorelay-$d]}"
+  gorelay_counts[$d]=$(sed -n 's/^tcprelay: \([0-9]* connections relayed.*\)/\1/p' "${log[gorelay-$d]}" | tail -n 1)
+done
 
 # Every connection through the broker was a decision, committed before it
 # was relayed: its allow rows per credential against the connections it
@@ -710,21 +772,30 @@ target_ge() {
   echo "$tools_line"
   echo "load average before: $load_before"
   echo
-  printf '%-28s %11s %11s %11s %15s %14s %15s\n' "" direct haproxy broker broker/haproxy broker/direct haproxy/direct
-  # row LABEL WORKLOAD COLUMN FORMAT [noratio]
+  # label LABEL: LABEL padded to 28 columns (printf pads bytes; µ is 2).
+  label() { if [[ $1 == *µ* ]]; then printf '%-29s' "$1"; else printf '%-28s' "$1"; fi; }
+  cols=' %11s %11s %11s %11s %15s %15s %16s %14s %15s\n'
+  label ""
+  # shellcheck disable=SC2059
+  printf "$cols" direct haproxy gorelay broker broker/haproxy broker/gorelay gorelay/haproxy broker/direct haproxy/direct
+  # row LABEL WORKLOAD COLUMN FORMAT [noratio]: noratio leaves out the
+  # ratios to direct, which has no relay.
   row() {
-    local d h b
-    d=$(med "$2" direct "$3") h=$(med "$2" haproxy "$3") b=$(med "$2" broker "$3")
-    local r1 r2 r3
-    r1=$(ratio "$b" "$h") r2=$(ratio "$b" "$d") r3=$(ratio "$h" "$d")
-    [ -z "${5:-}" ] || r2=- r3=-
-    printf '%-28s %11s %11s %11s %15s %14s %15s\n' "$1" "$(num "$4" "$d")" "$(num "$4" "$h")" "$(num "$4" "$b")" "$r1" "$r2" "$r3"
+    local d h g b
+    d=$(med "$2" direct "$3") h=$(med "$2" haproxy "$3") g=$(med "$2" gorelay "$3") b=$(med "$2" broker "$3")
+    local rd rh
+    rd=$(ratio "$b" "$d") rh=$(ratio "$h" "$d")
+    [ -z "${5:-}" ] || rd=- rh=-
+    label "$1"
+    # shellcheck disable=SC2059
+    printf "$cols" "$(num "$4" "$d")" "$(num "$4" "$h")" "$(num "$4" "$g")" "$(num "$4" "$b")" \
+      "$(ratio "$b" "$h")" "$(ratio "$b" "$g")" "$(ratio "$g" "$h")" "$rd" "$rh"
   }
   rangerow() {
     [ "$rounds" -gt 1 ] || return 0
     local t r line
     line=$(printf '%-28s' "$1")
-    for t in direct haproxy broker; do
+    for t in direct haproxy gorelay broker; do
       r=$(range "$2" "$t")
       # printf pads bytes: the en dash is 3 bytes wide, 1 column.
       case $r in *–*) line+=$(printf ' %13s' "$r") ;; *) line+=$(printf ' %11s' "$r") ;; esac
@@ -749,7 +820,7 @@ target_ge() {
     done
     row "redis relay CPU µs/req" redis-get 9 %.1f noratio
   fi
-  echo "relay CPU: the user + system time of haproxy or the broker per transaction or request (redis: over get and set together)"
+  echo "relay CPU: the user + system time of haproxy, gorelay (its process for that database) or the broker per transaction or request (redis: over get and set together)"
   echo
   echo "targets:"
   if db postgres; then
@@ -782,7 +853,37 @@ target_ge() {
         "$(pf "$((${allow[$d]} >= ${sent_conns[$d]:-0} && ${deny[$d]} == 0))")" "$d" "${allow[$d]}" "${sent_conns[$d]:-0}" "${deny[$d]}" "${errs[$d]}"
     done
   fi
+  # The floor, for information: what a bare Go relay costs, so that the
+  # broker's gap to haproxy splits into Go's relay and the broker's own
+  # work (attestation, decision, audit, login, and Redis's command reader).
+  if has gorelay; then
+    if db postgres; then
+      for w in pg-S pg-tpcb; do
+        case $w in pg-S) name="pg -S" ;; pg-tpcb) name="pg TPC-B" ;; esac
+        g=$(med "$w" gorelay 4) h=$(med "$w" haproxy 4) b=$(med "$w" broker 4)
+        printf '  floor: a bare Go io.Copy relay (gorelay) reaches %s TPS = %s × haproxy on %s, using %s µs CPU/tx (haproxy %s, broker %s); the broker reaches %s × gorelay\n' \
+          "$(num %.0f "$g")" "$(ratio "$g" "$h")" "$name" "$(num %.1f "$(med "$w" gorelay 9)")" "$(num %.1f "$(med "$w" haproxy 9)")" \
+          "$(num %.1f "$(med "$w" broker 9)")" "$(ratio "$b" "$g")"
+      done
+    fi
+    if db redis; then
+      gg=$(med redis-get gorelay 4) gs=$(med redis-set gorelay 4)
+      printf '  floor: a bare Go io.Copy relay (gorelay) reaches %s get / %s set req/s = %s / %s × haproxy on redis, using %s µs CPU/req (haproxy %s, broker %s); the broker reaches %s / %s × gorelay\n' \
+        "$(num %.0f "$gg")" "$(num %.0f "$gs")" "$(ratio "$gg" "$(med redis-get haproxy 4)")" "$(ratio "$gs" "$(med redis-set haproxy 4)")" \
+        "$(num %.1f "$(med redis-get gorelay 9)")" "$(num %.1f "$(med redis-get haproxy 9)")" "$(num %.1f "$(med redis-get broker 9)")" \
+        "$(ratio "$(med redis-get broker 4)" "$gg")" "$(ratio "$(med redis-set broker 4)" "$gs")"
+    fi
+    rss_line=
+    for d in postgres redis; do
+      db "$d" || continue
+      rss_line+="${rss_line:+, }$(mibs "${gorelay_hwm[$d]}") ($d)"
+    done
+    echo "  floor: gorelay's peak RSS (VmHWM, one process per database) $rss_line; haproxy $(mibs "$haproxy_hwm"), broker $(mibs "$broker_hwm") (one process each, both databases)"
+  fi
   ! db redis || echo "redis error replies (total_error_replies, every target): $redis_errors"
+  for d in postgres redis; do
+    [ -z "${gorelay_counts[$d]:-}" ] || echo "gorelay $d: ${gorelay_counts[$d]}"
+  done
   if has broker; then
     echo "broker log: $(grep -c 'level=ERROR' "${log[broker]}" || true) error and $(grep -c 'level=WARN' "${log[broker]}" || true) warning lines"
   fi
