@@ -535,7 +535,11 @@ func (d doctorRun) kubernetes(k *KubernetesConfig) []finding {
 			rc.HeaderOrigins = []string{c.APIServer}
 		}
 	}
-	out := []finding{d.remoteKeys(check, rc)}
+	keys := d.remoteKeys(check, rc)
+	if keys.status == statusFail && (strings.Contains(keys.msg, " 401 ") || strings.Contains(keys.msg, " 403 ")) {
+		keys.fix = "the issuer refused the broker: bearer_token_file must hold the broker's own service-account token, which clusters serve discovery and keys to (or give jwks_file)"
+	}
+	out := []finding{keys}
 	if c.TokenReview {
 		out = append(out, d.reachable(check+" token review", c.APIServer, tr))
 	}
