@@ -270,11 +270,11 @@ func (r *Renderer) Run(ctx context.Context) error {
 // keep refreshes g until ctx ends.
 func (r *Renderer) keep(ctx context.Context, g *group) {
 	for {
-		wait, _ := r.refresh(ctx, g)
+		wait, _ := r.refresh(ctx, g, true)
 		if ctx.Err() != nil {
 			return
 		}
-		r.log.Debug("next refresh scheduled", logCredential, g.credential, logNextIn, wait)
+		r.log.Debug("next refresh scheduled", logCredential, g.credential, logNextIn, wait.String())
 		select {
 		case <-ctx.Done():
 			return
@@ -288,7 +288,7 @@ func (r *Renderer) keep(ctx context.Context, g *group) {
 func (r *Renderer) RenderOnce(ctx context.Context) error {
 	var errs []error
 	for _, g := range r.groups {
-		_, err := r.refresh(ctx, g)
+		_, err := r.refresh(ctx, g, false)
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -296,8 +296,9 @@ func (r *Renderer) RenderOnce(ctx context.Context) error {
 
 // refresh fetches g's credential once, renders each of its sinks, then runs
 // the on_change of those whose content changed. It returns the wait before
-// the next refresh and the failures.
-func (r *Renderer) refresh(ctx context.Context, g *group) (time.Duration, error) {
+// the next refresh and the failures, which it logs (with that wait when
+// retrying).
+func (r *Renderer) refresh(ctx context.Context, g *group, retrying bool) (time.Duration, error) {
 	fctx, cancel := context.WithTimeout(ctx, r.opts.FetchTimeout)
 	c, err := r.opts.Fetcher.Get(fctx, g.credential)
 	cancel()
@@ -308,8 +309,8 @@ func (r *Renderer) refresh(ctx context.Context, g *group) (time.Duration, error)
 		g.failures++
 		wait := r.backoff(g.failures)
 		if ctx.Err() == nil {
-			r.log.Warn("fetching the credential failed; its files keep their previous content",
-				logCredential, g.credential, logError, err.Error(), logRetryIn, wait, logPaths, g.paths())
+			r.log.Warn("fetching the credential failed; its files are left as they were",
+				append(retryAttr(retrying, wait), logCredential, g.credential, logError, err.Error(), logPaths, g.paths())...)
 		}
 		var errs []error
 		for _, s := range g.sinks {
@@ -342,8 +343,9 @@ func (r *Renderer) refresh(ctx context.Context, g *group) (time.Duration, error)
 	g.failures++
 	wait = min(wait, r.backoff(g.failures))
 	for _, err := range errs {
-		r.log.Error("file not rendered; it keeps its previous content", logPath, err.(*SinkError).Path,
-			logCredential, g.credential, logError, err.(*SinkError).Err.Error(), logRetryIn, wait)
+		se := err.(*SinkError)
+		r.log.Error("file not rendered; it is left as it was",
+			append(retryAttr(retrying, wait), logPath, se.Path, logCredential, g.credential, logError, se.Err.Error())...)
 	}
 	return wait, errors.Join(errs...)
 }
@@ -400,8 +402,17 @@ func (r *Renderer) onChange(ctx context.Context, s *sink) error {
 	if err != nil {
 		return err
 	}
-	r.log.Info("on_change ran", logPath, s.cfg.Path, logCommand, s.cfg.OnChange[0], logDuration, took)
+	r.log.Info("on_change ran", logPath, s.cfg.Path, logCommand, s.cfg.OnChange[0], logDuration, took.Round(time.Millisecond).String())
 	return nil
+}
+
+// retryAttr is the log attribute of the wait before a retry, if there is
+// one.
+func retryAttr(retrying bool, wait time.Duration) []any {
+	if !retrying {
+		return nil
+	}
+	return []any{logRetryIn, wait.Round(time.Millisecond).String()}
 }
 
 // nextRefresh is the wait until half the remaining life of a credential

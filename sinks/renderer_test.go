@@ -525,6 +525,9 @@ func TestWriteFailureLeavesNoTemporary(t *testing.T) {
 	if !strings.Contains(logs.String(), "file not rendered") || strings.Contains(logs.String(), canary) {
 		t.Errorf("log:\n%s", logs)
 	}
+	if strings.Contains(logs.String(), "retry_in") {
+		t.Errorf("RenderOnce, which does not retry, logged a retry:\n%s", logs)
+	}
 }
 
 func TestStaleTemporariesRemoved(t *testing.T) {
