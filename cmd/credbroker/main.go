@@ -150,6 +150,10 @@ credbroker get orders-db --token-file /var/run/secrets/tokens/credbroker`,
 			run: (*cli).get,
 		},
 		{
+			name: "render", summary: renderSummary, args: renderArgs, about: renderAbout, examples: renderExamples,
+			run: (*cli).render,
+		},
+		{
 			name: "audit", summary: "read, verify, export and prune the audit log",
 			about: `The audit log is a SQLite database of hash-chained rows, one per decision and lease
 event, with signed heads. These commands read it directly: a running broker may keep writing.`,
