@@ -206,37 +206,44 @@ func newSink(c Config) (*sink, error) {
 	} else if s.tmpl, err = loadTemplate(c.TemplateFile); err != nil {
 		errs = append(errs, &FieldError{Key: "template_file", Message: err.Error()})
 	}
-	if s.file.uid, err = lookupID(c.Owner, "owner", user.Lookup); err != nil {
+	if s.file.uid, err = lookupID(c.Owner, "owner"); err != nil {
 		errs = append(errs, err)
 	}
-	if s.file.gid, err = lookupID(c.Group, "group", lookupGroup); err != nil {
+	if s.file.gid, err = lookupID(c.Group, "group"); err != nil {
 		errs = append(errs, err)
 	}
 	return s, errors.Join(errs...)
 }
 
-func lookupGroup(name string) (*user.User, error) {
-	g, err := user.LookupGroup(name)
-	if err != nil {
-		return nil, err
-	}
-	return &user.User{Uid: g.Gid}, nil
-}
-
-// lookupID turns an owner or group into a numeric id; -1 when unset.
-func lookupID(s, key string, lookup func(string) (*user.User, error)) (int, error) {
+// lookupID turns an owner or group into a numeric id; -1 when unset. key
+// is "owner" or "group".
+func lookupID(s, key string) (int, error) {
 	if s == "" {
 		return -1, nil
 	}
 	if id, err := strconv.ParseUint(s, 10, 32); err == nil {
 		return int(id), nil
 	}
-	u, err := lookup(s)
-	if err != nil {
-		return 0, &FieldError{Key: key, Message: fmt.Sprintf("%q: no such %s (names come from /etc/passwd and /etc/group; a numeric id needs none)", s, map[string]string{"owner": "user", "group": "group"}[key])}
+	var id string
+	var err error
+	noun := "user"
+	if key == "group" {
+		noun = "group"
+		var g *user.Group
+		if g, err = user.LookupGroup(s); err == nil {
+			id = g.Gid
+		}
+	} else {
+		var u *user.User
+		if u, err = user.Lookup(s); err == nil {
+			id = u.Uid
+		}
 	}
-	id, _ := strconv.Atoi(u.Uid)
-	return id, nil
+	n, convErr := strconv.Atoi(id)
+	if err != nil || convErr != nil {
+		return 0, &FieldError{Key: key, Message: fmt.Sprintf("%q: no such %s (names come from /etc/passwd and /etc/group; a numeric id needs none)", s, noun)}
+	}
+	return n, nil
 }
 
 // loadTemplate reads and parses a template file of at most
@@ -342,6 +349,9 @@ func (r *Renderer) refresh(ctx context.Context, g *group, retrying bool) (time.D
 	}
 	g.failures++
 	wait = min(wait, r.backoff(g.failures))
+	if ctx.Err() != nil {
+		return wait, errors.Join(errs...) // stopping: a command cut short is no failure to log
+	}
 	for _, err := range errs {
 		se := err.(*SinkError)
 		r.log.Error("file not rendered; it is left as it was",

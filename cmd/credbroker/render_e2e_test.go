@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -420,5 +421,54 @@ func TestRenderOnceFailures(t *testing.T) {
 	code = (&cli{stdin: strings.NewReader(""), stdout: &stderr, stderr: &stderr}).render([]string{"--config", cfg, "--socket", e.socket + ".none", "--once"})
 	if code != exitSinkFailed || !strings.Contains(stderr.String(), "cannot reach the broker at "+e.socket+".none") {
 		t.Errorf("render --once without a broker: exit %d:\n%s", code, stderr.String())
+	}
+}
+
+// TestRenderBinary runs `credbroker render` as its own process: its
+// decisions are that process's, SIGTERM stops it with exit 0 after it kept
+// a file fresh, and --once and --help exit as documented.
+func TestRenderBinary(t *testing.T) {
+	e, _, out := newRenderEnv(t)
+	demo := filepath.Join(out, "demo")
+	cfg := e.renderFile(`sinks:
+  - {credential: demo, path: out/demo, template: "{{.value}}\n"}
+`)
+	cmd := exec.Command(binPath, "render", "--config", cfg, "--socket", e.socket, "--log-format", "text")
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	waitContent(t, demo, renderCanary+"-demo-0\n", logs)
+	e.writeSecret("secrets/demo", renderCanary+"-demo-1")
+	waitContent(t, demo, renderCanary+"-demo-1\n", logs)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(hangBound):
+		t.Fatalf("render did not stop on SIGTERM:\n%s", logs)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(logs.String(), `msg=stopped`) {
+		t.Errorf("render exited %d after SIGTERM:\n%s", code, logs)
+	}
+	for _, row := range auditRows(t, e.db) {
+		if row.Credential == "demo" && row.PeerPID != int64(cmd.Process.Pid) {
+			t.Errorf("decision %s was made for pid %d, want render's %d", row.DecisionID, row.PeerPID, cmd.Process.Pid)
+		}
+	}
+	expectSecretOnlyInSinks(t, logs.String(), out, demo)
+
+	if _, stderr, code := credbroker(t, "render", "--config", cfg, "--socket", e.socket, "--once"); code != 0 {
+		t.Errorf("render --once: exit %d: %s", code, stderr)
+	}
+	bad := e.write("bad.yaml", "sinks:\n  - {credential: forbidden, path: out/f, template: x}\n")
+	if _, stderr, code := credbroker(t, "render", "--config", bad, "--socket", e.socket, "--once"); code != exitSinkFailed || !strings.Contains(stderr, "403 denied") {
+		t.Errorf("render --once of a denied credential: exit %d: %s", code, stderr)
+	}
+	if stdout, _, code := credbroker(t, "render", "--help"); code != 0 || !strings.Contains(stdout, renderSummary) || !strings.Contains(stdout, "--once") {
+		t.Errorf("render --help: exit %d:\n%s", code, stdout)
 	}
 }
