@@ -179,7 +179,11 @@ func TestDidYouMean(t *testing.T) {
 func TestEnvDefaults(t *testing.T) {
 	leaves, _ := walkTree()
 	vars := map[string]bool{}
+	// The commands' sources and the client package's, whose names some
+	// commands use for their defaults.
 	files, _ := filepath.Glob("*.go")
+	clientFiles, _ := filepath.Glob("../../client/*.go")
+	files = append(files, clientFiles...)
 	re := regexp.MustCompile(`"(CREDBROKER_[A-Z0-9_]+)"`)
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
