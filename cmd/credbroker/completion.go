@@ -63,11 +63,10 @@ func completionNodes(root *command) []completionNode {
 				n.flags = append(n.flags, completionFlag{f.Name, usageLine(usage), !(isBool && bf.IsBoolFlag())})
 			})
 		}
-		about := "show help"
 		if cmd.path == "" {
 			n.flags = append(n.flags, completionFlag{name: "version", about: "print the version"})
 		}
-		n.flags = append(n.flags, completionFlag{name: "help", about: about})
+		n.flags = append(n.flags, completionFlag{name: "help", about: "show help"})
 		nodes = append(nodes, n)
 		for _, s := range cmd.subs {
 			walk(s)
