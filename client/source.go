@@ -21,7 +21,7 @@ const (
 	// expiry.
 	MinBackoff = time.Second
 	MaxBackoff = time.Minute
-	// AttemptTimeout bounds one refresh request.
+	// AttemptTimeout bounds each request of a Source, the first included.
 	AttemptTimeout = 30 * time.Second
 )
 
@@ -92,11 +92,11 @@ func (c *Client) Source(ctx context.Context, name string, opts ...SourceOption) 
 	if !(cfg.refreshAt > 0 && cfg.refreshAt < 1) {
 		return nil, fmt.Errorf("credbroker: RefreshAt(%v): give a fraction above 0 and below 1", cfg.refreshAt)
 	}
-	first, err := c.Get(ctx, name)
+	s := &Source{c: c, name: name, cfg: cfg, changes: make(chan *Credential, 1), done: make(chan struct{})}
+	first, err := s.fetch(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{c: c, name: name, cfg: cfg, changes: make(chan *Credential, 1), done: make(chan struct{})}
 	s.cur.Store(first)
 	go s.run(ctx)
 	return s, nil
