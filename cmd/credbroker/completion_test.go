@@ -55,7 +55,7 @@ func TestBashCompletes(t *testing.T) {
 		{"credbroker get --so", "--socket"},
 		{"credbroker get demo --format json --tok", "--token-file"},
 		{"credbroker completion ", "bash zsh fish --help"},
-		{"credbroker help ex", "explain"},
+		{"credbroker help ex", "explain exec"},
 		{"credbroker --v", "--version"},
 		{"credbroker run --config ", ""}, // a value: bash completes file names
 		{"credbroker run --config x --acc", "--accept-audit-rewind"},

@@ -7,6 +7,8 @@
 //	credbroker doctor --config FILE|DIR           check the machine the broker runs on
 //	credbroker explain --config … --credential NAME --subject SUBJECT
 //	credbroker get NAME                           fetch a credential
+//	credbroker exec --credential NAME -- COMMAND  run a command with credentials
+//	credbroker render --config FILE               keep files rendered from credentials
 //	credbroker audit query|verify|export|prune|public-key …
 //	credbroker version | completion bash|zsh|fish | help [COMMAND]
 //
@@ -141,13 +143,24 @@ credbroker explain --config /etc/credbroker --credential orders-db \
 			name: "get", summary: "fetch a credential from a running broker",
 			args: "NAME [flags]",
 			about: `Asks the broker on its socket for the credential NAME and prints the reply: the socket
-API's JSON, or shell export lines (NAME_FIELD='value', NAME_EXPIRES_AT, NAME_LEASE_ID) with
---format env. A refusal is printed with its reason and decision id, exit 1.`,
+API's JSON, shell export lines (NAME_FIELD='value', NAME_EXPIRES_AT, NAME_LEASE_ID) with
+--format env, or the JSON an AWS credential_process reads with --format aws-process. A refusal
+is printed on stderr with its reason and decision id.
+
+` + exitCodesHelp,
 			examples: `credbroker get demo
 eval "$(credbroker get orders-db --format env)"
-credbroker get orders-db --token-file /var/run/secrets/tokens/credbroker`,
+credbroker get orders-db --token-file /var/run/secrets/tokens/credbroker
+# in ~/.aws/config, for the AWS CLI and SDKs
+credential_process = credbroker get aws-deploy --format aws-process`,
 			env: map[string]string{"socket": "CREDBROKER_SOCKET", "aws-server-id": "CREDBROKER_AWS_SERVER_ID"},
 			run: (*cli).get,
+		},
+		{
+			name: "exec", summary: "run a command with credentials in its environment, kept fresh",
+			args: "--credential NAME [flags] [--] COMMAND [ARG…]", about: execHelp + "\n\n" + exitCodesHelp, examples: execExamples,
+			env: map[string]string{"socket": "CREDBROKER_SOCKET"},
+			run: (*cli).exec,
 		},
 		{
 			name: "render", summary: renderSummary, args: renderArgs, about: renderAbout, examples: renderExamples,
