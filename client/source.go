@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -169,10 +170,7 @@ func (s *Source) refreshDelay(cred *Credential) time.Duration {
 func (s *Source) failed(err error, failures int) time.Duration {
 	cur := s.Current()
 	left := cur.ExpiresAt.Sub(s.cfg.clock.Now())
-	err = fmt.Errorf("credbroker: refreshing %q (attempt %d): %w", s.name, failures, err)
-	if left <= 0 {
-		err = fmt.Errorf("%w at %s: %w", ErrExpired, cur.ExpiresAt.UTC().Format(time.RFC3339), err)
-	}
+	err = &refreshError{name: s.name, attempt: failures, expired: left <= 0, expiresAt: cur.ExpiresAt, err: err}
 	s.setErr(err)
 	if s.cfg.onError != nil {
 		s.cfg.onError(err)
@@ -213,4 +211,31 @@ func (s *Source) publish(cred *Credential) {
 	default:
 	}
 	s.changes <- cred
+}
+
+// refreshError is a failed refresh; it matches ErrExpired once the current
+// credential has expired.
+type refreshError struct {
+	name      string
+	attempt   int
+	expired   bool
+	expiresAt time.Time
+	err       error
+}
+
+func (e *refreshError) Error() string {
+	cause := strings.TrimPrefix(e.err.Error(), "credbroker: ")
+	if e.expired {
+		return fmt.Sprintf("credbroker: credential %q expired at %s; refreshing it failed (attempt %d): %s",
+			e.name, e.expiresAt.UTC().Format(time.RFC3339), e.attempt, cause)
+	}
+	return fmt.Sprintf("credbroker: refreshing %q failed (attempt %d; it expires at %s): %s",
+		e.name, e.attempt, e.expiresAt.UTC().Format(time.RFC3339), cause)
+}
+
+func (e *refreshError) Unwrap() []error {
+	if e.expired {
+		return []error{ErrExpired, e.err}
+	}
+	return []error{e.err}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -179,6 +180,10 @@ func TestSourceFailsAndRecovers(t *testing.T) {
 		err := <-errs
 		if !errors.Is(err, client.ErrUnreachable) || errors.Is(err, client.ErrExpired) != s.expired || !errors.Is(src.Err(), client.ErrUnreachable) {
 			t.Fatalf("failure %d: %v (Err %v), want unreachable, expired %v", i+1, err, src.Err(), s.expired)
+		}
+		if want := map[bool]string{false: "refreshing \"short\" failed (attempt ", true: "credential \"short\" expired at "}[s.expired]; !strings.Contains(err.Error(), want) ||
+			!strings.Contains(err.Error(), "cannot reach the broker at "+b.socket) {
+			t.Errorf("failure %d: %q, want %q and the cause", i+1, err, want)
 		}
 		if w.d != s.wantWait {
 			t.Errorf("failure %d: retry after %v, want %v", i+1, w.d, s.wantWait)

@@ -200,7 +200,7 @@ func (s *supervisor) fetch(ctx context.Context, cl *client.Client) error {
 	s.changed = make(chan string, 1)
 	for _, name := range s.names {
 		src, err := cl.Source(ctx, name, client.OnRefreshError(func(err error) {
-			fmt.Fprintf(s.c.stderr, "credbroker exec: %s; COMMAND keeps the values it has\n", strings.TrimPrefix(err.Error(), "credbroker: "))
+			fmt.Fprintf(s.c.stderr, "credbroker exec: %s; the command keeps the values it has\n", strings.TrimPrefix(err.Error(), "credbroker: "))
 		}))
 		if err != nil {
 			return err
@@ -250,7 +250,7 @@ func (s *supervisor) run() int {
 			env, err := s.credentialEnv()
 			switch {
 			case err != nil:
-				fmt.Fprintf(s.c.stderr, "credbroker exec: %s changed, but %v; COMMAND keeps the values it has\n", name, err)
+				fmt.Fprintf(s.c.stderr, "credbroker exec: %s changed, but %v; the command keeps the values it has\n", name, err)
 				continue
 			case slices.Equal(env, s.childEnv):
 				continue // a field COMMAND does not see changed
