@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 )
 
 // DefaultSocket is the socket API's path when neither the caller nor
@@ -82,7 +83,10 @@ func New(socket string, opts ...Option) *Client {
 	c.hc = &http.Client{Transport: &http.Transport{
 		DialContext:         c.dial,
 		MaxIdleConnsPerHost: 4,
-		DisableCompression:  true,
+		// Under the broker's 2-minute idle timeout, so that a request is
+		// not sent on a connection the broker is closing.
+		IdleConnTimeout:    90 * time.Second,
+		DisableCompression: true,
 	}}
 	for _, o := range opts {
 		o(c)
