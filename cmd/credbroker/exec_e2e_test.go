@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,9 +16,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The exec tests run `credbroker exec` as a process against a real broker,
-// with this test binary as COMMAND: execTestMode selects what a re-executed
-// test binary does, before TestMain runs.
+// The exec tests run the credbroker binary's exec against a real broker,
+// with this test binary as COMMAND: execTestMode=child makes a re-executed
+// test binary the child, before TestMain runs.
 const execTestMode = "CREDBROKER_EXEC_TEST_MODE"
 
 // The child's settings, from its environment: the file it appends its
@@ -33,11 +32,7 @@ const (
 )
 
 func init() {
-	switch os.Getenv(execTestMode) {
-	case "cli": // `credbroker exec` while main.go does not list it yet
-		os.Setenv(execTestMode, "child")
-		os.Exit((&cli{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}).exec(os.Args[1:]))
-	case "child":
+	if os.Getenv(execTestMode) == "child" {
 		os.Exit(execChild())
 	}
 }
@@ -83,12 +78,6 @@ func appendLine(s string) {
 	f.Close()
 }
 
-// execRegistered reports whether the built binary knows `exec`.
-var execRegistered = sync.OnceValue(func() bool {
-	out, _ := exec.Command(binPath, "exec").CombinedOutput()
-	return !strings.Contains(string(out), `unknown command "exec"`)
-})
-
 // execProc is a running `credbroker exec`.
 type execProc struct {
 	t      *testing.T
@@ -100,9 +89,8 @@ type execProc struct {
 }
 
 // startExec runs `credbroker exec ARGS -- COMMAND` with this test binary as
-// COMMAND, its settings in env: the built binary once main.go lists exec,
-// else this test binary calling (*cli).exec. It runs in a session of its
-// own, so that no terminal of the test's sends it signals.
+// COMMAND, its settings in env. It runs in a session of its own, so that no
+// terminal of the test's sends it signals.
 func startExec(t *testing.T, env []string, args ...string) *execProc {
 	t.Helper()
 	return startExecTTY(t, nil, env, args...)
@@ -117,15 +105,8 @@ func startExecTTY(t *testing.T, tty *os.File, env []string, args ...string) *exe
 		t.Fatal(err)
 	}
 	p := &execProc{t: t, self: self, out: filepath.Join(t.TempDir(), "child.log"), stderr: &syncBuffer{}, done: make(chan struct{})}
-	args = append(args, "--", self)
-	if execRegistered() {
-		p.cmd = exec.Command(binPath, append([]string{"exec"}, args...)...)
-		env = append(env, execTestMode+"=child")
-	} else {
-		p.cmd = exec.Command(self, args...)
-		env = append(env, execTestMode+"=cli")
-	}
-	p.cmd.Env = append(os.Environ(), append(env, childOut+"="+p.out)...)
+	p.cmd = exec.Command(binPath, append(append([]string{"exec"}, args...), "--", self)...)
+	p.cmd.Env = append(os.Environ(), append(env, execTestMode+"=child", childOut+"="+p.out)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stderr, p.stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if tty != nil {
