@@ -51,7 +51,7 @@ func TestAWSEndToEnd(t *testing.T) {
 			t.Fatalf("get --aws #%d: exit %d %s %s\n%s", i, code, out, errOut, b.logs)
 		}
 	}
-	if _, errOut, code := get("another-broker"); code != 1 || !strings.Contains(errOut, "wrong server-id") {
+	if _, errOut, code := get("another-broker"); code != exitUnauthenticated || !strings.Contains(errOut, "wrong server-id") {
 		t.Fatalf("signed for another broker: exit %d %s", code, errOut)
 	}
 	files := readAll(t, e.dir)

@@ -187,7 +187,7 @@ func (c *cli) explain(args []string) int {
 		printExplanation(c, lc, in, ex)
 	}
 	if !ex.Allowed() {
-		return 3
+		return exitDenied
 	}
 	return 0
 }

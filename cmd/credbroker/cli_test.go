@@ -179,12 +179,12 @@ func TestGetFormats(t *testing.T) {
 		t.Fatalf("env: exit %d %s %s", code, out, errOut)
 	}
 	_, errOut, code = credbroker(t, "get", "forbidden", "--socket", e.socket)
-	if code != 1 || !strings.Contains(errOut, "denied by policy nobody-reads-forbidden (403 denied, decision ") {
+	if code != exitDenied || !strings.Contains(errOut, "denied by policy nobody-reads-forbidden (403 denied, decision ") {
 		t.Fatalf("denied: exit %d %s", code, errOut)
 	}
 	b.stop(syscall.SIGTERM)
 	_, errOut, code = credbroker(t, "get", "demo", "--socket", e.socket)
-	if code != 1 || !strings.Contains(errOut, "broker at "+e.socket) {
+	if code != exitUnreachable || !strings.Contains(errOut, "broker at "+e.socket) {
 		t.Fatalf("no broker: exit %d %s", code, errOut)
 	}
 }

@@ -49,7 +49,7 @@ A template is Go's text/template over the credential's data fields ({{.password}
 credential's {{.value}}), {{.expires_at}} (RFC 3339) and {{.lease_id}}, with the functions json,
 shellquote and base64; a field the credential lacks fails that sink.
 
-With --once render writes every sink once and exits: 0, or 3 when any sink failed (each named on
+With --once render writes every sink once and exits: 0, or 8 when any sink failed (each named on
 stderr). Configuration errors exit 1 with file:line, usage errors 2.`
 	renderExamples = `credbroker render --config /etc/credbroker/render.yaml
 credbroker render --config render.yaml --once && exec app      # files first, then the app
@@ -60,7 +60,7 @@ credbroker render --config render.yaml --token-file /var/run/secrets/tokens/cred
 
 // exitSinkFailed is render --once's exit code when a sink could not be
 // rendered.
-const exitSinkFailed = 3
+const exitSinkFailed = 8
 
 // renderConfig is credbroker render's configuration file.
 type renderConfig struct {

@@ -374,7 +374,7 @@ func TestRenderOnce(t *testing.T) {
 	expectSecretOnlyInSinks(t, stderr.String()+stdout.String(), out, filepath.Join(out, "db.env"), filepath.Join(out, "db.json"), filepath.Join(out, "demo"))
 }
 
-// TestRenderOnceFailures checks --once's exit code 3 and its reasons: a
+// TestRenderOnceFailures checks --once's exit code (8, apart from get's 3–7) and its reasons: a
 // denied credential, an unknown one, a template field the credential
 // lacks, and a broker that is not there; the sinks that could be rendered
 // are.
