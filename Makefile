@@ -6,7 +6,7 @@ BIN     := bin/credbroker
 .PHONY: build quickstart test bench bench-http bench-db clean
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/credbroker
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=auto -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/credbroker
 
 # Start the broker on examples/quickstart, fetch the demo credential, show
 # its audit row, stop the broker. State is kept in a directory of the user's
