@@ -13,18 +13,16 @@ import (
 
 // TLS modes of the upstream connection (tls.mode), as libpq's sslmode and
 // MySQL's ssl-mode (DISABLED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY) name
-// them.
+// them; see listener.UpstreamTLS.
 const (
 	// ModeDisable connects without TLS.
-	ModeDisable = "disable"
+	ModeDisable = listener.ModeDisable
 	// ModeRequire encrypts without verifying the server's certificate.
-	ModeRequire = "require"
-	// ModeVerifyCA encrypts and verifies the certificate's chain, not its
-	// host name.
-	ModeVerifyCA = "verify-ca"
-	// ModeVerifyFull encrypts and verifies the chain and the host name:
-	// the default.
-	ModeVerifyFull = "verify-full"
+	ModeRequire = listener.ModeRequire
+	// ModeVerifyCA verifies the certificate's chain, not its name.
+	ModeVerifyCA = listener.ModeVerifyCA
+	// ModeVerifyFull verifies the chain and the name: the default.
+	ModeVerifyFull = listener.ModeVerifyFull
 )
 
 // The credential's data fields the listener logs in upstream with: those
@@ -84,41 +82,13 @@ type Config struct {
 	AllowAmbient bool `yaml:"allow_ambient"`
 }
 
-// TLSConfig configures TLS to the upstream.
-type TLSConfig struct {
-	// Mode is disable, require, verify-ca or verify-full (the default).
-	Mode string `yaml:"mode"`
-	// CAFile holds the PEM certificates the upstream's chain is verified
-	// against, instead of the system roots; verify-ca and verify-full
-	// only. Default: the system roots.
-	CAFile string `yaml:"ca_file"`
-	// ServerName is the name sent in SNI and, with verify-full, checked
-	// against the certificate; default the upstream's host.
-	ServerName string `yaml:"server_name"`
-	// CertFile and KeyFile hold a PEM client certificate and its key,
-	// presented to the upstream (for accounts that REQUIRE X509); default
-	// none. Both or neither.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-}
+// TLSConfig configures TLS to the upstream; an empty mode is
+// verify-full. cert_file and key_file serve accounts that REQUIRE X509.
+type TLSConfig = listener.UpstreamTLS
 
 // ListenerTLSConfig is the certificate the listener presents to clients
 // that ask for TLS. Both or neither.
-type ListenerTLSConfig struct {
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-}
-
-// enabled reports whether the listener offers TLS to clients.
-func (c ListenerTLSConfig) enabled() bool { return c.CertFile != "" }
-
-// mode returns the upstream TLS mode, with the default.
-func (c TLSConfig) mode() string {
-	if c.Mode == "" {
-		return ModeVerifyFull
-	}
-	return c.Mode
-}
+type ListenerTLSConfig = listener.ServerTLS
 
 // serverVersion returns the announced version, with the default.
 func (c *Config) serverVersion() string {
@@ -132,7 +102,7 @@ func (c *Config) serverVersion() string {
 // to the config file. A unix:// listen path is not among them: it is part
 // of an address.
 func (c *Config) Paths() []*string {
-	return []*string{&c.TLS.CAFile, &c.TLS.CertFile, &c.TLS.KeyFile, &c.ListenerTLS.CertFile, &c.ListenerTLS.KeyFile}
+	return append(c.TLS.Paths(), c.ListenerTLS.Paths()...)
 }
 
 // Fields returns the credential data fields the listener uses: username
@@ -161,28 +131,11 @@ func (c *Config) Validate() error {
 	case !broker.ValidName(c.Credential):
 		bad("credential %q is not a credential name", c.Credential)
 	}
-	t := c.TLS
-	switch t.mode() {
-	case ModeDisable:
-		if t.CAFile != "" || t.ServerName != "" || t.CertFile != "" || t.KeyFile != "" {
-			bad("tls: with mode disable the upstream connection has no TLS: remove ca_file, server_name, cert_file and key_file, or choose require, verify-ca or verify-full")
-		}
-	case ModeRequire:
-		if t.CAFile != "" {
-			bad("tls: ca_file is not used with mode require, which does not verify the upstream's certificate: choose verify-ca or verify-full")
-		}
-	case ModeVerifyCA, ModeVerifyFull:
-	default:
-		bad("tls.mode %q: want disable, require, verify-ca or verify-full", t.Mode)
+	for _, p := range c.TLS.Problems(ModeVerifyFull) {
+		bad("tls: %s", p)
 	}
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		bad("tls: cert_file and key_file go together")
-	}
-	if strings.ContainsAny(t.ServerName, " \t\r\n\x00/") {
-		bad("tls.server_name %q is not a host name", t.ServerName)
-	}
-	if (c.ListenerTLS.CertFile == "") != (c.ListenerTLS.KeyFile == "") {
-		bad("listener_tls: cert_file and key_file go together")
+	for _, p := range c.ListenerTLS.Problems() {
+		bad("listener_tls: %s", p)
 	}
 	if err := checkServerVersion(c.ServerVersion); err != nil {
 		bad("server_version: %v", err)

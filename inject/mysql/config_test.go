@@ -32,7 +32,7 @@ func TestValidate(t *testing.T) {
 		{"everything wrong at once", func(c *Config) {
 			*c = Config{Listen: "0.0.0.0:3306", Upstream: "db", Credential: "-x", TLS: TLSConfig{Mode: "on", CertFile: "c.pem"},
 				ListenerTLS: ListenerTLSConfig{KeyFile: "k.pem"}, ServerVersion: "MySQL", DrainTimeout: -1}
-		}, []string{"not a loopback address", `"db": want host:port`, "not a credential name", `tls.mode "on"`,
+		}, []string{"not a loopback address", `"db": want host:port`, "not a credential name", `tls: mode "on"`,
 			"tls: cert_file and key_file", "listener_tls: cert_file and key_file", "server_version", "drain_timeout"}},
 		{"upstream without host", func(c *Config) { c.Upstream = ":3306" }, []string{"want a host name"}},
 		{"upstream port", func(c *Config) { c.Upstream = "db:0" }, []string{"not a port number"}},
@@ -87,7 +87,7 @@ func TestConfigAccessors(t *testing.T) {
 	if !slices.Equal(got, []string{"a", "b", "c", "d", "e"}) {
 		t.Errorf("Paths: %v", got)
 	}
-	if c.TLS.mode() != ModeVerifyFull || c.serverVersion() != DefaultServerVersion || c.DrainTimeout.Or() != 10*time.Second {
+	if c.serverVersion() != DefaultServerVersion || c.DrainTimeout.Or() != 10*time.Second {
 		t.Error("defaults")
 	}
 	if _, err := New(c, nil); err == nil {

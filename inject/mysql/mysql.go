@@ -3,12 +3,10 @@ package mysql
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"time"
 
 	"github.com/credbroker/credbroker/broker"
@@ -60,17 +58,13 @@ func New(cfg Config, d listener.Decider, opts ...listener.Option) (*Listener, er
 		return nil, errors.New("mysql: a decider is required")
 	}
 	host, _, _ := net.SplitHostPort(cfg.Upstream) // checked by Validate
-	upTLS, err := newUpstreamTLS(cfg.TLS, host)
+	upTLS, err := cfg.TLS.Client(host, ModeVerifyFull)
 	if err != nil {
 		return nil, fmt.Errorf("mysql: tls: %w", err)
 	}
-	var serverTLS *tls.Config
-	if cfg.ListenerTLS.enabled() {
-		cert, err := tls.LoadX509KeyPair(cfg.ListenerTLS.CertFile, cfg.ListenerTLS.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("mysql: listener_tls: %w", err)
-		}
-		serverTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	serverTLS, err := cfg.ListenerTLS.Server()
+	if err != nil {
+		return nil, fmt.Errorf("mysql: listener_tls: %w", err)
 	}
 	o := listener.Apply(opts)
 	return &Listener{
@@ -98,65 +92,6 @@ func (l *Listener) Run(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("mysql: %w", err)
 	}
 	return nil
-}
-
-// newUpstreamTLS returns the TLS configuration of upstream connections
-// for the mode, or nil for disable: TLS 1.2 or later; the chain verified
-// against ca_file (else the system roots) with verify-ca and
-// verify-full, the host name too with verify-full; SNI with the server
-// name (default the upstream's host, when it is a name).
-func newUpstreamTLS(cfg TLSConfig, upstreamHost string) (*tls.Config, error) {
-	mode := cfg.mode()
-	if mode == ModeDisable {
-		return nil, nil
-	}
-	name := cfg.ServerName
-	if name == "" {
-		name = upstreamHost
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: name}
-	if cfg.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	var roots *x509.CertPool
-	if cfg.CAFile != "" {
-		b, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", cfg.CAFile)
-		}
-	}
-	switch mode {
-	case ModeRequire:
-		tc.InsecureSkipVerify = true // encrypted, not authenticated: what require means
-	case ModeVerifyCA:
-		tc.InsecureSkipVerify = true // the chain is verified below, the name is not
-		tc.VerifyConnection = func(cs tls.ConnectionState) error { return verifyChain(cs, roots) }
-	case ModeVerifyFull:
-		tc.RootCAs = roots // nil: the system roots
-	}
-	return tc, nil
-}
-
-// verifyChain verifies the peer's chain against roots (nil: the system
-// roots), without checking its name: verify-ca.
-func verifyChain(cs tls.ConnectionState, roots *x509.CertPool) error {
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("the upstream presented no certificate")
-	}
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	return err
 }
 
 // refusalOf turns the broker's refusal into the ERR the client gets; see

@@ -49,13 +49,13 @@ func TestValidate(t *testing.T) {
 		{"upstream port", func(c *postgres.Config) { c.Upstream = "db:0" }, []string{`port "0" is not a port number`}},
 		{"upstream URL", func(c *postgres.Config) { c.Upstream = "postgres://db:5432" }, []string{"upstream"}},
 		{"credential name", func(c *postgres.Config) { c.Credential = "a b" }, []string{`credential "a b" is not a credential name`}},
-		{"mode", func(c *postgres.Config) { c.TLS.Mode = "prefer" }, []string{`tls.mode "prefer": want disable, require, verify-ca or verify-full`}},
+		{"mode", func(c *postgres.Config) { c.TLS.Mode = "prefer" }, []string{`tls: mode "prefer": want disable, require, verify-ca or verify-full`}},
 		{"disable with files", func(c *postgres.Config) { c.TLS = postgres.TLSConfig{Mode: "disable", CAFile: "ca.pem"} }, []string{"with mode disable"}},
 		{"require with ca", func(c *postgres.Config) { c.TLS = postgres.TLSConfig{Mode: "require", CAFile: "ca.pem"} }, []string{"ca_file is not used with mode require"}},
 		{"half a client certificate", func(c *postgres.Config) { c.TLS.CertFile = "c.pem" }, []string{"tls: cert_file and key_file go together"}},
 		{"half a listener certificate", func(c *postgres.Config) { c.ListenerTLS.KeyFile = "k.pem" }, []string{"listener_tls: cert_file and key_file go together"}},
 		{"drain", func(c *postgres.Config) { c.DrainTimeout = -1 }, []string{"drain_timeout must not be negative"}},
-		{"several", func(c *postgres.Config) { c.Upstream = ""; c.TLS.Mode = "x"; c.DrainTimeout = -1 }, []string{"upstream: required", "tls.mode", "drain_timeout"}},
+		{"several", func(c *postgres.Config) { c.Upstream = ""; c.TLS.Mode = "x"; c.DrainTimeout = -1 }, []string{"upstream: required", "tls: mode", "drain_timeout"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := validConfig()

@@ -67,17 +67,13 @@ func New(cfg Config, d listener.Decider, opts ...listener.Option) (*Listener, er
 		return nil, errors.New("postgres: a decider is required")
 	}
 	host, _, _ := net.SplitHostPort(cfg.Upstream) // checked by Validate
-	upTLS, err := newUpstreamTLS(cfg.TLS, host)
+	upTLS, err := cfg.TLS.Client(host, ModeVerifyFull)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("postgres: tls: %w", err)
 	}
-	var serveTLS *tls.Config
-	if cfg.ListenerTLS.enabled() {
-		cert, err := tls.LoadX509KeyPair(cfg.ListenerTLS.CertFile, cfg.ListenerTLS.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("postgres: listener_tls: %w", err)
-		}
-		serveTLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	serveTLS, err := cfg.ListenerTLS.Server()
+	if err != nil {
+		return nil, fmt.Errorf("postgres: listener_tls: %w", err)
 	}
 	o := listener.Apply(opts)
 	return &Listener{

@@ -4,13 +4,11 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -30,62 +28,6 @@ type upstreamConn struct {
 	tls     bool
 	binding []byte // tls-server-end-point hash; nil when none
 	addr    string // the address dialed, for cancel requests
-}
-
-// newUpstreamTLS builds the upstream's TLS configuration for cfg's mode;
-// nil for disable. It reads the CA and client certificate files.
-func newUpstreamTLS(cfg TLSConfig, upstreamHost string) (*tls.Config, error) {
-	mode := cfg.mode()
-	if mode == ModeDisable {
-		return nil, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.ServerName}
-	if tc.ServerName == "" {
-		tc.ServerName = upstreamHost
-	}
-	if cfg.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("postgres: tls: client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	var roots *x509.CertPool // nil: the system roots
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("postgres: tls: %w", err)
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("postgres: tls: ca_file %s holds no PEM certificate", cfg.CAFile)
-		}
-	}
-	switch mode {
-	case ModeRequire:
-		tc.InsecureSkipVerify = true // encrypt only, as libpq's sslmode=require
-	case ModeVerifyCA:
-		// The chain is verified, the host name is not.
-		tc.InsecureSkipVerify = true
-		tc.VerifyConnection = func(cs tls.ConnectionState) error { return verifyChain(cs, roots) }
-	case ModeVerifyFull:
-		tc.RootCAs = roots
-	}
-	return tc, nil
-}
-
-// verifyChain verifies the peer's certificate chain against roots (the
-// system roots when nil), whatever name it is for.
-func verifyChain(cs tls.ConnectionState, roots *x509.CertPool) error {
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("the upstream presented no certificate")
-	}
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
-	return err
 }
 
 // dial connects to addr and, unless the mode is disable, negotiates TLS

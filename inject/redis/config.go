@@ -2,11 +2,9 @@ package redis
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,19 +24,18 @@ const (
 )
 
 // TLS modes of the upstream connection (tls.mode), as libpq's sslmode
-// names them.
+// names them; see listener.UpstreamTLS.
 const (
 	// ModeDisable connects without TLS.
-	ModeDisable = "disable"
-	// ModeRequire connects with TLS without verifying the server's
-	// certificate: the link is encrypted, the server is not authenticated.
-	ModeRequire = "require"
-	// ModeVerifyCA verifies the server's certificate chain against ca_file
-	// (or the system roots) but not the name it is issued for.
-	ModeVerifyCA = "verify-ca"
+	ModeDisable = listener.ModeDisable
+	// ModeRequire encrypts without verifying the server's certificate.
+	ModeRequire = listener.ModeRequire
+	// ModeVerifyCA verifies the certificate's chain against ca_file (or
+	// the system roots), not the name it is issued for.
+	ModeVerifyCA = listener.ModeVerifyCA
 	// ModeVerifyFull verifies the chain and that the certificate is issued
 	// for server_name (default: the upstream's host). The default.
-	ModeVerifyFull = "verify-full"
+	ModeVerifyFull = listener.ModeVerifyFull
 )
 
 // Config configures one Redis injection listener. In the configuration
@@ -81,36 +78,10 @@ type Config struct {
 	AllowAmbient bool `yaml:"allow_ambient"`
 }
 
-// TLSConfig configures TLS to the upstream.
-type TLSConfig struct {
-	// Mode is disable, require, verify-ca or verify-full (see the Mode*
-	// constants); default verify-full.
-	Mode string `yaml:"mode"`
-	// CAFile holds the PEM certificates the upstream's chain is verified
-	// against (verify-ca, verify-full); default the system roots.
-	CAFile string `yaml:"ca_file"`
-	// ServerName is the name the upstream's certificate must be issued
-	// for (verify-full) and the SNI sent; default the upstream's host.
-	// Required with verify-full to a unix:// upstream.
-	ServerName string `yaml:"server_name"`
-	// CertFile and KeyFile hold a PEM client certificate and its key,
-	// presented to the upstream (Redis's tls-auth-clients); default none.
-	// Both or neither.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-}
-
-// mode returns the TLS mode in force: disable without a tls block,
-// verify-full when the block leaves it empty.
-func (c *Config) mode() string {
-	switch {
-	case c.TLS == nil:
-		return ModeDisable
-	case c.TLS.Mode == "":
-		return ModeVerifyFull
-	}
-	return c.TLS.Mode
-}
+// TLSConfig configures TLS to the upstream; an empty mode is
+// verify-full. server_name is required with verify-full to a unix://
+// upstream; cert_file and key_file serve Redis's tls-auth-clients.
+type TLSConfig = listener.UpstreamTLS
 
 func (c *Config) usernameField() string {
 	if c.UsernameField == "" {
@@ -132,7 +103,7 @@ func (c *Config) Paths() []*string {
 	if c.TLS == nil {
 		return nil
 	}
-	return []*string{&c.TLS.CAFile, &c.TLS.CertFile, &c.TLS.KeyFile}
+	return c.TLS.Paths()
 }
 
 // Fields returns the credential data fields the listener needs: the
@@ -177,26 +148,11 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// tlsProblems checks the tls block.
+// tlsProblems checks the tls block: the shared rules, and server_name
+// with verify-full to a unix:// upstream, which has no host to default to.
 func (c *Config) tlsProblems() []string {
-	t := c.TLS
-	var out []string
-	mode := c.mode()
-	switch mode {
-	case ModeDisable, ModeRequire, ModeVerifyCA, ModeVerifyFull:
-	default:
-		return []string{fmt.Sprintf("mode %q is not one of disable, require, verify-ca, verify-full", t.Mode)}
-	}
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		out = append(out, "cert_file and key_file go together")
-	}
-	if mode == ModeDisable && (t.CAFile != "" || t.ServerName != "" || t.CertFile != "" || t.KeyFile != "") {
-		out = append(out, "mode disable uses no TLS: remove ca_file, server_name, cert_file and key_file, or choose another mode")
-	}
-	if mode == ModeRequire && t.CAFile != "" {
-		out = append(out, "mode require does not verify the server: ca_file needs verify-ca or verify-full")
-	}
-	if _, ok := strings.CutPrefix(c.Upstream, listener.UnixScheme); ok && mode == ModeVerifyFull && t.ServerName == "" {
+	out := c.TLS.Problems(ModeVerifyFull)
+	if _, ok := strings.CutPrefix(c.Upstream, listener.UnixScheme); ok && c.TLS.ModeOr(ModeVerifyFull) == ModeVerifyFull && c.TLS.ServerName == "" {
 		out = append(out, "verify-full to a unix:// upstream needs server_name, the name its certificate is issued for")
 	}
 	return out
@@ -227,62 +183,15 @@ func checkUpstream(s string) error {
 }
 
 // tlsConfig returns the client TLS configuration for the upstream, or nil
-// for mode disable. It reads the CA and key files.
+// without a tls block or with mode disable. It reads the CA and key files.
 func (c *Config) tlsConfig() (*tls.Config, error) {
-	mode := c.mode()
-	if mode == ModeDisable {
+	if c.TLS == nil {
 		return nil, nil
 	}
-	t := c.TLS
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
-	if cfg.ServerName == "" {
-		if host, _, err := net.SplitHostPort(c.Upstream); err == nil {
-			cfg.ServerName = host
-		}
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("redis: tls: ca_file: %w", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("redis: tls: ca_file %s: no PEM certificate in it", t.CAFile)
-		}
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("redis: tls: client certificate: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	switch mode {
-	case ModeRequire:
-		cfg.InsecureSkipVerify = true
-	case ModeVerifyCA:
-		// Go verifies the chain and the name together; verify-ca checks
-		// the chain itself and no name.
-		cfg.InsecureSkipVerify = true
-		roots := cfg.RootCAs
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error { return verifyChain(cs, roots) }
-	}
-	return cfg, nil
-}
-
-// verifyChain verifies the peer's certificate chain against roots (nil:
-// the system roots), whatever name it is issued for.
-func verifyChain(cs tls.ConnectionState, roots *x509.CertPool) error {
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("redis: tls: the upstream presented no certificate")
-	}
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	host, _, _ := net.SplitHostPort(c.Upstream) // empty for a unix:// upstream
+	tc, err := c.TLS.Client(host, ModeVerifyFull)
 	if err != nil {
-		return fmt.Errorf("redis: tls: verify-ca: %w", err)
+		return nil, fmt.Errorf("redis: tls: %w", err)
 	}
-	return nil
+	return tc, nil
 }

@@ -35,10 +35,10 @@ func TestValidate(t *testing.T) {
 		{"upstream relative socket", func(c *redis.Config) { c.Upstream = "unix://redis.sock" }, []string{"upstream: a unix:// address needs a clean absolute path"}},
 		{"bad credential name", func(c *redis.Config) { c.Credential = "-x" }, []string{`credential "-x" is not a credential name`}},
 		{"same fields", func(c *redis.Config) { c.UsernameField, c.PasswordField = "value", "value" }, []string{"name the same field"}},
-		{"unknown mode", func(c *redis.Config) { c.TLS = &redis.TLSConfig{Mode: "prefer"} }, []string{`mode "prefer" is not one of`}},
+		{"unknown mode", func(c *redis.Config) { c.TLS = &redis.TLSConfig{Mode: "prefer"} }, []string{`tls: mode "prefer": want disable, require, verify-ca or verify-full`}},
 		{"cert without key", func(c *redis.Config) { c.TLS = &redis.TLSConfig{CertFile: "/c.pem"} }, []string{"cert_file and key_file go together"}},
-		{"disable with files", func(c *redis.Config) { c.TLS = &redis.TLSConfig{Mode: "disable", CAFile: "/ca.pem"} }, []string{"mode disable uses no TLS"}},
-		{"require with a CA", func(c *redis.Config) { c.TLS = &redis.TLSConfig{Mode: "require", CAFile: "/ca.pem"} }, []string{"mode require does not verify"}},
+		{"disable with files", func(c *redis.Config) { c.TLS = &redis.TLSConfig{Mode: "disable", CAFile: "/ca.pem"} }, []string{"tls: with mode disable"}},
+		{"require with a CA", func(c *redis.Config) { c.TLS = &redis.TLSConfig{Mode: "require", CAFile: "/ca.pem"} }, []string{"tls: ca_file is not used with mode require"}},
 		{"verify-full to a socket", func(c *redis.Config) {
 			c.Upstream, c.TLS = "unix:///run/redis.sock", &redis.TLSConfig{}
 		}, []string{"needs server_name"}},
