@@ -1,7 +1,10 @@
 // Package listener holds what every injection listener shares: the
 // Decider it asks, its options (logger, connection cap), the rule for its
 // listen address, and, for listeners of connection-oriented protocols
-// (PostgreSQL, MySQL, Redis), the accept-serve-drain loop.
+// (PostgreSQL, MySQL, Redis), the accept-serve-drain loop (Serve), the
+// byte relay of a decided session (Relay), and the TLS settings of the
+// upstream leg (UpstreamTLS: disable, require, verify-ca, verify-full) and
+// of the client leg (ServerTLS).
 //
 // A listener package exports a Config (Validate without I/O, Paths,
 // Fields, and Listen for the address), New(cfg, decider, opts...) and
