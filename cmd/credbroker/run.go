@@ -223,19 +223,23 @@ func memoryLimit(cfg *Config) int64 {
 
 // Open files the broker holds: fdsBase for its own (the audit database,
 // WAL and shared memory, listeners, the replay store, key and policy files,
-// with room), and per connection its socket and, on the socket API, what
-// the unix attestor holds of the peer from accept to close (its pidfd,
-// /proc/PID directory and cgroup file).
+// with room), and per connection its socket and what the unix attestor
+// holds of the peer from accept to close: on the socket API its pidfd,
+// /proc/PID directory and cgroup file; on an injection listener its pidfd
+// and /proc/PID directory (a TCP caller held after its first attestation),
+// plus the connection to the upstream that a proxy or database session
+// opens.
 const (
-	fdsBase          = 64
-	fdsPerSocketConn = 4
+	fdsBase            = 64
+	fdsPerSocketConn   = 4
+	fdsPerListenerConn = 4
 )
 
 // fdsNeeded is how many files the broker may hold open when every
 // listener is at its connection cap.
 func fdsNeeded(cfg *Config) uint64 {
 	conns := uint64(*cfg.MaxConnections)
-	n := fdsBase + fdsPerSocketConn*conns + conns*uint64(len(cfg.Listeners))
+	n := fdsBase + fdsPerSocketConn*conns + fdsPerListenerConn*conns*uint64(len(cfg.Listeners))
 	if *cfg.Admin != "" {
 		n += adminMaxConnections
 	}
