@@ -38,6 +38,8 @@ type recordJSON struct {
 	Input         json.RawMessage `json:"input,omitempty"`
 	PrevHash      string          `json:"prev_hash,omitempty"`
 	Hash          string          `json:"hash,omitempty"`
+	Install       string          `json:"install,omitempty"`
+	Host          string          `json:"host,omitempty"`
 }
 
 // MarshalJSON encodes r with snake_case field names, times in RFC 3339 with
@@ -52,7 +54,7 @@ func (r Record) MarshalJSON() ([]byte, error) {
 		Database: r.Database, UpstreamUser: r.UpstreamUser, Method: r.Method, Path: r.Path,
 		LeaseID: r.LeaseID, ExpiresAt: r.ExpiresAt,
 		Fingerprint: r.Fingerprint, LatencyMS: float64(r.Latency) / float64(time.Millisecond),
-		Input: r.Input, PrevHash: r.PrevHash, Hash: r.Hash,
+		Input: r.Input, PrevHash: r.PrevHash, Hash: r.Hash, Install: r.Install, Host: r.Host,
 	}
 	return json.Marshal(w)
 }
@@ -76,7 +78,7 @@ func (r *Record) UnmarshalJSON(data []byte) error {
 		Database: w.Database, UpstreamUser: w.UpstreamUser, Method: w.Method, Path: w.Path,
 		LeaseID: w.LeaseID, ExpiresAt: w.ExpiresAt,
 		Fingerprint: w.Fingerprint, Latency: time.Duration(ns), Input: w.Input,
-		PrevHash: w.PrevHash, Hash: w.Hash,
+		PrevHash: w.PrevHash, Hash: w.Hash, Install: w.Install, Host: w.Host,
 	}
 	return nil
 }

@@ -19,6 +19,8 @@ type Filter struct {
 	Policy     string    // exact policy name
 	Lease      string    // exact lease id: the decision that issued it and its lifecycle rows
 	Database   string    // exact database a database listener's client asked for
+	Install    string    // exact install id (fleet stores only; see Record.Install)
+	Host       string    // exact host name (fleet stores only; see Record.Host)
 	// Kind selects rows by kind: "" every row but the signed heads (one a
 	// second under load, of interest to verifiers, not reviewers),
 	// KindAll every row, or one kind (KindDecision, KindUndelivered, …).
@@ -37,6 +39,9 @@ func Query(ctx context.Context, path string, f Filter, fn func(*Record) error) e
 	case "", DecisionAllow, DecisionDeny, DecisionError:
 	default:
 		return fmt.Errorf("audit: query: decision %q is not allow, deny or error", f.Decision)
+	}
+	if f.Install != "" || f.Host != "" {
+		return ErrFleetOnly
 	}
 	c, err := openDatabase(path, modeReadOnly, readBusyTimeout)
 	if err != nil {

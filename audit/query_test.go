@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -112,6 +113,37 @@ func TestGlobPrefix(t *testing.T) {
 		end, _ := prefixEnd(p)
 		if p != tt.prefix || end != tt.end {
 			t.Errorf("globPrefix(%q) = %q, end %q; want %q, %q", tt.glob, p, end, tt.prefix, tt.end)
+		}
+	}
+}
+
+// A single log's Reader answers as Query does and refuses the filters only
+// a fleet store can answer.
+func TestFileReader(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.db")
+	l := startLog(t, Config{Path: path})
+	recs := make([]*Record, 3)
+	for i := range recs {
+		recs[i] = testRecord(i, t0)
+		recs[i].Subject = fmt.Sprintf("unix:uid:%d", 1000+i)
+		if err := l.Append(context.Background(), recs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.stop(t)
+	r := OpenFile(path)
+	defer r.Close()
+	var got []string
+	err := r.Query(context.Background(), Filter{Workload: recs[1].Subject}, func(rec *Record) error {
+		got = append(got, rec.DecisionID)
+		return nil
+	})
+	if err != nil || !slices.Equal(got, []string{recs[1].DecisionID}) {
+		t.Fatalf("Query(%s) = %v, %v; want [%s]", recs[1].Subject, got, err, recs[1].DecisionID)
+	}
+	for _, f := range []Filter{{Install: "abc"}, {Host: "web-1"}} {
+		if err := r.Query(context.Background(), f, func(*Record) error { return nil }); !errors.Is(err, ErrFleetOnly) {
+			t.Errorf("Query(%+v) = %v, want ErrFleetOnly", f, err)
 		}
 	}
 }

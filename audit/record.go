@@ -55,6 +55,13 @@ type Record struct {
 	Input         json.RawMessage // the policy input the decision was made on (a JSON object)
 	PrevHash      string          // hex SHA-256 of the previous row (64 zeros for the first)
 	Hash          string          // hex SHA-256 of this row
+
+	// Install and Host say which broker wrote the row; only a fleet store
+	// fills them (a single log is one install). They are not part of the
+	// row's hash: the install id is the fingerprint of the install's
+	// checkpoint key, recorded outside its chain.
+	Install string
+	Host    string
 }
 
 // row is a Record in its stored form: the columns of one decisions row. The

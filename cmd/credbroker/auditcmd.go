@@ -55,7 +55,9 @@ func (c *cli) auditQuery(args []string) int {
 	if err != nil {
 		return c.usageErr("--format", err)
 	}
-	if err := audit.Query(context.Background(), *db, f, out.Write); err != nil {
+	store := audit.OpenFile(*db)
+	defer store.Close()
+	if err := store.Query(context.Background(), f, out.Write); err != nil {
 		return c.fail(err)
 	}
 	if err := out.Flush(); err != nil {
