@@ -380,7 +380,12 @@ func (b *Broker) Decide(ctx context.Context, req *Request) (*Grant, error) {
 	}
 	in.Identity = id
 	describeIdentity(rec, id)
-	rec.Input = encodeInput(in)
+	if rec.Input, err = policies.EncodeInput(in); err != nil {
+		// Claims hold JSON-compatible values by contract; record the failure
+		// rather than dropping the field silently. Replay counts such a row
+		// as one whose input cannot be decoded.
+		rec.Input = unencodableInput
+	}
 
 	if req.Invalid != nil {
 		refusal := &Error{Kind: KindBadRequest, Message: req.Invalid.Error()}
@@ -625,62 +630,8 @@ func describePeer(rec *audit.Record, peer attest.Identity) {
 	}
 }
 
-// encodeInput records the policy input for later re-evaluation: the
-// identity and request attributes, never a token or a secret. It writes the
-// JSON as the audit log stores it (keys in order, no white space, no HTML
-// escaping), so that the log only has to check it:
-//
-//	{"identity":{"claims":{…},"method":…,"peer":{…},"subject":…},
-//	 "now":…,"request":{"channel":…,"credential":…,"host":…,"method":…,"path":…}}
-//
-// with claims, peer, host, method and path left out when empty.
-func encodeInput(in policies.Input) json.RawMessage {
-	b := make([]byte, 0, 512)
-	b = append(b, `{"identity":`...)
-	b, err := appendIdentity(b, &in.Identity)
-	if err != nil {
-		// Claims hold JSON-compatible values by contract; record the failure
-		// rather than dropping the field silently.
-		return json.RawMessage(`{"error":"policy input not encodable"}`)
-	}
-	b = append(b, `,"now":"`...)
-	b = in.Now.UTC().AppendFormat(b, time.RFC3339Nano)
-	r := &in.Request
-	b = append(b, `","request":{"channel":`...)
-	b = appendString(b, r.Channel)
-	b = append(b, `,"credential":`...)
-	b = appendString(b, r.Credential)
-	for _, f := range [...]struct{ key, v string }{{`,"database":`, r.Database}, {`,"host":`, r.Host}, {`,"method":`, r.Method}, {`,"path":`, r.Path}, {`,"user":`, r.User}} {
-		if f.v != "" {
-			b = appendString(append(b, f.key...), f.v)
-		}
-	}
-	return append(b, "}}"...)
-}
-
-// appendIdentity appends id as JSON, its keys in order.
-func appendIdentity(b []byte, id *attest.Identity) ([]byte, error) {
-	b = append(b, '{')
-	if len(id.Claims) > 0 {
-		b = append(b, `"claims":{`...)
-		var err error
-		if b, err = appendMembers(b, id.Claims, appendValue); err != nil {
-			return b, err
-		}
-		b = append(b, "},"...)
-	}
-	b = append(b, `"method":`...)
-	b = appendString(b, id.Method)
-	if id.Peer != nil {
-		b = append(b, `,"peer":`...)
-		var err error
-		if b, err = appendIdentity(b, id.Peer); err != nil {
-			return b, err
-		}
-	}
-	b = append(b, `,"subject":`...)
-	return append(appendString(b, id.Subject), '}'), nil
-}
+// unencodableInput stands in for a policy input EncodeInput refused.
+var unencodableInput = json.RawMessage(`{"error":"policy input not encodable"}`)
 
 // appendMembers appends the members of m to a JSON object, in key order,
 // each value appended by value.
@@ -701,23 +652,6 @@ func appendMembers[V any](b []byte, m map[string]V, value func([]byte, V) ([]byt
 		}
 	}
 	return b, nil
-}
-
-// appendValue appends a claim value as JSON: the common kinds directly,
-// others through encoding/json.
-func appendValue(b []byte, v any) ([]byte, error) {
-	switch v := v.(type) {
-	case string:
-		return appendString(b, v), nil
-	case int64:
-		return strconv.AppendInt(b, v, 10), nil
-	case int:
-		return strconv.AppendInt(b, int64(v), 10), nil
-	case bool:
-		return strconv.AppendBool(b, v), nil
-	}
-	j, err := json.Marshal(v)
-	return append(b, j...), err
 }
 
 // appendString appends s as a JSON string: as it is when it needs no
