@@ -31,6 +31,7 @@ func TestRecordJSON(t *testing.T) {
 	in := testRecord(7, t0)
 	in.Channel, in.Database, in.UpstreamUser = "postgres", "orders", "orders_app"
 	r := storedRecord(t, in)
+	r.Install, r.Host = "5e1f0c2a9b7d", "web-1" // as a fleet store fills them
 	b, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)
@@ -39,15 +40,38 @@ func TestRecordJSON(t *testing.T) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
 	}
+	defaultDeny := *r
+	defaultDeny.Policy, defaultDeny.Decision = "", DecisionDeny
+	db, _ := json.Marshal(&defaultDeny)
+	var dm map[string]any
+	if err := json.Unmarshal(db, &dm); err != nil {
+		t.Fatal(err)
+	}
 	for _, k := range csvHeader {
-		if _, ok := m[k]; !ok {
+		_, ok := m[k]
+		switch k {
+		case "policy", "policy_version": // a policy decided
+		case "policy_set_version": // a default deny
+			if ok {
+				t.Errorf("policy_set_version in a row a policy decided: %s", b)
+			}
+			ok = dm[k] == r.PolicyVersion
+			if _, has := dm["policy_version"]; has {
+				t.Errorf("policy_version in a default deny: %s", db)
+			}
+		}
+		if !ok {
 			t.Errorf("JSON lacks %q: %s", k, b)
 		}
+	}
+	var back Record
+	if err := json.Unmarshal(db, &back); err != nil || back.PolicyVersion != r.PolicyVersion {
+		t.Errorf("policy_set_version read back as PolicyVersion %q, %v", back.PolicyVersion, err)
 	}
 	if m["time"] != "2025-03-04T05:06:07.890123456Z" || m["latency_ms"] != 1.234567 || m["peer_uid"] != 1000.0 {
 		t.Errorf("time/latency/peer_uid encoded as %v %v %v", m["time"], m["latency_ms"], m["peer_uid"])
 	}
-	var back Record
+	back = Record{}
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -19,6 +20,7 @@ type Filter struct {
 	Policy     string    // exact policy name
 	Lease      string    // exact lease id: the decision that issued it and its lifecycle rows
 	Database   string    // exact database a database listener's client asked for
+	DecisionID string    // exact decision id: one decision's row (event rows have ids of their own)
 	Install    string    // exact install id (fleet stores only; see Record.Install)
 	Host       string    // exact host name (fleet stores only; see Record.Host)
 	// Kind selects rows by kind: "" every row but the signed heads (one a
@@ -35,6 +37,22 @@ const KindAll = "all"
 // seq), stopping at fn's first error, which it returns. The database is
 // opened read-only and may be live; fn sees one consistent snapshot.
 func Query(ctx context.Context, path string, f Filter, fn func(*Record) error) error {
+	if err := f.check(); err != nil {
+		return err
+	}
+	c, err := openDatabase(path, modeReadOnly, readBusyTimeout)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	if err := f.query(ctx, c, fn); err != nil {
+		return withError("query", path, err)
+	}
+	return nil
+}
+
+// check refuses a Filter no single log can answer.
+func (f Filter) check() error {
 	switch f.Decision {
 	case "", DecisionAllow, DecisionDeny, DecisionError:
 	default:
@@ -43,14 +61,17 @@ func Query(ctx context.Context, path string, f Filter, fn func(*Record) error) e
 	if f.Install != "" || f.Host != "" {
 		return ErrFleetOnly
 	}
-	c, err := openDatabase(path, modeReadOnly, readBusyTimeout)
-	if err != nil {
-		return err
-	}
-	defer c.close()
-	query, args := f.statement(c)
+	return nil
+}
+
+// query runs f's statement on c and calls fn with each row. A decision id
+// of the broker's time-ordered form (idTime) is first looked for in the
+// millisecond it names, through decisions_time; only when no row is found
+// there is the whole table scanned, so an id the broker wrote costs an
+// index probe, and any other id is still found.
+func (f Filter) query(ctx context.Context, c *conn, fn func(*Record) error) error {
 	var rw row
-	err = eachRow(ctx, c, query, args, func(values []driver.Value) error {
+	each := func(values []driver.Value) error {
 		if err := rw.scan(values); err != nil {
 			return err
 		}
@@ -59,34 +80,86 @@ func Query(ctx context.Context, path string, f Filter, fn func(*Record) error) e
 			return err
 		}
 		return fn(r)
-	})
-	if err != nil {
-		return withError("query", path, err)
 	}
-	return nil
+	if at, ok := idTime(f.DecisionID); ok {
+		found := false
+		query, args := f.statement(c, &at)
+		err := eachRow(ctx, c, query, args, func(values []driver.Value) error {
+			found = true
+			return each(values)
+		})
+		if err != nil || found {
+			return err
+		}
+	}
+	query, args := f.statement(c, nil)
+	return eachRow(ctx, c, query, args, each)
 }
 
-// statement builds the SELECT for f. The index is chosen here rather than
-// by the planner, which has no statistics: an exact subject uses
-// decisions_subject (subject, then time in order); a time window uses
-// decisions_time, which also tests the workload glob before the row is read;
-// a glob with a literal prefix and no window scans that prefix's range of
-// decisions_subject; a lease id uses decisions_lease (schema 3 on).
-func (f Filter) statement(c *conn) (string, []any) {
-	var where []string
-	var args []any
+// idTime returns the millisecond a time-ordered decision id names: the
+// broker's decision ids and the log's event ids are 32 lowercase hex
+// digits, the first 12 of them the Unix milliseconds of the row's time.
+// ok is false for any other id.
+func idTime(id string) (ms int64, ok bool) {
+	if len(id) != 32 {
+		return 0, false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return 0, false
+		}
+	}
+	ms, err := strconv.ParseInt(id[:12], 16, 64)
+	if err != nil || ms > maxTime.UnixMilli() {
+		return 0, false
+	}
+	return ms, true
+}
+
+// statement builds the SELECT for f, oldest first. The index is chosen
+// here rather than by the planner, which has no statistics: an exact
+// subject uses decisions_subject (subject, then time in order); a time
+// window uses decisions_time, which also tests the workload glob before the
+// row is read; a glob with a literal prefix and no window scans that
+// prefix's range of decisions_subject; a lease id uses decisions_lease
+// (schema 3 on). idMilli, when set, is the millisecond a time-ordered
+// decision id names (see query): the rows of that millisecond are read
+// through decisions_time.
+func (f Filter) statement(c *conn, idMilli *int64) (string, []any) {
+	where, args, index := f.conditions(c, idMilli)
+	var b strings.Builder
+	b.WriteString("SELECT " + c.selectColumns() + " FROM decisions INDEXED BY " + index)
+	if len(where) > 0 {
+		b.WriteString(" WHERE " + strings.Join(where, " AND "))
+	}
+	b.WriteString(" ORDER BY time, seq")
+	if f.Limit > 0 {
+		b.WriteString(" LIMIT ?")
+		args = append(args, int64(f.Limit))
+	}
+	return b.String(), args
+}
+
+// conditions returns the WHERE conditions of f, their arguments, and the
+// index that serves them best (see statement).
+func (f Filter) conditions(c *conn, idMilli *int64) (where []string, args []any, index string) {
 	add := func(cond string, v any) {
 		where = append(where, cond)
 		args = append(args, v)
 	}
-	window := !f.Since.IsZero() || !f.Until.IsZero()
+	window := !f.Since.IsZero() || !f.Until.IsZero() || idMilli != nil
 	if !f.Since.IsZero() {
 		add("time >= ?", clampUnixNano(f.Since))
 	}
 	if !f.Until.IsZero() {
 		add("time < ?", clampUnixNano(f.Until))
 	}
-	index := "decisions_time"
+	if idMilli != nil {
+		from := time.UnixMilli(*idMilli)
+		add("time >= ?", clampUnixNano(from))
+		add("time < ?", clampUnixNano(from.Add(time.Millisecond)))
+	}
+	index = "decisions_time"
 	if f.Workload != "" {
 		prefix := globPrefix(f.Workload)
 		switch {
@@ -113,7 +186,8 @@ func (f Filter) statement(c *conn) (string, []any) {
 			index = "decisions_lease"
 		}
 	}
-	for _, eq := range [...]struct{ col, v string }{{"credential", f.Credential}, {"decision", f.Decision}, {"policy", f.Policy}} {
+	for _, eq := range [...]struct{ col, v string }{{"credential", f.Credential}, {"decision", f.Decision},
+		{"policy", f.Policy}, {"decision_id", f.DecisionID}} {
 		if eq.v != "" {
 			add(eq.col+" = ?", eq.v)
 		}
@@ -136,17 +210,7 @@ func (f Filter) statement(c *conn) (string, []any) {
 	default:
 		add("kind = ?", f.Kind)
 	}
-	var b strings.Builder
-	b.WriteString("SELECT " + c.selectColumns() + " FROM decisions INDEXED BY " + index)
-	if len(where) > 0 {
-		b.WriteString(" WHERE " + strings.Join(where, " AND "))
-	}
-	b.WriteString(" ORDER BY time, seq")
-	if f.Limit > 0 {
-		b.WriteString(" LIMIT ?")
-		args = append(args, int64(f.Limit))
-	}
-	return b.String(), args
+	return where, args, index
 }
 
 // globPrefix returns the literal part of a glob before its first wildcard.

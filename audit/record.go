@@ -34,7 +34,7 @@ type Record struct {
 	Decision      string          // DecisionAllow, DecisionDeny or DecisionError
 	Reason        string          // why, in words
 	Policy        string          // deciding policy name, "" for default deny / errors
-	PolicyVersion string          // hash of that policy (or of the policy set)
+	PolicyVersion string          // column policy_version: the deciding policy's version hash, or the policy set's for a default deny, "" before evaluation (DecidingPolicyVersion, PolicySetVersion tell them apart)
 	Attestor      string          // identity method: unix, kubernetes, …
 	Subject       string          // workload subject, e.g. "unix:uid:1000"
 	Claims        map[string]any  // selected identity claims (JSON-compatible values)
