@@ -76,6 +76,7 @@ need mariadbd mariadb-server     # MySQL injection listener tests
 need mariadb mariadb-client      # … and the client they drive
 need redis-server redis-server   # Redis injection listener tests
 need redis-cli redis-tools       # … and the client they drive
+need chromium chromium           # audit report tests render the HTML in headless Chromium
 if [ ${#missing[@]} -gt 0 ]; then
   stage "installing: ${missing[*]}" "from Debian's packages"
   export DEBIAN_FRONTEND=noninteractive

@@ -9,7 +9,7 @@
 //	credbroker get NAME                           fetch a credential
 //	credbroker exec --credential NAME -- COMMAND  run a command with credentials
 //	credbroker render --config FILE               keep files rendered from credentials
-//	credbroker audit query|verify|export|prune|public-key …
+//	credbroker audit query|verify|export|report|prune|public-key …
 //	credbroker version | completion bash|zsh|fish | help [COMMAND]
 //
 // Every command is an entry of one table (commandTable), which drives
@@ -167,7 +167,7 @@ credential_process = credbroker get aws-deploy --format aws-process`,
 			run: (*cli).render,
 		},
 		{
-			name: "audit", summary: "read, verify, export and prune the audit log",
+			name: "audit", summary: "read, verify, report on, export and prune the audit log",
 			about: `The audit log is a SQLite database of hash-chained rows, one per decision and lease
 event, with signed heads. These commands read it directly: a running broker may keep writing.`,
 			subs: []*command{
@@ -201,6 +201,11 @@ credbroker audit verify --public-key broker.pub --checkpoint shipped/checkpoint.
 					examples: `credbroker audit export --db /var/lib/credbroker/audit.db > audit.jsonl`,
 					env:      map[string]string{"db": "CREDBROKER_AUDIT_DB"},
 					run:      (*cli).auditExport,
+				},
+				{
+					name: "report", summary: auditReportSummary, args: auditReportArgs, about: auditReportAbout, examples: auditReportExamples,
+					env: map[string]string{"db": "CREDBROKER_AUDIT_DB"},
+					run: (*cli).auditReport,
 				},
 				{
 					name: "prune", summary: "delete old decisions, keeping the chain verifiable",
