@@ -8,13 +8,16 @@ import (
 )
 
 // Relay copies bytes both ways between client and upstream until either
-// side ends or ctx is cancelled; then it closes both and returns once both
-// copies have stopped. It looks at nothing it copies. client is unwrapped
-// with Raw first, so that between two plain TCP or Unix connections
-// io.Copy lets the kernel splice the bytes (a buffered read and write was
-// no faster on pgbench -S).
+// side ends or ctx is cancelled; then it closes both and returns once
+// both directions have stopped. It looks at nothing it copies. client is
+// unwrapped with Raw first. Between two plain TCP or Unix sockets on
+// Linux the bytes cross on an event loop shared by many sessions (see
+// relay_linux.go); through TLS on either leg, two goroutines copy them.
 func Relay(ctx context.Context, client, upstream net.Conn) {
 	client = Raw(client)
+	if pollRelay(ctx, client, upstream) {
+		return
+	}
 	var once sync.Once
 	closeBoth := func() {
 		once.Do(func() {

@@ -1,0 +1,212 @@
+//go:build linux
+
+package listener
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// connPair returns the two ends of one connection over network ("tcp" on
+// loopback or "unix").
+func connPair(t *testing.T, network string) (a, b net.Conn) {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(t.TempDir(), "s")
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- res{c, err}
+	}()
+	a, err = net.Dial(network, ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { a.Close(); r.c.Close() })
+	return a, r.c
+}
+
+// session is a relayed session: the app's end, the upstream server's end,
+// and the relay's result.
+type session struct {
+	app, server net.Conn
+	polled      bool
+	done        chan struct{}
+}
+
+// relaySession relays between two fresh connections over network, the
+// way a listener does after its login.
+func relaySession(t *testing.T, ctx context.Context, network string) *session {
+	t.Helper()
+	app, clientSide := connPair(t, network)
+	upSide, server := connPair(t, network)
+	s := &session{app: app, server: server, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		s.polled = pollRelay(ctx, clientSide, upSide)
+	}()
+	return s
+}
+
+// send writes data to w.
+func send(w net.Conn, data []byte, errs chan<- error) {
+	_, err := w.Write(data)
+	errs <- err
+}
+
+// receive reads n bytes from r.
+func receive(r net.Conn, n int, into *[]byte, errs chan<- error) {
+	*into = make([]byte, n)
+	_, err := io.ReadFull(r, *into)
+	errs <- err
+}
+
+// Both directions at once, far more than the kernel's buffers hold, with
+// the server not reading until the relay has had to keep bytes back: the
+// event loop relays every byte, in order, holding its source while the
+// other side has no room.
+func TestPollRelayBothWays(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			held := make(chan struct{})
+			var once sync.Once
+			hook := func() { once.Do(func() { close(held) }) }
+			testHookPending.Store(&hook)
+			t.Cleanup(func() { testHookPending.Store(nil) })
+
+			s := relaySession(t, context.Background(), network)
+			up := make([]byte, 32<<20)
+			down := make([]byte, 8<<20)
+			rand.Read(up)
+			rand.Read(down)
+			errs := make(chan error, 4)
+			go send(s.app, up, errs)
+			go send(s.server, down, errs)
+
+			var got [2][]byte
+			go receive(s.app, len(down), &got[1], errs)
+			<-held // the server has read nothing: the relay had to wait for room
+			go receive(s.server, len(up), &got[0], errs)
+			for range 4 {
+				if err := <-errs; err != nil {
+					t.Fatalf("write or read: %v", err)
+				}
+			}
+			s.app.Close()
+			if sha256.Sum256(got[0]) != sha256.Sum256(up) || len(got[0]) != len(up) {
+				t.Errorf("the server got %d bytes that differ from the %d the app sent", len(got[0]), len(up))
+			}
+			if !bytes.Equal(got[1], down) {
+				t.Errorf("the app got %d bytes that differ from the %d the server sent", len(got[1]), len(down))
+			}
+			<-s.done
+			if !s.polled {
+				t.Fatal("pollRelay declined two plain sockets")
+			}
+		})
+	}
+}
+
+// When the app hangs up, the server sees the end of its stream and the
+// relay returns; what the app sent before is delivered first.
+func TestPollRelayEnds(t *testing.T) {
+	s := relaySession(t, context.Background(), "tcp")
+	if _, err := s.app.Write([]byte("terminate")); err != nil {
+		t.Fatal(err)
+	}
+	s.app.Close()
+	got, err := io.ReadAll(s.server)
+	if err != nil || string(got) != "terminate" {
+		t.Fatalf("the server read %q, %v; want what the app sent, then the end", got, err)
+	}
+	<-s.done
+	if !s.polled {
+		t.Fatal("pollRelay declined two plain sockets")
+	}
+}
+
+// Cancelling the relay's context cuts the session: both ends see it end
+// and the relay returns.
+func TestPollRelayCut(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := relaySession(t, ctx, "unix")
+	if _, err := s.app.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(s.server, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("the server read %q, %v", buf, err)
+	}
+	cancel()
+	<-s.done
+	for name, c := range map[string]net.Conn{"app": s.app, "server": s.server} {
+		if n, err := c.Read(buf); err == nil {
+			t.Errorf("%s read %d bytes after the cut; want the end of the stream", name, n)
+		}
+	}
+}
+
+// Many sessions share the loops; each gets its own bytes.
+func TestPollRelaySessions(t *testing.T) {
+	const n = 40
+	sessions := make([]*session, n)
+	for i := range sessions {
+		sessions[i] = relaySession(t, context.Background(), "tcp")
+	}
+	var wg sync.WaitGroup
+	for i, s := range sessions {
+		wg.Go(func() {
+			msg := []byte{byte(i), 'q'}
+			for range 100 {
+				if _, err := s.app.Write(msg); err != nil {
+					t.Error(err)
+					return
+				}
+				got := make([]byte, 2)
+				if _, err := io.ReadFull(s.server, got); err != nil || !bytes.Equal(got, msg) {
+					t.Errorf("session %d: server read %q, %v", i, got, err)
+					return
+				}
+				got[1] = 'r'
+				if _, err := s.server.Write(got); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := io.ReadFull(s.app, got); err != nil || got[0] != byte(i) || got[1] != 'r' {
+					t.Errorf("session %d: app read %q, %v", i, got, err)
+					return
+				}
+			}
+			s.app.Close()
+			<-s.done
+		})
+	}
+	wg.Wait()
+	for i, s := range sessions {
+		if !s.polled {
+			t.Errorf("session %d was not relayed by a loop", i)
+		}
+	}
+}

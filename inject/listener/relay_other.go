@@ -1,0 +1,11 @@
+//go:build !linux
+
+package listener
+
+import (
+	"context"
+	"net"
+)
+
+// pollRelay is Linux's; elsewhere Relay copies with io.Copy.
+func pollRelay(ctx context.Context, client, upstream net.Conn) bool { return false }
