@@ -225,6 +225,7 @@ credbroker audit prune --before 2026-01-01T00:00:00Z --batch 5000`,
 					examples: `credbroker audit public-key --key-file /var/lib/credbroker/audit.db.key > broker.pub`,
 					run:      (*cli).auditPublicKey,
 				},
+				{name: "replay", summary: replaySummary, args: replayArgs, about: replayAbout, examples: replayExamples, env: map[string]string{"db": "CREDBROKER_AUDIT_DB"}, run: (*cli).auditReplay},
 			},
 		},
 		{
