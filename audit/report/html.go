@@ -47,10 +47,10 @@ var tmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 		switch s {
 		case Verified:
 			return "ok"
-		case SelfConsistent:
-			return "warn"
+		case Failed:
+			return "fail"
 		}
-		return "fail"
+		return "warn"
 	},
 }).Parse(pageTemplate))
 

@@ -377,3 +377,32 @@ func TestVerificationStatus(t *testing.T) {
 		t.Errorf("could not run: %+v", v)
 	}
 }
+
+// TestStatusShown checks how the page shows each verification status: its
+// word, its colour class and its sentence.
+func TestStatusShown(t *testing.T) {
+	for _, tc := range []struct {
+		status      Status
+		word, class string
+		sentence    string
+	}{
+		{Verified, "verified", "ok", "the install's signatures prove its rows"},
+		{SelfConsistent, "self-consistent only", "warn", "no signature was checked"},
+		{Failed, "FAILED", "fail", "The log does not verify"},
+		{NotVerified, "not verified", "warn", "The log was not verified"},
+	} {
+		rep, err := Build(context.Background(), sliceReader{}, Options{Since: base, Until: base.Add(time.Hour), Verification: Verification{Status: tc.status}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		if err := rep.WriteHTML(&b); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{`<span class="status ` + tc.class + `" id="integrity-status">` + tc.word + `</span>`, tc.sentence} {
+			if !strings.Contains(b.String(), want) {
+				t.Errorf("%v: the page lacks %q", tc.status, want)
+			}
+		}
+	}
+}
