@@ -49,7 +49,7 @@ func TestBashCompletes(t *testing.T) {
 	}{
 		{"credbroker au", "audit"},
 		{"credbroker d", "doctor"},
-		{"credbroker audit ", "query verify export report prune public-key --help"},
+		{"credbroker audit ", "query verify export report prune public-key replay --help"},
 		{"credbroker audit q", "query"},
 		{"credbroker audit query --d", "--database --db --decision"},
 		{"credbroker get --so", "--socket"},
