@@ -5,6 +5,7 @@ package listener
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -55,6 +56,7 @@ type pollLoop struct {
 	mu       sync.Mutex // guards sessions and next
 	sessions map[uint32]*polled
 	next     uint32
+	obuf     []byte // a filter's output, reused
 }
 
 // polled is one session on a loop. Side 0 is the client, side 1 the
@@ -64,6 +66,15 @@ type polled struct {
 	fd      [2]int
 	pending [2][]byte // pending[i]: read from side i, not yet written to the other side
 	watch   [2]uint32 // the events registered for fd[i]
+
+	// With a filter, the client's bytes go upstream through it; once the
+	// client's stream has ended cleanly or been refused (inDone), the
+	// upstream's writing side is shut when all is written (shut), its
+	// replies still flow, and the refusal (ferr) is answered at its end.
+	filter Filter
+	ferr   error
+	inDone bool
+	shut   bool
 
 	mu     sync.Mutex // guards closed against cut
 	closed bool
@@ -75,33 +86,40 @@ type polled struct {
 // changed nothing, when either is not a plain TCP or Unix socket or the
 // loops cannot run; Relay then copies with io.Copy.
 func pollRelay(ctx context.Context, client, upstream net.Conn) bool {
+	ok, _ := pollRelayFiltered(ctx, client, upstream, nil)
+	return ok
+}
+
+// pollRelayFiltered is pollRelay with the client's bytes going upstream
+// through f, when f is not nil; it returns f's refusal or unexpected end.
+func pollRelayFiltered(ctx context.Context, client, upstream net.Conn, f Filter) (bool, error) {
 	if !plainSocket(client) || !plainSocket(upstream) {
-		return false
+		return false, nil
 	}
 	l, err := nextLoop()
 	if err != nil {
-		return false
+		return false, nil
 	}
 	cfd, err := dupSocket(client)
 	if err != nil {
-		return false
+		return false, nil
 	}
 	ufd, err := dupSocket(upstream)
 	if err != nil {
 		unix.Close(cfd)
-		return false
+		return false, nil
 	}
 	// From here the loop owns the session: the originals leave Go's
 	// poller (closing them removes them from it; the sockets stay open
 	// through the duplicates).
 	client.Close()
 	upstream.Close()
-	s := &polled{fd: [2]int{cfd, ufd}, done: make(chan struct{})}
+	s := &polled{fd: [2]int{cfd, ufd}, filter: f, done: make(chan struct{})}
 	l.add(s)
 	stop := context.AfterFunc(ctx, s.cut)
 	<-s.done
 	stop()
-	return true
+	return true, s.ferr
 }
 
 // plainSocket reports whether c is a TCP or Unix stream socket with
@@ -200,10 +218,14 @@ func (l *pollLoop) run() {
 
 // handle serves one event of side i of s. l.mu is held.
 func (l *pollLoop) handle(s *polled, i int, events uint32, buf []byte) {
-	if events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-		// Reset, or shut both ways (the session was cut): over.
-		l.end(s)
+	if events&unix.EPOLLERR != 0 {
+		l.end(s) // reset
 		return
+	}
+	if events&unix.EPOLLHUP != 0 {
+		// Shut both ways (by the peer, or by cut): read what is left,
+		// then the end of the stream.
+		events |= unix.EPOLLIN
 	}
 	o := 1 - i
 	if events&unix.EPOLLOUT != 0 && len(s.pending[o]) > 0 {
@@ -220,11 +242,19 @@ func (l *pollLoop) handle(s *polled, i int, events uint32, buf []byte) {
 			s.pending[o] = nil
 		}
 	}
-	if events&unix.EPOLLIN != 0 && len(s.pending[i]) == 0 {
+	if events&unix.EPOLLIN != 0 && len(s.pending[i]) == 0 && !(i == 0 && s.inDone) {
 		n, err := unix.Read(s.fd[i], buf)
 		switch {
 		case n > 0:
-			w, err := unix.Write(s.fd[o], buf[:n])
+			data := buf[:n]
+			if i == 0 && s.filter != nil {
+				out, ferr := s.filter.Feed(l.obuf[:0], data)
+				l.obuf, data = out[:0], out
+				if ferr != nil {
+					s.ferr, s.inDone = ferr, true
+				}
+			}
+			w, err := unix.Write(s.fd[o], data)
 			if err != nil {
 				if !retry(err) {
 					l.end(s)
@@ -232,14 +262,28 @@ func (l *pollLoop) handle(s *polled, i int, events uint32, buf []byte) {
 				}
 				w = 0
 			}
-			if w < n {
-				s.pending[i] = append([]byte(nil), buf[w:n]...)
+			if w < len(data) {
+				s.pending[i] = append([]byte(nil), data[w:]...)
 				if hook := testHookPending.Load(); hook != nil {
 					(*hook)()
 				}
 			}
 		case err != nil && retry(err):
+		case err == nil && i == 0 && s.filter != nil:
+			// The client's stream ended: cleanly between commands, the
+			// upstream answers what it was sent; inside one, over.
+			if ferr := s.filter.End(); ferr != io.EOF {
+				s.ferr = ferr
+				l.end(s)
+				return
+			}
+			s.inDone = true
 		default: // the end of side i's stream, or an error
+			if i == 1 && s.ferr != nil {
+				if b := s.filter.Refusal(s.ferr); len(b) > 0 {
+					_, _ = unix.Write(s.fd[0], b) // best effort: the session ends
+				}
+			}
 			l.end(s)
 			return
 		}
@@ -254,15 +298,27 @@ func retry(err error) bool {
 }
 
 // rewatch registers for each side the events s waits for now: reading
-// while nothing it sent is waiting, room while something for it is.
+// while nothing it sent is waiting (and, for the client with a filter,
+// until its stream is done), room while something for it is. A side
+// waiting for neither is registered edge-triggered, so that a hang-up it
+// cannot act on yet is reported once, not in every wait. With a filter,
+// the upstream's writing side is shut once the client is done and all it
+// sent is written.
 func (l *pollLoop) rewatch(s *polled) {
+	if s.inDone && !s.shut && len(s.pending[0]) == 0 {
+		s.shut = true
+		_ = unix.Shutdown(s.fd[1], unix.SHUT_WR)
+	}
 	for i, fd := range s.fd {
 		var want uint32
-		if len(s.pending[i]) == 0 {
+		if len(s.pending[i]) == 0 && !(i == 0 && s.inDone) {
 			want |= unix.EPOLLIN
 		}
 		if len(s.pending[1-i]) > 0 {
 			want |= unix.EPOLLOUT
+		}
+		if want == 0 {
+			want = unix.EPOLLET
 		}
 		if want == s.watch[i] {
 			continue

@@ -7,11 +7,13 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"net"
 	"path/filepath"
 	"sync"
 	"testing"
+	"unicode"
 )
 
 // connPair returns the two ends of one connection over network ("tcp" on
@@ -208,5 +210,120 @@ func TestPollRelaySessions(t *testing.T) {
 		if !s.polled {
 			t.Errorf("session %d was not relayed by a loop", i)
 		}
+	}
+}
+
+// upperFilter sends the client's bytes upstream in upper case and refuses
+// the stream at a '!'; a stream ending after a '-' ends inside a message.
+type upperFilter struct{ open bool }
+
+var errBang = errors.New("bang")
+
+func (f *upperFilter) Feed(out, in []byte) ([]byte, error) {
+	for _, c := range in {
+		if c == '!' {
+			return out, errBang
+		}
+		f.open = c == '-'
+		out = append(out, byte(unicode.ToUpper(rune(c))))
+	}
+	return out, nil
+}
+
+func (f *upperFilter) End() error {
+	if f.open {
+		return io.ErrUnexpectedEOF
+	}
+	return io.EOF
+}
+
+func (f *upperFilter) Refusal(err error) []byte { return []byte("refused: " + err.Error()) }
+
+// filteredSession relays between fresh TCP connections through an
+// upperFilter.
+func filteredSession(t *testing.T) (s *session, err *error) {
+	t.Helper()
+	app, clientSide := connPair(t, "tcp")
+	upSide, server := connPair(t, "tcp")
+	s = &session{app: app, server: server, done: make(chan struct{})}
+	err = new(error)
+	go func() {
+		defer close(s.done)
+		s.polled, *err = RelayFiltered(context.Background(), clientSide, upSide, &upperFilter{})
+	}()
+	return s, err
+}
+
+// A filtered session: the client's bytes arrive rewritten; when the
+// client's stream ends cleanly the upstream sees its end but its replies
+// still reach the client, until it closes.
+func TestRelayFilteredCleanEnd(t *testing.T) {
+	s, rerr := filteredSession(t)
+	if _, err := s.app.Write([]byte("get a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.app.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(s.server) // to the end: the relay shut the upstream's writing side
+	if err != nil || string(got) != "GET A" {
+		t.Fatalf("the server read %q, %v; want GET A, then the end", got, err)
+	}
+	if _, err := s.server.Write([]byte("reply")); err != nil {
+		t.Fatal(err)
+	}
+	s.server.Close()
+	got, err = io.ReadAll(s.app)
+	if err != nil || string(got) != "reply" {
+		t.Fatalf("the app read %q, %v; want the reply sent after its end, then the end", got, err)
+	}
+	<-s.done
+	if !s.polled || *rerr != nil {
+		t.Fatalf("RelayFiltered = %v, %v; want true, nil", s.polled, *rerr)
+	}
+}
+
+// A refused stream: what went before the refusal reaches the upstream,
+// its replies reach the client, then the refusal, then the end.
+func TestRelayFilteredRefusal(t *testing.T) {
+	s, rerr := filteredSession(t)
+	if _, err := s.app.Write([]byte("ok!never")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(s.server)
+	if err != nil || string(got) != "OK" {
+		t.Fatalf("the server read %q, %v; want OK, then the end", got, err)
+	}
+	if _, err := s.server.Write([]byte("+done;")); err != nil {
+		t.Fatal(err)
+	}
+	s.server.Close()
+	got, _ = io.ReadAll(s.app)
+	if string(got) != "+done;refused: bang" {
+		t.Fatalf("the app read %q; want the reply, then the refusal", got)
+	}
+	<-s.done
+	if !errors.Is(*rerr, errBang) {
+		t.Fatalf("RelayFiltered's error = %v, want the refusal", *rerr)
+	}
+}
+
+// A stream that ends inside a message ends the session at once.
+func TestRelayFilteredCutShort(t *testing.T) {
+	s, rerr := filteredSession(t)
+	if _, err := s.app.Write([]byte("set-")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(s.server, buf); err != nil || string(buf) != "SET-" {
+		t.Fatalf("the server read %q, %v", buf, err)
+	}
+	s.app.Close()
+	<-s.done
+	if !errors.Is(*rerr, io.ErrUnexpectedEOF) {
+		t.Fatalf("RelayFiltered's error = %v, want io.ErrUnexpectedEOF", *rerr)
+	}
+	if n, err := s.server.Read(buf); err == nil {
+		t.Fatalf("the server read %d bytes after the session ended", n)
 	}
 }

@@ -14,12 +14,30 @@ import (
 // testLogin is the issued credential of these tests.
 var testLogin = login{user: []byte("issued-user"), pass: []byte("issued-pass")}
 
-// relayAll runs a commandReader over in with a read buffer of size bufN
-// and returns what it wrote upstream and the error it stopped with.
+// relayAll feeds in to a scanner in pieces of bufN bytes, then ends the
+// stream, and returns what it sent upstream and the error it stopped
+// with (io.EOF for a clean end).
 func relayAll(in []byte, bufN int, lg login) ([]byte, error) {
+	sc := &scanner{login: lg}
+	var out []byte
+	for len(in) > 0 {
+		k := min(bufN, len(in))
+		var err error
+		if out, err = sc.Feed(out, in[:k]); err != nil {
+			return out, err
+		}
+		in = in[k:]
+	}
+	return out, sc.End()
+}
+
+// referenceAll runs the reference reader over in with a read buffer of
+// bufSize and returns what it wrote upstream and the error it stopped
+// with.
+func referenceAll(in []byte, lg login) ([]byte, error) {
 	var out bytes.Buffer
 	w := bufio.NewWriter(&out)
-	cr := &commandReader{r: bufio.NewReaderSize(bytes.NewReader(in), bufN), w: w, login: lg}
+	cr := &commandReader{r: bufio.NewReaderSize(bytes.NewReader(in), bufSize), w: w, login: lg}
 	var err error
 	for err == nil {
 		err = cr.next()
@@ -347,9 +365,10 @@ func equalArgs(a, b [][]byte) bool {
 	return true
 }
 
-// BenchmarkReadCommand relays a pipeline of GET and SET commands: the
-// listener's work per command on the client's side.
-func BenchmarkReadCommand(b *testing.B) {
+// BenchmarkScanner relays a pipeline of GET and SET commands through the
+// scanner, as the client sends them: the listener's work per command on
+// the client's side.
+func BenchmarkScanner(b *testing.B) {
 	var in []byte
 	const n = 1000
 	for i := range n {
@@ -359,20 +378,68 @@ func BenchmarkReadCommand(b *testing.B) {
 			in = append(in, resp(cmd("GET", "key:"+strconv.Itoa(i)))...)
 		}
 	}
-	src := bytes.NewReader(in)
-	r := bufio.NewReaderSize(src, bufSize)
-	w := bufio.NewWriterSize(io.Discard, bufSize)
-	cr := &commandReader{r: r, w: w, login: testLogin}
-	b.SetBytes(int64(len(in)) / n)
+	sc := &scanner{login: testLogin}
+	out := make([]byte, 0, len(in))
+	b.SetBytes(int64(len(in)))
 	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if i%n == 0 {
-			src.Reset(in)
-			r.Reset(src)
-		}
-		if err := cr.next(); err != nil {
+	for b.Loop() {
+		var err error
+		if out, err = sc.Feed(out[:0], in); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// The scanner and the reference reader send the same bytes upstream and
+// stop with the same verdict for any stream, however it arrives split.
+func FuzzScannerMatchesReference(f *testing.F) {
+	for _, s := range []string{
+		resp(cmd("SET", "k", "v"), cmd("GET", "k")),
+		resp(cmd("AUTH", "u", "p"), cmd("PING")),
+		resp(cmd("HELLO", "3", "AUTH", "u", "p", "SETNAME", "n")),
+		resp(cmd("SET", "k", ""), cmd("", "x")),
+		"*0\r\n*-1\r\nPING\r\n\r\n",
+		"SET k v\r\nAUTH u p\r\nHELLO 3 AUTH u p\n",
+		"*2\r\n$3\r\nGET\r\n$1\r",
+		"*1\r\n$4\r\nPINGxx",
+		"*1\r\n$4\r\nPING\rx",
+		"*1\n$4\r\nPING\r\n",
+		"*65\r\n$4\r\nAUTH\r\n",
+		"*2\r\n$4\r\nAUTH\r\n$70000\r\n",
+		"GET a\x00b\r\n",
+		"x\r\n$",
+	} {
+		f.Add([]byte(s), uint64(0x0102030405060708))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, cuts uint64) {
+		want, werr := referenceAll(in, testLogin)
+		// Split in where the bits of cuts say: piece sizes 1 to 16.
+		sc := &scanner{login: testLogin}
+		var got []byte
+		var gerr error
+		rest := in
+		for c := cuts; len(rest) > 0 && gerr == nil; c = c>>4 | c<<60 {
+			k := min(int(c&15)+1, len(rest))
+			if len(rest) > 256 && c&1 == 0 {
+				k = len(rest) // and sometimes the rest at once
+			}
+			got, gerr = sc.Feed(got, rest[:k])
+			rest = rest[k:]
+		}
+		if gerr == nil {
+			gerr = sc.End()
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("upstream got %q, the reference sends %q", got, want)
+		}
+		var gp, wp *ProtocolError
+		switch {
+		case errors.As(werr, &wp):
+			if !errors.As(gerr, &gp) || gp.Reason != wp.Reason {
+				t.Fatalf("stopped with %v, the reference with %v", gerr, werr)
+			}
+		case gerr != werr && !(errors.Is(gerr, io.ErrUnexpectedEOF) && errors.Is(werr, io.ErrUnexpectedEOF)):
+			t.Fatalf("stopped with %v, the reference with %v", gerr, werr)
+		}
+	})
 }

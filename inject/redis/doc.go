@@ -59,9 +59,11 @@
 //
 // Allowed, the listener dials the upstream (DialTimeout, then TLS), sends
 // AUTH with the issued credential and reads +OK (AuthTimeout), then
-// relays: replies flow back to the client as bytes, unparsed (spliced by
-// the kernel where Go can, without TLS), and the client's commands go through
-// a small RESP reader that looks at each command's name only.
+// relays: replies flow back to the client as bytes, unparsed, and the
+// client's commands go through a small RESP scanner, fed as they arrive,
+// that looks at each command's name only. Between plain sockets the
+// listener package's event loop relays both ways (listener.RelayFiltered);
+// with TLS on either leg, two goroutines do.
 //
 // # AUTH and HELLO
 //

@@ -204,11 +204,7 @@ func (p *Proxy) connect(ctx context.Context, lg login) (*upstreamConn, error) {
 func authenticate(c net.Conn, lg login) ([]byte, error) {
 	_ = c.SetDeadline(time.Now().Add(AuthTimeout))
 	defer c.SetDeadline(time.Time{})
-	var out bytes.Buffer
-	w := bufio.NewWriter(&out)
-	(&commandReader{w: w}).write(lg.auth())
-	_ = w.Flush()
-	if _, err := c.Write(out.Bytes()); err != nil {
+	if _, err := c.Write(appendCommand(nil, lg.auth())); err != nil {
 		return nil, &upstreamError{shown: "credbroker: the upstream redis at " + c.RemoteAddr().String() + " closed the connection", err: err}
 	}
 	r := bufio.NewReaderSize(c, maxReplyLine)
@@ -279,8 +275,7 @@ func (p *Proxy) refuse(conn net.Conn, line string) {
 	c := listener.Raw(conn)
 	_ = c.SetDeadline(time.Now().Add(RefusalTimeout))
 	r := bufio.NewReaderSize(c, bufSize)
-	discard := &commandReader{r: r, w: bufio.NewWriterSize(io.Discard, 64)}
-	if err := discard.next(); err != nil && !isProtocolError(err) {
+	if err := firstCommand(r); err != nil && !isProtocolError(err) {
 		return // the client left, or sent nothing in time
 	}
 	if _, err := io.WriteString(c, line); err != nil {
@@ -300,70 +295,99 @@ func isProtocolError(err error) bool {
 }
 
 // relay runs the session: the client's commands go upstream through a
-// commandReader, and the upstream's replies come back as bytes, unparsed.
-// It returns when either side ends; ctx ending cuts it.
+// scanner, and the upstream's replies come back as bytes, unparsed. Between
+// plain sockets the listener's event loop relays (listener.RelayFiltered);
+// through TLS, two goroutines. It returns when either side ends; ctx
+// ending cuts it.
 func (p *Proxy) relay(ctx context.Context, client net.Conn, up *upstreamConn, lg login, decision string) {
+	defer up.Close()
+	if len(up.pending) > 0 {
+		if _, err := client.Write(up.pending); err != nil {
+			return
+		}
+	}
+	sc := &scanner{login: lg}
+	ok, err := listener.RelayFiltered(ctx, client, up.Conn, sc)
+	if !ok {
+		err = copyRelay(ctx, client, up.Conn, sc)
+	}
+	if pe := (*ProtocolError)(nil); errors.As(err, &pe) {
+		p.log.Info("client protocol error; connection closed", keyCredential, p.cred, keyDecisionID, decision, keyError, pe)
+	}
+}
+
+// copyRelay is relay through TLS: the client's bytes are read, fed to sc
+// and written upstream by this goroutine, the replies copied back by
+// another, with the ends listener.RelayFiltered documents.
+func copyRelay(ctx context.Context, client, up net.Conn, sc *scanner) error {
 	stop := context.AfterFunc(ctx, func() {
 		up.Close()
 		client.Close()
 	})
 	defer stop()
-	defer up.Close()
-
 	replies := make(chan struct{})
 	go func() {
 		defer close(replies)
-		if len(up.pending) == 0 || writeAll(client, up.pending) == nil {
-			_, _ = io.Copy(client, up.Conn)
-		}
+		_, _ = io.Copy(client, up)
 		// No more replies can reach the client: end the session.
 		up.Close()
 		_ = client.SetReadDeadline(time.Unix(1, 0))
 	}()
-
-	w := bufio.NewWriterSize(up.Conn, bufSize)
-	cr := &commandReader{r: bufio.NewReaderSize(&flushReader{src: client, w: w}, bufSize), w: w, login: lg}
+	buf := make([]byte, bufSize)
+	var out []byte
 	var err error
 	for err == nil {
-		err = cr.next()
+		var n int
+		n, err = client.Read(buf)
+		if n > 0 {
+			var ferr error
+			out, ferr = sc.Feed(out[:0], buf[:n])
+			if _, werr := up.Write(out); werr != nil {
+				err = werr
+				break
+			}
+			if ferr != nil {
+				err = ferr
+			}
+		}
 	}
-	var pe *ProtocolError
-	switch {
-	case errors.Is(err, io.EOF) || errors.As(err, &pe):
+	if err == io.EOF {
+		err = sc.End()
+	}
+	if err == io.EOF || isProtocolError(err) {
 		// Let the upstream answer what it was sent, then end: it closes
 		// once it has read to the end.
-		if w.Flush() == nil {
-			closeWrite(up.Conn)
-		} else {
-			up.Close()
-		}
+		closeWrite(up)
 		<-replies
-		if pe != nil {
-			p.log.Info("client protocol error; connection closed", keyCredential, p.cred, keyDecisionID, decision, keyError, pe)
+		if b := sc.Refusal(err); len(b) > 0 {
 			_ = client.SetWriteDeadline(time.Now().Add(RefusalTimeout))
-			_, _ = io.WriteString(client, "-ERR "+pe.Error()+"\r\n")
+			_, _ = client.Write(b)
 		}
-	default:
-		up.Close()
-		<-replies
+		if err == io.EOF {
+			return nil
+		}
+		return err
 	}
+	up.Close()
+	<-replies
+	return err
 }
 
-// flushReader flushes what is waiting for the upstream before each read
-// from the client that may block, so that pipelined commands go upstream
-// together and a command never waits behind the next one.
-type flushReader struct {
-	src io.Reader
-	w   *bufio.Writer
-}
-
-func (f *flushReader) Read(b []byte) (int, error) {
-	if f.w.Buffered() > 0 {
-		if err := f.w.Flush(); err != nil {
-			return 0, err
+// firstCommand reads the client's first command from r: nil once it has
+// been read whole, its refusal, or the end of the stream.
+func firstCommand(r *bufio.Reader) error {
+	var sc scanner
+	for sc.commands == 0 {
+		if _, err := r.Peek(1); err != nil {
+			return err
 		}
+		b, _ := r.Peek(r.Buffered())
+		if _, err := sc.Feed(nil, b); err != nil {
+			return err
+		}
+		_, _ = r.Discard(len(b))
 	}
-	return f.src.Read(b)
+	return nil
 }
 
 // closeWrite half-closes c where it can (TCP, Unix, TLS's close_notify).
@@ -371,9 +395,4 @@ func closeWrite(c net.Conn) {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-}
-
-func writeAll(w io.Writer, b []byte) error {
-	_, err := w.Write(b)
-	return err
 }
