@@ -67,6 +67,11 @@ func TestForwardRoundTrip(t *testing.T) {
 		{Since: t0.Add(100 * time.Second), Until: t0.Add(200 * time.Second)},
 		{Since: t0.Add(100 * time.Second), Workload: "unix:*", Decision: audit.DecisionAllow, Limit: 7},
 		{Limit: 5},
+		{Workload: "unix:uid:\x00evil"},
+		{Workload: "unix:uid:"},
+		{DecisionID: odd.DecisionID},
+		{DecisionID: record(7, t0).DecisionID, Kind: audit.KindAll},
+		{DecisionID: "nope"},
 	}
 	for _, f := range filters {
 		local := query(t, file, f)
@@ -131,6 +136,7 @@ func fmtFilter(f audit.Filter) string {
 	add("database", f.Database)
 	add("install", f.Install)
 	add("host", f.Host)
+	add("decision_id", f.DecisionID)
 	add("kind", f.Kind)
 	if !f.Since.IsZero() || !f.Until.IsZero() {
 		parts = append(parts, "window")

@@ -20,8 +20,9 @@ type workloadMatch struct {
 	never  bool   // the glob matches nothing (an unterminated [ class)
 }
 
-// errBadGlob reports a glob PostgreSQL text cannot carry.
-var errBadGlob = errors.New("audit/fleet: workload glob must be valid UTF-8 without NUL characters")
+// errBadGlob reports a glob with wildcards that PostgreSQL text cannot
+// carry.
+var errBadGlob = errors.New("audit/fleet: a workload glob with wildcards must be valid UTF-8 without NUL characters")
 
 // translateGlob translates an SQLite GLOB pattern. The regular expression
 // keeps to what PostgreSQL's regular expressions and Go's RE2 syntax (the
@@ -30,12 +31,12 @@ var errBadGlob = errors.New("audit/fleet: workload glob must be valid UTF-8 with
 // than a letter or digit escaped with a backslash; other characters stand
 // for themselves.
 func translateGlob(glob string) (workloadMatch, error) {
-	if !utf8.ValidString(glob) || strings.ContainsRune(glob, 0) {
-		return workloadMatch{}, errBadGlob
-	}
 	i := strings.IndexAny(glob, "*?[")
 	if i < 0 {
-		return workloadMatch{exact: glob}, nil
+		return workloadMatch{exact: glob}, nil // any bytes: compared as stored (see escape)
+	}
+	if !utf8.ValidString(glob) || strings.ContainsRune(glob, 0) {
+		return workloadMatch{}, errBadGlob
 	}
 	m := workloadMatch{prefix: glob[:i]}
 	m.end, m.hasEnd = prefixEnd(m.prefix)

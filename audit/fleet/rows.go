@@ -29,6 +29,7 @@ func textFields(r *audit.StoredRow) []*string {
 
 // Bits of the escaped column that filters test.
 const (
+	decisionIDBit = 1 << 1
 	subjectBit    = 1 << 7
 	credentialBit = 1 << 9
 	policyBit     = 1 << 4

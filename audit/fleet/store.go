@@ -224,6 +224,9 @@ func statement(f audit.Filter) (q string, args []any, ok bool, err error) {
 	if f.Decision != "" {
 		add("decision = ?", f.Decision)
 	}
+	if f.DecisionID != "" {
+		eq("decision_id", "decision_id", decisionIDBit, f.DecisionID)
+	}
 	if f.Policy != "" {
 		eq("policy", "policy", policyBit, f.Policy)
 	}

@@ -123,7 +123,12 @@ func (r *InstallResult) String() string {
 		parts = append(parts, fmt.Sprintf("%d %s of rows pruned before they were forwarded not compared", r.Unreachable, plural(int(r.Unreachable), "checkpoint")))
 	}
 	for _, g := range r.Gaps {
-		parts = append(parts, fmt.Sprintf("rows %d to %d pruned on the host before they were forwarded (%s)", g.From, g.To, g.Anchor.Describe()))
+		forced := ""
+		if g.Anchor.Forced {
+			forced = ", forced below the retention floor"
+		}
+		parts = append(parts, fmt.Sprintf("rows %d to %d pruned on the host before they were forwarded (signed prune anchor at seq %d, pruned at %s%s)",
+			g.From, g.To, g.Anchor.Seq, g.Anchor.PrunedAt.UTC().Format(time.RFC3339), forced))
 	}
 	if !r.Newest.IsZero() {
 		parts = append(parts, "newest row "+r.Newest.UTC().Format(time.RFC3339))
