@@ -290,3 +290,39 @@ func FuzzCSVText(f *testing.F) {
 		}
 	})
 }
+
+// WriteDetail shows every field of one row, escaped, and its input
+// pretty-printed.
+func TestWriteDetail(t *testing.T) {
+	r := storedRecord(t, testRecord(7, t0))
+	r.Subject = "unix:uid:0\x1b[2J"
+	var b bytes.Buffer
+	if err := WriteDetail(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, name := range TableColumns() {
+		switch name {
+		case "input", "peer_pid", "peer_uid", "install", "host":
+			continue
+		}
+		if !strings.Contains(out, "\n"+name+" ") && !strings.HasPrefix(out, name+" ") {
+			t.Errorf("no line for %s:\n%s", name, out)
+		}
+	}
+	for _, w := range []string{
+		"time                2025-03-04T05:06:07.890123456Z\n",
+		"subject             \"unix:uid:0\\x1b[2J\"\n",
+		"peer                pid=4242 uid=1000\n",
+		"policy_set_version  -\n",
+		"latency_ms          1.234567\n",
+		"input\n  {\n    \"identity\": {\n      \"claims\": {\n",
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("detail lacks %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, "install") || strings.ContainsRune(out, 0x1b) {
+		t.Errorf("detail shows an empty install or a raw escape:\n%s", out)
+	}
+}

@@ -74,7 +74,12 @@
 // # Reading
 //
 // Query, Export and Verify open the database read-only and work on a live
-// log (WAL lets readers run beside the writer). Verify names the first row
+// log (WAL lets readers run beside the writer). OpenFile's Reader is also a
+// Follower: Follow gives the matching rows, then each new one as it is
+// committed, woken by inotify. Counter counts any Reader's rows by
+// workload, credential, policy, decision and more; NewTable, WriteDetail
+// and WriteCounts print them for people, and CSV output escapes cells a
+// spreadsheet would run as formulas (CSVText). Verify names the first row
 // that fails as a *Failure wrapping ErrTampered. Prune deletes old rows in
 // short transactions and leaves a signed Anchor so that the retained chain
 // still verifies.

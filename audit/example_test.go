@@ -81,3 +81,24 @@ func Example() {
 	// TIME                      DECISION  SUBJECT        CREDENTIAL  DATABASE  UPSTREAM_USER  POLICY               REASON                          DECISION_ID
 	// 2025-01-02T03:04:05.000Z  allow     unix:uid:1000  demo        -         -              payments-can-charge  allowed by payments-can-charge  3f9c2a
 }
+
+// Count a log's decisions by workload and outcome, largest group first,
+// and print them as a table.
+func ExampleCounter() {
+	c, err := audit.NewCounter([]string{"workload", "decision"})
+	if err != nil {
+		panic(err)
+	}
+	for _, r := range []audit.Record{
+		{Subject: "unix:uid:1000", Decision: audit.DecisionAllow},
+		{Subject: "unix:uid:1000", Decision: audit.DecisionAllow},
+		{Subject: "system:serviceaccount:shop:orders", Decision: audit.DecisionDeny},
+	} {
+		c.Add(&r) // or: reader.Query(ctx, audit.Filter{Kind: audit.KindDecision}, c.Add)
+	}
+	audit.WriteCounts(os.Stdout, audit.FormatTable, c.Keys(), c.Counts())
+	// Output:
+	// WORKLOAD                           DECISION  COUNT
+	// unix:uid:1000                      allow     2
+	// system:serviceaccount:shop:orders  deny      1
+}

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -208,6 +209,54 @@ func (f *tableFormatter) Write(r *Record) error {
 // Flush implements Formatter.
 func (f *tableFormatter) Flush() error {
 	return f.tw.Flush()
+}
+
+// WriteDetail writes one row whole, for people: every field on a line of
+// its own, named as in TableColumns (peer for peer_pid and peer_uid;
+// install and host only when set), times with nanoseconds, then the policy
+// input, pretty-printed. Control characters are escaped as in the table,
+// and an empty field shows as "-".
+func WriteDetail(w io.Writer, r *Record) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	for _, c := range tableColumns {
+		v := c.value(r)
+		switch c.name {
+		case "input":
+			if len(r.Input) > 0 {
+				continue // pretty-printed below
+			}
+		case "peer_pid", "peer_uid":
+			continue
+		case "install", "host":
+			if v == "" {
+				continue
+			}
+		case "time":
+			v = r.Time.UTC().Format(time.RFC3339Nano)
+		case "expires_at":
+			if !r.ExpiresAt.IsZero() {
+				v = r.ExpiresAt.UTC().Format(time.RFC3339Nano)
+			}
+		case "latency_ms":
+			v = strconv.FormatFloat(latencyMS(r.Latency), 'f', -1, 64)
+		}
+		if _, err := fmt.Fprintf(tw, "%s\t%s\n", c.name, cell(v)); err != nil {
+			return err
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(r.Input) == 0 {
+		return nil
+	}
+	var b bytes.Buffer
+	if err := json.Indent(&b, r.Input, "  ", "  "); err != nil {
+		b.Reset()
+		b.WriteString(strconv.QuoteToGraphic(string(r.Input)))
+	}
+	_, err := fmt.Fprintf(w, "input\n  %s\n", b.Bytes())
+	return err
 }
 
 // shownDecision is the table's decision column: a decision's outcome, a

@@ -11,7 +11,7 @@ const (
 	keyError      = "error"
 	keyAddr       = "addr"
 	keyPath       = "path"
-	keyVersion    = "version"
+	keySetVersion = "policy_set_version" // the policy set's version hash, never one policy's
 	keyPolicies   = "policies"
 	keyRepeated   = "repeated"
 	keyInterval   = "interval"

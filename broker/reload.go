@@ -19,7 +19,7 @@ var ErrNoPolicies = errors.New("broker: no policies in force; every request is d
 // nil otherwise.
 func (b *Broker) PoliciesHealth() error {
 	if set := b.Policies(); set.Len() == 0 {
-		return fmt.Errorf("%w (version %s)", ErrNoPolicies, set.Version())
+		return fmt.Errorf("%w (policy set version %s)", ErrNoPolicies, set.Version())
 	}
 	return nil
 }
@@ -113,11 +113,11 @@ func (r *Reloader) reload(log *slog.Logger, why, stamp string) string {
 	if cur := r.Broker.Policies(); set.Len() == 0 && cur.Len() > 0 {
 		r.Broker.metrics.reloads.WithLabelValues("error").Inc()
 		log.Error("policy reload refused: the new policy set has no policies; keeping the previous policies",
-			keyReason, why, keyVersion, cur.Version(), keyPolicies, cur.Len())
+			keyReason, why, keySetVersion, cur.Version(), keyPolicies, cur.Len())
 		return stamp
 	}
 	r.Broker.SetPolicies(set)
 	r.Broker.metrics.reloads.WithLabelValues("ok").Inc()
-	log.Info("policies reloaded", keyReason, why, keyVersion, set.Version(), keyPolicies, set.Len())
+	log.Info("policies reloaded", keyReason, why, keySetVersion, set.Version(), keyPolicies, set.Len())
 	return stamp
 }

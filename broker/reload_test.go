@@ -126,7 +126,7 @@ func TestReloaderRefusesEmptySet(t *testing.T) {
 	}
 	lines := logs.lines(t)
 	if len(lines) != 1 || lines[0]["level"] != "ERROR" || !strings.Contains(lines[0]["msg"].(string), "refused") ||
-		lines[0]["version"] != initial.Version() || lines[0]["policies"] != float64(initial.Len()) {
+		lines[0]["policy_set_version"] != initial.Version() || lines[0]["policies"] != float64(initial.Len()) {
 		t.Errorf("log after the refusal: %v, want one error naming the kept version and its %d policies", lines, initial.Len())
 	}
 	if n := reloads(t, h, "error"); n != 1 {

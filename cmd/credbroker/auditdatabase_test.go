@@ -105,9 +105,11 @@ func TestAuditQueryDatabase(t *testing.T) {
 		t.Fatalf("CSV: %v, %q", err, rows)
 	}
 	header, row := rows[0], rows[1]
-	if n := len(header); n < 2 || header[n-2] != "database" || header[n-1] != "upstream_user" || header[15] != "target_host" {
+	// database and upstream_user came after kind (26), before the columns of
+	// later releases.
+	if len(header) < 28 || header[26] != "database" || header[27] != "upstream_user" || header[15] != "target_host" {
 		t.Errorf("CSV header: %q", header)
-	} else if row[n-2] != "orders" || row[n-1] != "orders_app" || row[14] != "postgres" || row[15] != "db.internal:5432" {
+	} else if row[26] != "orders" || row[27] != "orders_app" || row[14] != "postgres" || row[15] != "db.internal:5432" {
 		t.Errorf("CSV row: %q", row)
 	}
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -21,7 +22,9 @@ import (
 
 // check validates the configuration and policies and prints every problem
 // as "file:line: message" and every warning as "file:line: warning:
-// message". Exit 1 on any problem; warnings alone exit 0.
+// message". Exit 1 on any problem; warnings alone exit 0. When all is
+// well it ends with the policy set version and each policy with its own
+// policy version, the hashes the audit log records.
 func (c *cli) check(args []string) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	configPath := fs.String("config", "", "configuration file or directory (required)")
@@ -49,7 +52,15 @@ func (c *cli) check(args []string) int {
 	for _, w := range warnings(lc) {
 		fmt.Fprintln(c.stdout, w)
 	}
-	fmt.Fprintf(c.stdout, "ok: %d credentials, %d policies (version %s)\n", len(lc.cfg.Credentials), lc.policies.Len(), lc.policies.Version())
+	fmt.Fprintf(c.stdout, "ok: %d credentials, %d policies (policy set version %s)\n", len(lc.cfg.Credentials), lc.policies.Len(), lc.policies.Version())
+	if infos := lc.policies.Policies(); len(infos) > 0 {
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  EFFECT\tPOLICY\tFILE:LINE\tPOLICY_VERSION")
+		for _, p := range infos {
+			fmt.Fprintf(tw, "  %s\t%s\t%s:%d\t%s\n", p.Effect, p.Name, p.File, p.Line, p.Version)
+		}
+		tw.Flush()
+	}
 	return 0
 }
 
@@ -181,10 +192,18 @@ func (c *cli) explain(args []string) int {
 	in := policies.Input{Identity: id, Request: req, Now: now}
 	ex := lc.policies.Explain(in)
 	if *asJSON {
-		b, _ := json.MarshalIndent(ex, "", "  ")
+		b, _ := json.MarshalIndent(newExplanationJSON(lc.policies, ex), "", "  ")
 		fmt.Fprintln(c.stdout, string(b))
 	} else {
-		printExplanation(c, lc, in, ex)
+		known := false
+		for _, cc := range lc.cfg.Credentials {
+			known = known || cc.Name == in.Request.Credential
+		}
+		var notes []string
+		if !known {
+			notes = append(notes, fmt.Sprintf("credential %q is not configured; the broker would answer 404", in.Request.Credential))
+		}
+		writeExplanation(c.stdout, lc.policies, ex, notes...)
 	}
 	if !ex.Allowed() {
 		return exitDenied
@@ -213,30 +232,31 @@ func brokerSelfFlags(fs *flag.FlagSet) *policies.Self {
 	return self
 }
 
-func printExplanation(c *cli, lc *loadedConfig, in policies.Input, ex policies.Explanation) {
-	fmt.Fprintf(c.stdout, "decision:   %s\n", ex.Effect)
+// writeExplanation prints ex, the explanation set gave, as explain does:
+// the decision, the deciding policy with its policy version, the policy
+// set version, the reason, the ttl cap, notes, then why each policy
+// matched or not.
+func writeExplanation(w io.Writer, set *policies.Set, ex policies.Explanation, notes ...string) {
+	fmt.Fprintf(w, "decision:   %s\n", ex.Effect)
 	if ex.Policy != "" {
 		for _, s := range ex.Trace {
 			if s.Policy == ex.Policy {
-				fmt.Fprintf(c.stdout, "policy:     %s (%s:%d, version %s)\n", ex.Policy, s.File, s.Line, ex.Version)
+				fmt.Fprintf(w, "policy:     %s (%s:%d; policy version %s)\n", ex.Policy, s.File, s.Line, ex.Version)
 			}
 		}
 	} else {
-		fmt.Fprintf(c.stdout, "policy:     none matched: default deny (policy set %s)\n", ex.Version)
+		fmt.Fprintln(w, "policy:     none matched: default deny")
 	}
-	fmt.Fprintf(c.stdout, "reason:     %s\n", ex.Reason)
+	fmt.Fprintf(w, "policy set: %d policies, policy set version %s\n", set.Len(), set.Version())
+	fmt.Fprintf(w, "reason:     %s\n", ex.Reason)
 	if ex.TTL > 0 {
-		fmt.Fprintf(c.stdout, "ttl cap:    %s\n", ex.TTL)
+		fmt.Fprintf(w, "ttl cap:    %s\n", ex.TTL)
 	}
-	known := false
-	for _, cc := range lc.cfg.Credentials {
-		known = known || cc.Name == in.Request.Credential
+	for _, n := range notes {
+		fmt.Fprintf(w, "note:       %s\n", n)
 	}
-	if !known {
-		fmt.Fprintf(c.stdout, "note:       credential %q is not configured; the broker would answer 404\n", in.Request.Credential)
-	}
-	fmt.Fprintln(c.stdout, "\ntrace:")
-	tw := tabwriter.NewWriter(c.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "\ntrace:")
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	for _, s := range ex.Trace {
 		mark := "-"
 		if s.Matched {
@@ -245,6 +265,46 @@ func printExplanation(c *cli, lc *loadedConfig, in policies.Input, ex policies.E
 		fmt.Fprintf(tw, "  %s\t%s\t%s:%d\t%s\t%s\n", s.Effect, s.Policy, s.File, s.Line, mark, s.Why)
 	}
 	tw.Flush()
+}
+
+// explanationJSON is an explanation as explain --json and audit query
+// --decision-id print it, with the two version hashes named apart: the
+// deciding policy's (policy_version, absent for a default deny) and the
+// whole policy set's (policy_set_version); each trace step carries its
+// policy's version.
+type explanationJSON struct {
+	Effect           policies.Effect `json:"effect"`
+	Policy           string          `json:"policy,omitempty"`
+	PolicyVersion    string          `json:"policy_version,omitempty"`
+	PolicySetVersion string          `json:"policy_set_version"`
+	Reason           string          `json:"reason"`
+	TTL              time.Duration   `json:"ttl,omitempty"` // nanoseconds
+	Trace            []stepJSON      `json:"trace"`
+}
+
+// stepJSON is one policy's step of a trace, with its policy version.
+type stepJSON struct {
+	policies.Step
+	PolicyVersion string `json:"policy_version"`
+}
+
+// newExplanationJSON describes ex, which set gave.
+func newExplanationJSON(set *policies.Set, ex policies.Explanation) explanationJSON {
+	out := explanationJSON{
+		Effect: ex.Effect, Policy: ex.Policy, PolicySetVersion: set.Version(), Reason: ex.Reason, TTL: ex.TTL,
+		Trace: make([]stepJSON, len(ex.Trace)),
+	}
+	if ex.Policy != "" {
+		out.PolicyVersion = ex.Version
+	}
+	versions := map[string]string{}
+	for _, p := range set.Policies() {
+		versions[p.Name] = p.Version
+	}
+	for i, s := range ex.Trace {
+		out.Trace[i] = stepJSON{Step: s, PolicyVersion: versions[s.Policy]}
+	}
+	return out
 }
 
 func isMethod(s string) bool {

@@ -70,7 +70,7 @@ func (c *cli) doctor(args []string) int {
 		return 1
 	}
 	d := doctorRun{cfg: lc.cfg, timeout: *timeout, uid: os.Geteuid()}
-	found := []finding{{statusOK, "configuration", fmt.Sprintf("%s: %d credentials, %d policies (version %s)",
+	found := []finding{{statusOK, "configuration", fmt.Sprintf("%s: %d credentials, %d policies (policy set version %s)",
 		strings.Join(lc.cfg.Files, ", "), len(lc.cfg.Credentials), lc.policies.Len(), lc.policies.Version()), ""}}
 	for _, check := range []func() []finding{d.socketDirs, d.stateDirs, d.ports, d.privileges, d.pidNamespace, d.attestors, d.upstreams} {
 		found = append(found, check()...)

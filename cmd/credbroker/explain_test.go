@@ -47,12 +47,28 @@ func (c caller) claims(flag string) []string {
 	}
 }
 
-// explained is the part of `explain --json` the tests compare.
+// explained is the part of `explain --json` the tests compare: the
+// deciding policy's version (none for a default deny) and the policy set's.
 type explained struct {
-	Effect  string `json:"effect"`
-	Policy  string `json:"policy"`
-	Version string `json:"version"`
-	Reason  string `json:"reason"`
+	Effect        string `json:"effect"`
+	Policy        string `json:"policy"`
+	PolicyVersion string `json:"policy_version"`
+	SetVersion    string `json:"policy_set_version"`
+	Reason        string `json:"reason"`
+	Trace         []struct {
+		Policy        string `json:"policy"`
+		PolicyVersion string `json:"policy_version"`
+	} `json:"trace"`
+}
+
+// recordedVersion is the version an audit row records for the decision
+// explain made: the deciding policy's, or the policy set's for a default
+// deny.
+func (ex explained) recordedVersion() string {
+	if ex.Policy == "" {
+		return ex.SetVersion
+	}
+	return ex.PolicyVersion
 }
 
 func explainJSON(t *testing.T, args ...string) (explained, int) {
@@ -69,13 +85,17 @@ func explainJSON(t *testing.T, args ...string) (explained, int) {
 }
 
 // decisionRow is an audit row's decision, with the version of the policy
-// (or policy set) that made it.
+// that made it, or of the policy set for a default deny.
 type decisionRow struct {
 	DecisionID    string `json:"decision_id"`
 	Decision      string `json:"decision"`
 	Policy        string `json:"policy"`
 	PolicyVersion string `json:"policy_version"`
+	SetVersion    string `json:"policy_set_version"`
 }
+
+// version is the one version hash the row records.
+func (r decisionRow) version() string { return r.PolicyVersion + r.SetVersion }
 
 func decisionRows(t *testing.T, db string) map[string]decisionRow {
 	t.Helper()
@@ -205,9 +225,16 @@ func TestExplainAgreesWithRun(t *testing.T) {
 		switch {
 		case !ok:
 			t.Errorf("%s: no audit row for decision %q", tc.name, ids[i])
-		case row.Decision != ex.Effect || row.Policy != ex.Policy || row.PolicyVersion != ex.Version:
+		case row.Decision != ex.Effect || row.Policy != ex.Policy || row.version() != ex.recordedVersion():
 			t.Errorf("%s: broker decided %s by %q (version %s), explain %s by %q (version %s): %s",
-				tc.name, row.Decision, row.Policy, row.PolicyVersion, ex.Effect, ex.Policy, ex.Version, ex.Reason)
+				tc.name, row.Decision, row.Policy, row.version(), ex.Effect, ex.Policy, ex.recordedVersion(), ex.Reason)
+		case (row.Policy == "") != (row.PolicyVersion == "") || (row.Policy == "") == (row.SetVersion == ""):
+			t.Errorf("%s: row by %q has policy_version %q and policy_set_version %q: want the one that fits", tc.name, row.Policy, row.PolicyVersion, row.SetVersion)
+		}
+		for _, s := range ex.Trace {
+			if s.Policy == ex.Policy && s.PolicyVersion != ex.PolicyVersion || len(s.PolicyVersion) != 12 {
+				t.Errorf("%s: trace step %s has policy_version %q (decision's %q)", tc.name, s.Policy, s.PolicyVersion, ex.PolicyVersion)
+			}
 		}
 		if ex.Effect != tc.effect || ex.Policy != tc.policy {
 			t.Errorf("%s: explain decided %s by %q, want %s by %q: %s", tc.name, ex.Effect, ex.Policy, tc.effect, tc.policy, ex.Reason)
@@ -264,20 +291,22 @@ func TestExplainFlags(t *testing.T) {
 			t.Errorf("%s: %s (%s), want %s", tc.name, ex.Effect, ex.Reason, tc.effect)
 		}
 		if tc.name == "now" {
-			defaultVersion = ex.Version
+			defaultVersion = ex.SetVersion
 		}
-		if tc.name == "--broker-uid of another user" && ex.Version == defaultVersion {
-			t.Errorf("--broker-uid: policy set version %s, the same as for this user", ex.Version)
+		if tc.name == "--broker-uid of another user" && ex.SetVersion == defaultVersion {
+			t.Errorf("--broker-uid: policy set version %s, the same as for this user", ex.SetVersion)
 		}
 	}
 
-	// check reports the version for the broker's uid too.
+	// check reports the policy set version for the broker's uid too.
 	version := func(args ...string) string {
 		out, errOut, code := credbroker(t, append([]string{"check", "--config", e.config}, args...)...)
 		if code != 0 {
 			t.Fatalf("check %q: exit %d: %s%s", args, code, out, errOut)
 		}
-		return out[strings.LastIndex(out, "(version ")+len("(version ") : strings.LastIndex(out, ")")]
+		_, after, _ := strings.Cut(out, "(policy set version ")
+		v, _, _ := strings.Cut(after, ")")
+		return v
 	}
 	if own, other := version(), version("--broker-uid", strconv.Itoa(os.Getuid()+1)); own != defaultVersion || other == own {
 		t.Errorf("check: version %s for this uid (explain: %s), %s for another", own, defaultVersion, other)
@@ -331,7 +360,11 @@ func TestCheckWarnsAboutEvadableSelectors(t *testing.T) {
 	want := []string{
 		pol + `:5: warning: unix selector matches exe "/usr/**" without exe_sha256: the path is the one the caller's mount namespace shows, and an unprivileged user can bind-mount any binary over it in a user namespace; add exe_sha256 to the same selector`,
 		pol + `:10: warning: deny policy "no-sandbox" selects only callers that present a token (kubernetes, spiffe): a caller escapes it by presenting none, and is then attested as its unix peer; add a unix entry (uid, exe_sha256, pod_uid or container_id) for the same workload`,
-		"ok: 1 credentials, 3 policies",
+		"ok: 1 credentials, 3 policies (policy set version ",
+		"  EFFECT  POLICY",
+		"  allow   tools ",
+		"  deny    no-sandbox ",
+		"  deny    no-sandbox-peer ",
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if code != 0 || len(lines) != len(want) {

@@ -176,10 +176,36 @@ event, with signed heads. These commands read it directly: a running broker may 
 					args: "[--db PATH] [flags]",
 					about: `Prints the rows the filters select (every kind but signed_head unless --kind), as a
 table, JSON lines or CSV. --lease gives a lease's decision and lifecycle, --database a
-database listener's decisions for one database.`,
+database listener's decisions for one database. --columns chooses the table's columns.
+
+--count-by counts the decisions the filters select per group (workload, credential, policy,
+decision, channel, database, attestor, install, host, in the order given), largest first; with
+--limit, the largest groups only.
+
+--follow prints the matching rows, then each new one as the broker commits it, as JSON lines
+(it implies --format json), for shipping to a SIEM, until SIGINT or SIGTERM (exit 0). It wakes
+when the log changes (inotify) and reads every second besides. Rows pruned before it read them
+are warned about on stderr; a log replaced or cut short under it ends it with exit 1.
+
+--decision-id shows one decision whole: every field, the policy input, and the deciding
+policy as recorded, or with --policies FILE|DIR the input re-evaluated at its recorded time,
+with explain's trace of every policy.
+
+Two version hashes are told apart: policy_version is the hash of the one policy that decided,
+policy_set_version the hash of the whole policy set, which a default deny records instead.
+CSV text cells that begin with = + - @, a tab, a carriage return or ' get a leading ' so
+that no spreadsheet runs them as formulas; numeric columns (seq, peer_pid, peer_uid,
+latency_ms) are plain numbers.`,
 					examples: `credbroker audit query --since 1h
 credbroker audit query --db /var/lib/credbroker/audit.db --decision deny --format json
-credbroker audit query --workload 'unix:uid:*' --credential orders-db --limit 20`,
+credbroker audit query --workload 'unix:uid:*' --credential orders-db --limit 20
+# who was denied what this week
+credbroker audit query --since 7d --decision deny --count-by workload,credential,policy
+credbroker audit query --columns time,decision,subject,exe,peer,credential,lease,expiry
+# ship every new decision to a SIEM
+credbroker audit query --follow --kind decision | vector --config siem.toml
+# one decision whole, and whether the proposed policies would decide it otherwise
+credbroker audit query --decision-id 01a22b45d9113e1e2ec7b615c357da57 --policies policies/`,
 					env: map[string]string{"db": "CREDBROKER_AUDIT_DB"},
 					run: (*cli).auditQuery,
 				},
