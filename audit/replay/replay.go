@@ -53,8 +53,8 @@ type Group struct {
 // NoInput, NotEvaluated and Undecodable; every compared one among
 // Unchanged, AllowToDeny and DenyToAllow.
 type Report struct {
-	// PolicySet is the version of the proposed Set.
-	PolicySet string `json:"policy_set"`
+	// PolicySetVersion is the version (hash) of the proposed policy set.
+	PolicySetVersion string `json:"policy_set_version"`
 	// Since and Until are the Filter's window; zero when open.
 	Since time.Time `json:"since,omitzero"`
 	Until time.Time `json:"until,omitzero"`
@@ -104,7 +104,7 @@ func Run(ctx context.Context, r audit.Reader, set *policies.Set, f audit.Filter)
 		return nil, fmt.Errorf("replay: no policy set")
 	}
 	f.Kind = audit.KindDecision
-	rep := &Report{PolicySet: set.Version(), Since: f.Since, Until: f.Until, Changes: []Group{}}
+	rep := &Report{PolicySetVersion: set.Version(), Since: f.Since, Until: f.Until, Changes: []Group{}}
 	groups := map[groupKey]int{} // index in rep.Changes
 	err := r.Query(ctx, f, func(rec *audit.Record) error {
 		if err := ctx.Err(); err != nil {

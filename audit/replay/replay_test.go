@@ -208,7 +208,7 @@ func TestReplayUnderItsOwnPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &replay.Report{PolicySet: compile(t, setA).Version(), Since: t0, Decisions: 14, Compared: 11, ComparedErrors: 1, Unchanged: 11,
+	want := &replay.Report{PolicySetVersion: compile(t, setA).Version(), Since: t0, Decisions: 14, Compared: 11, ComparedErrors: 1, Unchanged: 11,
 		NoInput: 1, NotEvaluated: 1, Undecodable: 1, Changes: []replay.Group{}}
 	if !reflect.DeepEqual(rep, want) {
 		t.Errorf("report\n%+v\nwant\n%+v", rep, want)

@@ -136,7 +136,7 @@ func printReplay(w io.Writer, rep *replay.Report, policiesPath string) {
 	if !rep.Until.IsZero() {
 		to = rep.Until.UTC().Format(time.RFC3339)
 	}
-	fmt.Fprintf(w, "replayed %d decisions from %s to %s under %s (policy set %s)\n", rep.Decisions, from, to, policiesPath, rep.PolicySet)
+	fmt.Fprintf(w, "replayed %d decisions from %s to %s under %s (policy set version %s)\n", rep.Decisions, from, to, policiesPath, rep.PolicySetVersion)
 	compared := ""
 	if rep.ComparedErrors > 0 {
 		compared = fmt.Sprintf("including %d error rows whose policy had allowed, compared as allows", rep.ComparedErrors)
