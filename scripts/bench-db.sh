@@ -4,9 +4,8 @@
 # HAProxy's `mode tcp` relay to it, and against gorelay, a bare TCP relay
 # on Go's standard library (bench/tcprelay: accept, dial the upstream,
 # io.Copy both ways, which the kernel splices, close both when either
-# ends: how the broker's listeners relay after their login, minus
-# attestation, the decision, the audit row and the login; the floor of any
-# relay written in Go), in one run, targets alternating (each round starts
+# ends: the plain way to relay in Go, where the broker's listeners use an
+# epoll event loop after their login), in one run, targets alternating (each round starts
 # with the next target). The client authenticates itself directly and
 # through HAProxy and gorelay; through the broker it sends no password,
 # the broker logs in upstream with the credential it holds:
