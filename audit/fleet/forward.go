@@ -91,6 +91,9 @@ func (c *Config) Validate() error {
 	if c.DSNFile == "" {
 		errs = append(errs, errors.New("dsn_file is required: a file holding the fleet store's postgres:// URL"))
 	}
+	if c.Host != "" && !storable(c.Host) {
+		errs = append(errs, errors.New("host must be valid UTF-8 without NUL characters"))
+	}
 	if c.BatchSize < 0 || c.BatchSize > MaxBatchSize {
 		errs = append(errs, fmt.Errorf("batch_size %d: want 1 to %d (default %d)", c.BatchSize, MaxBatchSize, DefaultBatchSize))
 	}
@@ -107,8 +110,8 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Host == "" {
 		h, err := os.Hostname()
-		if err != nil {
-			return c, fmt.Errorf("audit/fleet: forwarder: host name: %w (set host)", err)
+		if err != nil || !storable(h) {
+			return c, fmt.Errorf("audit/fleet: forwarder: the host name cannot be used (%v): set host", err)
 		}
 		c.Host = h
 	}

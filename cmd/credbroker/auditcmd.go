@@ -38,6 +38,8 @@ func (c *cli) auditQuery(args []string) int {
 	fs.StringVar(&f.Kind, "kind", "", "rows of one kind: decision, lease, undelivered, override, signed_head, or all (default: every kind but signed_head; decisions with --count-by)")
 	fs.IntVar(&f.Limit, "limit", 0, "at most this many rows, or with --count-by groups, the largest first (0: all)")
 	format := fs.String("format", "table", "table, json (one object per line) or csv")
+	fleetFilterFlags(fs, &f)
+	ff := addFleetFlags(fs)
 	countBy := fs.String("count-by", "", "count rows per group instead of listing them: a comma-separated list of "+strings.Join(audit.CountKeys(), ", ")+", in the order given; largest group first")
 	columns := fs.String("columns", "", "the table's columns, comma-separated (default "+strings.Join(audit.DefaultColumns(), ",")+"); any of "+strings.Join(audit.TableColumns(), ", "))
 	follow := fs.Bool("follow", false, "after the matching rows, print each new matching row as it is written, as JSON lines (--format json is implied), until SIGINT or SIGTERM (exit 0)")
@@ -99,7 +101,10 @@ func (c *cli) auditQuery(args []string) int {
 	case given["decision-id"] && f.DecisionID == "":
 		return c.usageErr("--decision-id", fmt.Errorf("is empty"))
 	}
-	store := audit.OpenFile(*db)
+	store, code := c.openStore(*db, ff, f)
+	if store == nil {
+		return code
+	}
 	defer store.Close()
 	switch {
 	case *countBy != "":
@@ -313,8 +318,18 @@ func (c *cli) auditVerify(args []string) int {
 	fs.StringVar(&opts.Checkpoint, "checkpoint", "", "signed checkpoint file the log must still reach")
 	pub := fs.String("public-key", "", "checkpoint verification key file (base64 or PEM); default: the install's key file")
 	fs.StringVar(&opts.KeyFile, "key-file", "", "the install's key file (default: the database path + .key)")
+	ff := addFleetFlags(fs)
+	install := fs.String("install", "", "with --fleet: verify this install only (default: every install)")
 	if _, err := c.parse(fs, args); err != nil {
 		return exitUsage
+	}
+	switch {
+	case ff.set() && (opts.Checkpoint != "" || *pub != "" || opts.KeyFile != ""):
+		return c.usageErr("--fleet", fmt.Errorf("verifies with each install's key and checkpoints as the store holds them: leave out --checkpoint, --public-key and --key-file"))
+	case ff.set():
+		return c.auditVerifyFleet(ff, *install)
+	case *install != "":
+		return c.usageErr("--install", fmt.Errorf("verifies one install of a fleet store: give --fleet or --dsn-file"))
 	}
 	if *pub != "" {
 		b, err := os.ReadFile(*pub)

@@ -49,9 +49,9 @@ func TestBashCompletes(t *testing.T) {
 	}{
 		{"credbroker au", "audit"},
 		{"credbroker d", "doctor"},
-		{"credbroker audit ", "query verify export report prune public-key replay --help"},
+		{"credbroker audit ", "query verify export report prune public-key fleet-init replay --help"},
 		{"credbroker audit q", "query"},
-		{"credbroker audit query --d", "--database --db --decision"},
+		{"credbroker audit query --d", "--database --db --decision --decision-id --dsn-file"},
 		{"credbroker get --so", "--socket"},
 		{"credbroker get demo --format json --tok", "--token-file"},
 		{"credbroker completion ", "bash zsh fish --help"},

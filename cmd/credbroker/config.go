@@ -24,6 +24,7 @@ import (
 	k8sattest "github.com/credbroker/credbroker/attest/kubernetes"
 	spiffeattest "github.com/credbroker/credbroker/attest/spiffe"
 	unixattest "github.com/credbroker/credbroker/attest/unix"
+	"github.com/credbroker/credbroker/audit/fleet"
 	"github.com/credbroker/credbroker/broker"
 )
 
@@ -117,6 +118,16 @@ type AuditConfig struct {
 	// Checkpoint writes signed checkpoints of the chain head for shipping
 	// off the host.
 	Checkpoint CheckpointConfig `yaml:"checkpoint"`
+	// Forward also sends the log to a fleet's central store; default off.
+	Forward ForwardConfig `yaml:"forward"`
+}
+
+// ForwardConfig configures forwarding of the audit log, which never holds
+// up a decision (see docs/audit-fleet.md).
+type ForwardConfig struct {
+	// Postgres forwards rows, checkpoints and prune anchors to a fleet
+	// store on PostgreSQL: {dsn_file: …}; absent, nothing is forwarded.
+	Postgres *fleet.Config `yaml:"postgres"`
 }
 
 // CheckpointConfig configures signed checkpoints.
@@ -423,6 +434,11 @@ func (cfg *Config) resolvePaths(dir string) {
 	if a := cfg.Attestors.Ambient; a != nil {
 		a.TokenFile = resolve(dir, a.TokenFile)
 	}
+	if p := cfg.Audit.Forward.Postgres; p != nil {
+		for _, path := range p.Paths() {
+			*path = resolve(dir, *path)
+		}
+	}
 	if a := cfg.Attestors.AWS; a != nil {
 		a.ReplayDB = resolve(dir, a.ReplayDB)
 	}
@@ -616,6 +632,13 @@ func (cfg *Config) Validate() error {
 	}
 	if a := cfg.Attestors.Ambient; a != nil && a.TokenFile == "" {
 		bad("attestors.ambient", "attestors.ambient needs token_file")
+	}
+	if p := cfg.Audit.Forward.Postgres; p != nil {
+		if err := p.Validate(); err != nil {
+			for _, e := range unjoin(err) {
+				bad("audit.forward.postgres", "audit.forward.postgres: %v", e)
+			}
+		}
 	}
 	if r := cfg.Leases.RefreshAt; r < 0 || r >= 1 {
 		bad("leases.refresh_at", "leases.refresh_at %v: use a fraction of the lifetime between 0 and 1 (default 0.5)", r)

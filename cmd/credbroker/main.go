@@ -169,7 +169,11 @@ credential_process = credbroker get aws-deploy --format aws-process`,
 		{
 			name: "audit", summary: "read, verify, report on, export and prune the audit log",
 			about: `The audit log is a SQLite database of hash-chained rows, one per decision and lease
-event, with signed heads. These commands read it directly: a running broker may keep writing.`,
+event, with signed heads. These commands read it directly: a running broker may keep writing.
+
+Brokers configured with audit.forward.postgres also forward their logs to a fleet's central
+store on PostgreSQL: query and verify read it with --fleet DSN (or --dsn-file FILE) instead of
+--db, and fleet-init creates its schema (see docs/audit-fleet.md).`,
 			subs: []*command{
 				{
 					name: "query", summary: "list decisions and lease events, oldest first",
@@ -214,9 +218,15 @@ credbroker audit query --decision-id 01a22b45d9113e1e2ec7b615c357da57 --policies
 					args: "[--db PATH] [flags]",
 					about: `Walks the hash chain and names the first row that fails. With the public key it proves
 every row up to the newest signed head and reports the rows after it; with a checkpoint it
-fails when the log no longer reaches it.`,
+fails when the log no longer reaches it.
+
+With --fleet it verifies, in the fleet store, each install's chain (hashes, links, signed
+heads with the install's key) and every checkpoint the install ever sent, one line per install;
+an install whose log was cut short or rewritten and signed again after the store received it
+fails. Exit 1 when any install fails.`,
 					examples: `credbroker audit verify
-credbroker audit verify --public-key broker.pub --checkpoint shipped/checkpoint.json`,
+credbroker audit verify --public-key broker.pub --checkpoint shipped/checkpoint.json
+credbroker audit verify --dsn-file /etc/credbroker/fleet-reader.dsn`,
 					env: map[string]string{"db": "CREDBROKER_AUDIT_DB"},
 					run: (*cli).auditVerify,
 				},
@@ -250,6 +260,18 @@ credbroker audit prune --before 2026-01-01T00:00:00Z --batch 5000`,
 					about:    `Prints the Ed25519 public key that verifies this install's checkpoints and signed heads.`,
 					examples: `credbroker audit public-key --key-file /var/lib/credbroker/audit.db.key > broker.pub`,
 					run:      (*cli).auditPublicKey,
+				},
+				{
+					name: "fleet-init", summary: "create or migrate the fleet store's schema on PostgreSQL",
+					args: "--fleet DSN | --dsn-file FILE",
+					about: `Creates the tables and indexes of a fleet's central audit store, or brings an older
+schema up to date; it changes nothing when the schema is current, and may run again, or from
+several places at once. Run it as a role that may create tables; then grant the brokers'
+forwarding role INSERT and auditors SELECT (see docs/audit-fleet.md). A broker whose
+forwarding role may create tables runs it itself.`,
+					examples: `credbroker audit fleet-init --dsn-file /etc/credbroker/fleet-owner.dsn
+PGPASSWORD=… credbroker audit fleet-init --fleet 'host=db.internal dbname=fleet user=fleet_owner'`,
+					run: (*cli).auditFleetInit,
 				},
 				{name: "replay", summary: replaySummary, args: replayArgs, about: replayAbout, examples: replayExamples, env: map[string]string{"db": "CREDBROKER_AUDIT_DB"}, run: (*cli).auditReplay},
 			},

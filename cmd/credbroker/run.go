@@ -32,6 +32,7 @@ import (
 	spiffeattest "github.com/credbroker/credbroker/attest/spiffe"
 	unixattest "github.com/credbroker/credbroker/attest/unix"
 	"github.com/credbroker/credbroker/audit"
+	"github.com/credbroker/credbroker/audit/fleet"
 	"github.com/credbroker/credbroker/broker"
 	"github.com/credbroker/credbroker/inject/listener"
 	"github.com/credbroker/credbroker/policies"
@@ -309,6 +310,18 @@ func serve(ctx context.Context, lc *loadedConfig, log *slog.Logger) (err error) 
 	}
 	cleanup = append(cleanup, func() { alog.Close() })
 	g.stage("audit").run("audit log", alog.Run)
+	if fc := cfg.Audit.Forward.Postgres; fc != nil {
+		// Beside the log, never in a decision's way; stopped after the
+		// listeners drained, before the log's final rows (sent at the next
+		// start).
+		fcfg := *fc
+		fcfg.Source, fcfg.Logger, fcfg.Registerer = cfg.Audit.Path, log.With("component", "audit-forward"), reg
+		fwd, err := fleet.NewForwarder(fcfg)
+		if err != nil {
+			return err
+		}
+		g.stage("forward").run("audit forwarder", fwd.Run)
+	}
 
 	peer, err := unixattest.New(cfg.Attestors.Unix.config(log.With("component", "attest")))
 	if err != nil {
