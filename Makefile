@@ -8,6 +8,12 @@ BIN     := bin/credbroker
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=auto -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/credbroker
 
+# The container image (Dockerfile), tagged credbroker:$(VERSION), with docker
+# or podman when either reaches an engine; else it says how, and fails.
+.PHONY: image
+image:
+	@VERSION=$(VERSION) scripts/image.sh
+
 # Start the broker on examples/quickstart, fetch the demo credential, show
 # its audit row, stop the broker. State is kept in a directory of the user's
 # own: $XDG_RUNTIME_DIR/credbroker-quickstart or /tmp/credbroker-quickstart-UID.
