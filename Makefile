@@ -24,6 +24,12 @@ quickstart: build
 test:
 	@scripts/test.sh
 
+# Regenerate docs/config-reference.md from the configuration's Go types and
+# their doc comments (internal/configref); a test fails while it is stale.
+.PHONY: docs
+docs:
+	$(GO) run ./internal/configref
+
 # The load generator against the quickstart broker and a bare server.
 bench: build
 	@scripts/bench.sh $(BIN)

@@ -194,8 +194,12 @@ type KubernetesConfig struct {
 
 // SPIFFEConfig verifies JWT-SVIDs.
 type SPIFFEConfig struct {
-	TrustDomain string   `yaml:"trust_domain"`
-	Audiences   []string `yaml:"audiences"`
+	// TrustDomain is the only trust domain whose SVIDs are accepted, such
+	// as example.org. Required.
+	TrustDomain string `yaml:"trust_domain"`
+	// Audiences are the broker's own: a JWT-SVID must name at least one of
+	// them in its aud claim. Required.
+	Audiences []string `yaml:"audiences"`
 	// BundleFile (a JWKS-format SPIFFE bundle) or WorkloadAPI
 	// ("unix:///run/spire/agent.sock") supplies the trust bundle.
 	BundleFile  string `yaml:"bundle_file"`
@@ -213,9 +217,13 @@ type SPIFFEConfig struct {
 type GitHubConfig struct {
 	// Issuer defaults to https://token.actions.githubusercontent.com;
 	// override for GitHub Enterprise Server.
-	Issuer    string   `yaml:"issuer"`
+	Issuer string `yaml:"issuer"`
+	// Audiences are the broker's own: a token must carry one of them (the
+	// audience the workflow asks for). Required.
 	Audiences []string `yaml:"audiences"`
-	JWKSURL   string   `yaml:"jwks_url"`
+	// JWKSURL, when set, is fetched for the signing keys instead of OIDC
+	// discovery of Issuer; default discovery.
+	JWKSURL string `yaml:"jwks_url"`
 	// MaxLifetime caps exp - iat; default 1h.
 	MaxLifetime Duration `yaml:"max_lifetime"`
 }
@@ -240,6 +248,8 @@ type AWSConfig struct {
 // AmbientConfig attests callers that present no evidence of their own with
 // a token file the broker reads (a per-pod sidecar's projected token).
 type AmbientConfig struct {
+	// TokenFile holds the token; re-read when its size or modification
+	// time changes, as the kubelet rotates a projected token. Required.
 	TokenFile string `yaml:"token_file"`
 }
 

@@ -73,8 +73,11 @@ type Config struct {
 // Source is where one field's value comes from: exactly one of File and
 // Env.
 type Source struct {
+	// File holds the field's value; re-read when it changes.
 	File string `yaml:"file"`
-	Env  string `yaml:"env"`
+	// Env names the environment variable holding the field's value, read
+	// once at start.
+	Env string `yaml:"env"`
 }
 
 // MaxFieldName bounds a field name.
