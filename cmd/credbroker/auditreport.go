@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/credbroker/credbroker/audit"
+	"github.com/credbroker/credbroker/audit/fleet"
 	"github.com/credbroker/credbroker/audit/report"
 )
 
@@ -21,7 +22,7 @@ import (
 // arguments, description and examples.
 const (
 	auditReportSummary = "write an HTML report of a window of decisions, for auditors"
-	auditReportArgs    = "--output FILE [--db PATH] [--since 30d] [--until TIME] [flags]"
+	auditReportArgs    = "--output FILE [--db PATH | --fleet DSN] [--since 30d] [--until TIME] [flags]"
 	auditReportAbout   = `Writes one self-contained HTML file — inline CSS and SVG charts, no script, no external
 font, image or URL — that reads on screen and prints to PDF: the decisions over time by
 outcome (allow, deny, error; per hour for windows up to 3 days, else per day), the top
@@ -32,6 +33,10 @@ of the log's chain, signed heads and checkpoint, as ` + "`audit verify`" + ` doe
 Subjects, reasons and names from the log are escaped, and a value holding non-printing
 characters is shown quoted. Times are UTC; the window is [--since, --until).
 
+With --fleet (or --dsn-file) the report reads a fleet's central store: every install's rows,
+or one install's with --install, with a table of installs and hosts, and the verification of
+each install's chain and checkpoints in the store, as ` + "`audit verify --fleet`" + ` does it.
+
 The file is replaced atomically (--output - writes to stdout). Exit 0 when the report is
 written and the log verifies; 1 when the log does not verify (the report is still written and
 says so in red), or when it could not be written.`
@@ -40,7 +45,9 @@ credbroker audit report --db /var/lib/credbroker/audit.db --since 2025-01-01T00:
     --until 2025-04-01T00:00:00Z --public-key broker.pub --checkpoint shipped/checkpoint.json \
     --output q1.html
 # the last day, per hour
-credbroker audit report --since 24h --output today.html`
+credbroker audit report --since 24h --output today.html
+# the whole fleet
+credbroker audit report --dsn-file /etc/credbroker/fleet-reader.dsn --since 30d --output fleet.html`
 )
 
 // auditReport runs `credbroker audit report`.
@@ -55,6 +62,8 @@ func (c *cli) auditReport(args []string) int {
 	fs.StringVar(&vopts.Checkpoint, "checkpoint", "", "signed checkpoint file the log must still reach")
 	pub := fs.String("public-key", "", "the install's public key file (base64 or PEM) that proves signed heads and checkpoints; default: the install's key file")
 	fs.StringVar(&vopts.KeyFile, "key-file", "", "the install's key file (default: the database path + .key)")
+	ff := addFleetFlags(fs)
+	install := fs.String("install", "", "with --fleet: report on one install (its id, as audit verify --fleet lists them)")
 	if _, err := c.parse(fs, args); err != nil {
 		return exitUsage
 	}
@@ -78,19 +87,40 @@ func (c *cli) auditReport(args []string) int {
 	if !opts.Since.Before(opts.Until) {
 		return c.usageErr("--since", fmt.Errorf("%s is not before the window's end %s", opts.Since.UTC().Format(time.RFC3339), opts.Until.UTC().Format(time.RFC3339)))
 	}
-	if *pub != "" {
-		if vopts.PublicKey, err = readPublicKey(*pub); err != nil {
+
+	ctx := context.Background()
+	var src *reportSource
+	if ff.set() {
+		given := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		for _, name := range []string{"public-key", "key-file", "checkpoint"} {
+			if given[name] {
+				return c.usageErr("--"+name, errors.New("verifies one log: the fleet store verifies each install with the key it registered"))
+			}
+		}
+		dsn, err := ff.resolve()
+		if err != nil {
+			return c.usageErr("--fleet", err)
+		}
+		src, err = fleetReportSource(ctx, dsn, *install)
+		if err != nil {
+			return c.fail(err)
+		}
+	} else {
+		if *install != "" {
+			return c.usageErr("--install", errors.New("selects an install of a fleet store: give --fleet or --dsn-file"))
+		}
+		if *pub != "" {
+			if vopts.PublicKey, err = readPublicKey(*pub); err != nil {
+				return c.fail(err)
+			}
+		}
+		if src, err = fileReportSource(ctx, *db, vopts); err != nil {
 			return c.fail(err)
 		}
 	}
-
-	ctx := context.Background()
-	src, err := fileReportSource(ctx, *db, vopts)
-	if err != nil {
-		return c.fail(err)
-	}
 	defer src.reader.Close()
-	opts.Source, opts.Verification = src.name, src.verification
+	opts.Source, opts.Verification, opts.Install = src.name, src.verification, *install
 	rep, err := report.Build(ctx, src.reader, opts)
 	if err != nil {
 		return c.fail(err)
@@ -138,6 +168,64 @@ func fileReportSource(ctx context.Context, db string, opts audit.VerifyOptions) 
 		name += " on host " + host
 	}
 	return &reportSource{reader: audit.OpenFile(db), name: name, verification: v}, nil
+}
+
+// fleetReportSource opens a fleet's central store and verifies each
+// install's chain and checkpoints in it (or one install's).
+func fleetReportSource(ctx context.Context, dsn, install string) (*reportSource, error) {
+	s, err := fleet.Open(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.Verify(ctx, fleet.VerifyOptions{Install: install})
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	name := "fleet store, " + dsnWhere(dsn)
+	if install != "" {
+		name += ", install " + install
+	}
+	return &reportSource{reader: s, name: name, verification: fleetVerification(res)}, nil
+}
+
+// fleetVerification sums up the verification of a fleet store's installs:
+// failed when one fails, verified when every install's signed heads were
+// checked with its registered key, one line per install.
+func fleetVerification(res []*fleet.InstallResult) report.Verification {
+	if len(res) == 0 {
+		return report.Verification{Status: report.NotVerified, Summary: "the fleet store holds no install to verify"}
+	}
+	v := report.Verification{Status: report.Verified}
+	failed := 0
+	for _, r := range res {
+		switch {
+		case !r.OK():
+			failed++
+		case r.Chain.SignedHeads == 0 && v.Status == report.Verified:
+			v.Status = report.SelfConsistent
+		}
+		v.Details = append(v.Details, report.Fact{Label: "Install " + shortID(r.Install), Value: r.String()})
+	}
+	switch {
+	case failed > 0:
+		v.Status = report.Failed
+		v.Summary = fmt.Sprintf("%d of %d %s FAILED verification", failed, len(res), plural(len(res), "install"))
+	case v.Status == report.SelfConsistent:
+		v.Summary = fmt.Sprintf("%d %s verified; one or more holds no signed head, so its rows are proved self-consistent only", len(res), plural(len(res), "install"))
+	default:
+		v.Summary = fmt.Sprintf("%d %s verified: every chain, signed head and checkpoint with each install's registered key", len(res), plural(len(res), "install"))
+	}
+	return v
+}
+
+// shortID shortens an install id (64 hex digits) for a label; the full id
+// follows in the value.
+func shortID(id string) string {
+	if len(id) > 16 {
+		return id[:16] + "…"
+	}
+	return id
 }
 
 // readPublicKey reads an Ed25519 public key file, base64 or PEM.

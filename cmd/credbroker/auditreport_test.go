@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"database/sql"
 	"html"
 	"os"
@@ -9,8 +10,12 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/credbroker/credbroker/audit"
+	"github.com/credbroker/credbroker/audit/fleet"
 	"github.com/credbroker/credbroker/internal/chromiumtest"
+	"github.com/credbroker/credbroker/internal/pgtest"
 )
 
 // TestAuditReportBinary has a running broker decide requests, then writes
@@ -140,4 +145,111 @@ func elementText(t *testing.T, dom, id string) string {
 		t.Fatalf("no element #%s in the report", id)
 	}
 	return html.UnescapeString(m[1])
+}
+
+// TestAuditReportFleet forwards a running broker's log to a fleet store on
+// a real PostgreSQL, then writes the report of the store with --fleet and
+// of one install with --install: the same counts as the log's own report,
+// the installs table naming the host, each install verified, and the page
+// loading in headless Chromium without a console message.
+func TestAuditReportFleet(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.AdminDSN()
+	if err := fleet.Init(context.Background(), dsn); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, e2ePolicies, e2eCredentials())
+	e.write("secrets/demo", "s3cr3t-value\n")
+	b := e.start()
+	c := socketClient(e.socket)
+	for _, name := range []string{"demo", "demo", "forbidden", "nope"} {
+		call(t, c, "GET", "/v1/credentials/"+name, nil, nil)
+	}
+	if code := b.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("broker exit %d:\n%s", code, b.logs)
+	}
+
+	// Forward the log and wait until the store holds its newest row.
+	fwd, err := fleet.NewForwarder(fleet.Config{DSNFile: e.write("fleet.dsn", dsn), Source: e.db, Host: "host-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fwd.Run(ctx) }()
+	var head int64
+	if err := audit.OpenFile(e.db).Query(ctx, audit.Filter{Kind: audit.KindAll}, func(r *audit.Record) error { head = max(head, r.Seq); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	store, err := fleet.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var install string
+	for deadline := time.Now().Add(hangBound); ; time.Sleep(20 * time.Millisecond) {
+		var stored int64
+		if err := store.Query(ctx, audit.Filter{Kind: audit.KindAll}, func(r *audit.Record) error {
+			stored, install = max(stored, r.Seq), r.Install
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if stored == head {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the store holds rows up to seq %d after %v, want %d", stored, hangBound, head)
+		}
+	}
+	store.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	out := filepath.Join(t.TempDir(), "fleet.html")
+	for _, args := range [][]string{
+		{"--fleet", dsn},
+		{"--dsn-file", filepath.Join(e.dir, "fleet.dsn"), "--install", install},
+	} {
+		stdout, stderr, code := credbroker(t, append([]string{"audit", "report", "--since", "1h", "--output", out}, args...)...)
+		if code != 0 || stderr != "" || !strings.Contains(stdout, ": 4 decisions (2 allowed, 1 denied, 1 errors) from ") || !strings.HasSuffix(stdout, "; integrity: verified\n") {
+			t.Fatalf("audit report %s: exit %d, stdout %q, stderr %q", args[0], code, stdout, stderr)
+		}
+		page := chromiumtest.Load(t, out)
+		if len(page.Console) > 0 {
+			t.Errorf("the report logged on the console:\n%s", strings.Join(page.Console, "\n"))
+		}
+		for id, want := range map[string]string{"count-total": "4", "count-allow": "2", "count-deny": "1", "count-error": "1", "integrity-status": "verified"} {
+			if got := elementText(t, page.DOM, id); got != want {
+				t.Errorf("%s: #%s shows %q, want %q", args[0], id, got, want)
+			}
+		}
+		src := elementText(t, page.DOM, "source")
+		if !strings.HasPrefix(src, "fleet store, database ") || strings.Contains(src, "password") || (args[0] == "--dsn-file") != strings.HasSuffix(src, ", install "+install) {
+			t.Errorf("%s: source %q", args[0], src)
+		}
+		if strings.Contains(page.DOM, dsn) {
+			t.Errorf("%s: the report holds the DSN, password and all", args[0])
+		}
+		for _, want := range []string{
+			`<th scope="row" class="mono">` + install + `</th><td>host-a</td>`,
+			`<th scope="row" class="nw">Install ` + install[:16] + `…</th><td>install ` + install + ` (host host-a): ok: `,
+		} {
+			if !strings.Contains(page.DOM, want) {
+				t.Errorf("%s: the report lacks %s", args[0], want)
+			}
+		}
+	}
+
+	for _, tc := range []struct{ args []string }{
+		{[]string{"--fleet", dsn, "--public-key", "k.pub"}},
+		{[]string{"--fleet", dsn, "--db", e.db}},
+		{[]string{"--install", install}},
+	} {
+		_, stderr, code := runCLI(append([]string{"audit", "report", "--output", out}, tc.args...)...)
+		if code != exitUsage || strings.Contains(stderr, dsn) {
+			t.Errorf("%q: exit %d, stderr %q; want a usage error without the DSN", tc.args[2:], code, stderr)
+		}
+	}
 }
