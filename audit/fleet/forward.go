@@ -218,13 +218,26 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			}
 		}
 		f.updateLag(ctx)
-		if wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-			case <-t.C:
-			}
+		f.sleep(ctx, wait)
+	}
+}
+
+// sleep waits for d or until ctx is done, refreshing the lag metrics every
+// poll interval meanwhile, so that they stay current while the store
+// fails.
+func (f *Forwarder) sleep(ctx context.Context, d time.Duration) {
+	for d > 0 && ctx.Err() == nil {
+		step := min(d, time.Duration(f.cfg.PollInterval))
+		t := time.NewTimer(step)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		d -= step
+		if d > 0 {
+			f.updateLag(ctx)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 // cannot hold — and checks that the store answers every filter with
 // exactly the rows the log does, and verifies.
 func TestForwardRoundTrip(t *testing.T) {
+	checkLeaks(t)
 	db := newFleetDB(t)
 	l := startLog(t, "", audit.Config{SignInterval: 20 * time.Millisecond})
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -230,6 +231,7 @@ func TestForwarderInsertOnly(t *testing.T) {
 // TestForwarderSecrets checks that the DSN's password reaches no log line
 // and no error, whether the store is unreachable or the DSN malformed.
 func TestForwarderSecrets(t *testing.T) {
+	checkLeaks(t)
 	const canary = "canary-Pw-7d1e"
 	l := startLog(t, "", audit.Config{})
 	appendRecords(t, l.Log, 0, 3, time.Now())

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -294,3 +295,19 @@ func pgConn(t *testing.T, srv *pgtest.Server, user, password string) *pgx.Conn {
 
 // contains reports whether s contains sub, for messages.
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// checkLeaks fails the test if goroutines it started outlive it, once
+// every later cleanup (forwarders, logs, the PostgreSQL server) has run.
+func checkLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(waitBound)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}

@@ -192,28 +192,20 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) ([]*InstallResul
 }
 
 // installs lists every install id the store knows: registered, or with
-// rows or checkpoints. Rows' ids are found by walking the primary key from
-// one install to the next, a probe per install rather than a scan.
+// rows or checkpoints. (A recursive CTE would walk the primary key faster,
+// but Citus runs those on one shard only; Verify reads every row anyway.)
 func (s *Store) installs(ctx context.Context) ([]string, error) {
 	seen := map[string]bool{}
-	add := func(rows pgx.Rows) error {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return err
-		}
-		seen[id] = true
-		return nil
-	}
-	if err := collect(ctx, s.conn, "SELECT install_id FROM "+tableInstalls, nil, add); err != nil {
-		return nil, err
-	}
-	for _, t := range []string{tableRows, tableCheckpoints} {
-		q := `WITH RECURSIVE ids (id) AS (
-				SELECT min(install_id) FROM ` + t + `
-				UNION ALL
-				SELECT (SELECT min(install_id) FROM ` + t + ` WHERE install_id > ids.id) FROM ids WHERE ids.id IS NOT NULL
-			) SELECT id FROM ids WHERE id IS NOT NULL`
-		if err := collect(ctx, s.conn, q, nil, add); err != nil {
+	for _, t := range []string{tableInstalls, tableRows, tableCheckpoints} {
+		err := collect(ctx, s.conn, "SELECT DISTINCT install_id FROM "+t, nil, func(rows pgx.Rows) error {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			seen[id] = true
+			return nil
+		})
+		if err != nil {
 			return nil, err
 		}
 	}

@@ -181,6 +181,7 @@ func TestVerifyPrunedBeforeForwarding(t *testing.T) {
 // forwarder sends it again from its start, the store keeps the first rows
 // and the new checkpoints, and Verify reports the fork.
 func TestVerifyDetectsRewrite(t *testing.T) {
+	checkLeaks(t)
 	db := newFleetDB(t)
 	path, install := forwardedLog(t, db, 60)
 
@@ -196,6 +197,13 @@ func TestVerifyDetectsRewrite(t *testing.T) {
 	appendRecords(t, l.Log, 1000, 5, time.Now())
 	l.stop(t)
 	head := feedState(t, path).HeadSeq
+	var newHash string // of the rewritten log's row that its last signed head signs
+	f, err := audit.OpenFeed(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Rows(context.Background(), head-2, 1, func(r *audit.StoredRow) error { newHash = r.Hash; return nil })
+	f.Close()
 
 	var logs logtest.Buffer
 	reg := prometheus.NewRegistry()
@@ -203,7 +211,7 @@ func TestVerifyDetectsRewrite(t *testing.T) {
 	// The new log's last row is a signed head of the row before it: wait
 	// for that checkpoint.
 	waitFor(t, "the rewritten log's checkpoint", func() bool {
-		return db.count(t, "SELECT count(*) FROM audit_checkpoints WHERE install_id = $1 AND seq = $2", install, head-1) > 0
+		return db.count(t, "SELECT count(*) FROM audit_checkpoints WHERE install_id = $1 AND seq = $2 AND hash = $3", install, head-1, newHash) > 0
 	})
 	r := verifyOne(t, db, install)
 	if r.OK() || len(r.Forks) == 0 || !strings.Contains(r.String(), "cut short or rewritten") {
