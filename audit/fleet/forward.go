@@ -164,9 +164,10 @@ type Forwarder struct {
 	batch   rowBatch
 	cps     checkpointBatch
 
-	announced   bool   // the start after pruned rows was logged
-	failures    int    // attempts failed since the last success
-	lastFailure string // the last failure's message
+	announced     bool   // the start after pruned rows was logged
+	cursorFailing bool   // the cursor file could not be written last time
+	failures      int    // attempts failed since the last success
+	lastFailure   string // the last failure's message
 }
 
 // NewForwarder validates cfg and returns a Forwarder; Run starts it.
@@ -181,9 +182,10 @@ func NewForwarder(cfg Config) (*Forwarder, error) {
 	}, nil
 }
 
-// Run forwards until ctx is done, then returns nil; it returns an error
-// only for a cursor file it cannot write, which would resend every row
-// forever.
+// Run forwards until ctx is done, then returns nil. Nothing stops it
+// before: a store that fails is retried, and a cursor file that cannot be
+// written is logged (forwarding goes on from the cursor kept in memory; a
+// restart then sends rows again, which the store ignores).
 func (f *Forwarder) Run(ctx context.Context) error {
 	defer f.closeConn()
 	removeStaleTemps(f.cfg.CursorFile)
@@ -198,14 +200,12 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		more, err := f.step(ctx)
 		if ctx.Err() != nil {
 			if f.cur.Seq > 0 {
-				_ = f.cw.write(f.cur, true)
+				f.writeCursor(true)
 			}
 			return nil
 		}
 		var wait time.Duration
 		switch {
-		case errors.Is(err, errCursor):
-			return err
 		case err != nil:
 			f.failed(err)
 			backoff = min(max(2*backoff, minBackoff), time.Duration(f.cfg.MaxBackoff))
@@ -241,9 +241,6 @@ func (f *Forwarder) sleep(ctx context.Context, d time.Duration) {
 		}
 	}
 }
-
-// errCursor marks a cursor file that cannot be written.
-var errCursor = errors.New("audit/fleet: cannot write the forwarding cursor")
 
 // step sends the next batch. more reports that rows remain.
 func (f *Forwarder) step(ctx context.Context) (more bool, err error) {
@@ -308,9 +305,7 @@ func (f *Forwarder) step(ctx context.Context) (more bool, err error) {
 	if anchor != nil {
 		f.cur.Anchor = hex.EncodeToString(anchor.Signature)
 	}
-	if err := f.cw.write(f.cur, false); err != nil {
-		return false, fmt.Errorf("%w: %w", errCursor, err)
-	}
+	f.writeCursor(false)
 	return f.batch.len() == f.cfg.BatchSize, nil
 }
 
@@ -449,6 +444,20 @@ func (f *Forwarder) connect(ctx context.Context, st *audit.FeedState) error {
 	}
 	f.install = f.cur.Install
 	return nil
+}
+
+// writeCursor replaces the cursor file, logging when writing it starts
+// failing and when it works again.
+func (f *Forwarder) writeCursor(sync bool) {
+	err := f.cw.write(f.cur, sync)
+	switch {
+	case err != nil && !f.cursorFailing:
+		f.cursorFailing = true
+		f.log.Warn("audit forwarding: the cursor file cannot be written; forwarding goes on, and after a restart rows are sent again (the store ignores those it has)", "error", err)
+	case err == nil && f.cursorFailing:
+		f.cursorFailing = false
+		f.log.Info("audit forwarding: the cursor file is written again", "file", f.cfg.CursorFile)
+	}
 }
 
 // closeConn drops the connection, so that the next step reconnects.

@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -255,5 +256,25 @@ func TestForwarderSecrets(t *testing.T) {
 		if err := Init(context.Background(), dsn); err == nil || strings.Contains(err.Error(), canary) {
 			t.Errorf("Init: %v", err)
 		}
+	}
+}
+
+// TestForwarderCursorUnwritable forwards with a cursor file that cannot be
+// written: every row still reaches the store, and the log says why the
+// cursor is not kept.
+func TestForwarderCursorUnwritable(t *testing.T) {
+	db := newFleetDB(t)
+	l := startLog(t, "", audit.Config{SignInterval: -1})
+	appendRecords(t, l.Log, 0, 40, time.Now())
+	var logs logtest.Buffer
+	runForwarder(t, Config{DSNFile: db.dsnFile, Source: l.path, Host: "h", BatchSize: 7, Logger: logs.Logger(),
+		CursorFile: filepath.Join(t.TempDir(), "missing", "cursor")})
+	l.stop(t)
+	db.waitForwarded(t, l.path)
+	if n := db.count(t, "SELECT count(*) FROM audit_rows"); n != feedState(t, l.path).HeadSeq {
+		t.Errorf("%d rows in the store", n)
+	}
+	if !strings.Contains(logs.String(), "the cursor file cannot be written") || strings.Count(logs.String(), "cursor file cannot") != 1 {
+		t.Errorf("want one warning about the cursor file:\n%s", logs.String())
 	}
 }
