@@ -14,6 +14,13 @@ build:
 image:
 	@VERSION=$(VERSION) scripts/image.sh
 
+# Static binaries for linux/amd64 and linux/arm64, the version stamped in,
+# and their SHA256SUMS, in $(DIST).
+DIST ?= dist
+.PHONY: release
+release:
+	@VERSION=$(VERSION) GO=$(GO) scripts/release.sh $(DIST)
+
 # Start the broker on examples/quickstart, fetch the demo credential, show
 # its audit row, stop the broker. State is kept in a directory of the user's
 # own: $XDG_RUNTIME_DIR/credbroker-quickstart or /tmp/credbroker-quickstart-UID.

@@ -1,15 +1,21 @@
 package deploy
 
 import (
+	"bufio"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -665,5 +671,145 @@ func TestMakeImage(t *testing.T) {
 	root, _ := filepath.Abs(repoRoot)
 	if want := root + "\nbuild --build-arg VERSION=v9.9.9-test -t credbroker:v9.9.9-test .\n"; code != 0 || string(calls) != want {
 		t.Errorf("with an engine: exit %d, calls %q, want %q\n%s%s", code, calls, want, stdout, stderr)
+	}
+}
+
+// releaseBuild returns the go build command of scripts/release.sh.
+func releaseBuild(t *testing.T) goBuild {
+	t.Helper()
+	script := strings.ReplaceAll(readRepoFile(t, "scripts/release.sh"), "\\\n", " ")
+	var found []goBuild
+	for _, line := range strings.Split(script, "\n") {
+		if line = strings.TrimSpace(line); strings.Contains(line, " build ") && !strings.HasPrefix(line, "#") {
+			b, err := parseGoBuild(line)
+			if err != nil {
+				t.Fatalf("scripts/release.sh: %v", err)
+			}
+			found = append(found, b)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("scripts/release.sh has %d go build commands; want one", len(found))
+	}
+	return found[0]
+}
+
+// gitDescribe returns the version the Makefile stamps: git describe of
+// the checkout as it is now.
+func gitDescribe(t *testing.T) string {
+	t.Helper()
+	cmd := exec.Command("git", "describe", "--tags", "--always", "--dirty")
+	cmd.Dir = repoRoot
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("git describe: %v (this test needs the git checkout)", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestMakeRelease runs `make release` into a temporary directory and
+// checks what it leaves there: a static ELF executable per platform, for
+// the right machine, whose SHA-256 SHA256SUMS lists, and whose version is
+// the checkout's git describe, as `make build` stamps it. The release
+// script's go build is held to the Makefile's.
+func TestMakeRelease(t *testing.T) {
+	for _, d := range sameBuild(makefileBuild(t), releaseBuild(t)) {
+		t.Errorf("scripts/release.sh's go build differs from the Makefile's: %s", d)
+	}
+	if b := releaseBuild(t); b.env["CGO_ENABLED"] != "0" {
+		t.Errorf("scripts/release.sh builds with CGO_ENABLED=%q", b.env["CGO_ENABLED"])
+	}
+
+	dist := filepath.Join(t.TempDir(), "dist")
+	// Others may commit or edit the tree while the release builds: the
+	// version stamped is git describe as it was before or after.
+	versions := []string{gitDescribe(t)}
+	cmd := exec.Command("make", "-s", "release", "DIST="+dist)
+	cmd.Dir = repoRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make release: %v\n%s", err, out)
+	}
+	versions = append(versions, gitDescribe(t))
+
+	machines := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+	entries, err := os.ReadDir(dist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{"SHA256SUMS", "credbroker-linux-amd64", "credbroker-linux-arm64"}; !slices.Equal(names, want) {
+		t.Errorf("make release left %q; want %q", names, want)
+	}
+
+	sums := map[string]string{}
+	f, err := os.Open(filepath.Join(dist, "SHA256SUMS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for sc := bufio.NewScanner(f); sc.Scan(); {
+		sum, name, ok := strings.Cut(sc.Text(), "  ")
+		if !ok || len(sum) != 64 {
+			t.Fatalf("SHA256SUMS: %q is not a sha256sum line", sc.Text())
+		}
+		sums[name] = sum
+	}
+	if len(sums) != len(machines) {
+		t.Errorf("SHA256SUMS lists %d files: %v", len(sums), sums)
+	}
+
+	for arch, machine := range machines {
+		name := "credbroker-linux-" + arch
+		path := filepath.Join(dist, name)
+		b, err := os.Open(path)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		h := sha256.New()
+		if _, err := io.Copy(h, b); err != nil {
+			t.Fatal(err)
+		}
+		b.Close()
+		if got := hex.EncodeToString(h.Sum(nil)); sums[name] != got {
+			t.Errorf("%s: SHA-256 %s, SHA256SUMS says %q", name, got, sums[name])
+		}
+		e, err := elf.Open(path)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if e.Machine != machine || e.Class != elf.ELFCLASS64 || e.Type != elf.ET_EXEC {
+			t.Errorf("%s: %v %v %v; want a 64-bit %v executable", name, e.Class, e.Machine, e.Type, machine)
+		}
+		for _, p := range e.Progs {
+			if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+				t.Errorf("%s has a %v segment: it is not statically linked", name, p.Type)
+			}
+		}
+		if libs, _ := e.ImportedLibraries(); len(libs) > 0 {
+			t.Errorf("%s needs shared libraries %q", name, libs)
+		}
+		e.Close()
+		if fi, err := os.Stat(path); err != nil || fi.Mode()&0o111 == 0 {
+			t.Errorf("%s is not executable: %v", name, err)
+		}
+	}
+
+	// The binary of this machine runs and names the version.
+	host := filepath.Join(dist, "credbroker-linux-"+runtime.GOARCH)
+	if _, ok := machines[runtime.GOARCH]; !ok || runtime.GOOS != "linux" {
+		t.Fatalf("no release binary runs on %s/%s", runtime.GOOS, runtime.GOARCH)
+	}
+	out, err := exec.Command(host, "version", "--json").Output()
+	var info struct{ Version, Platform string }
+	if err != nil || json.Unmarshal(out, &info) != nil {
+		t.Fatalf("%s version --json: %v %q", host, err, out)
+	}
+	if !slices.Contains(versions, info.Version) || info.Platform != "linux/"+runtime.GOARCH {
+		t.Errorf("%s version: %+v; want version %q (git describe) on linux/%s", host, info, versions, runtime.GOARCH)
 	}
 }
