@@ -7,6 +7,7 @@ require (
 	github.com/aws/aws-sdk-go-v2 v1.48.0
 	github.com/aws/aws-sdk-go-v2/config v1.33.10
 	github.com/aws/aws-sdk-go-v2/credentials v1.20.10
+	github.com/aws/aws-sdk-go-v2/service/ecs v1.105.1 // test-only: deploy's tests decode the ECS task definition strictly into RegisterTaskDefinitionInput
 	github.com/aws/aws-sdk-go-v2/service/s3 v1.114.10 // test-only: the S3 client of the SigV4 and container-credentials tests
 	github.com/aws/aws-sdk-go-v2/service/sts v1.52.0 // the aws_sts provider: AssumeRole, AssumeRoleWithWebIdentity
 	github.com/aws/smithy-go v1.28.9 // the STS client's API errors (code and message)
