@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,9 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 	"unicode"
 
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
@@ -597,41 +594,7 @@ func TestECSHealthCheck(t *testing.T) {
 	run := exec.Command(bin, "run", "--config", filepath.Join(repoRoot, x.configFile),
 		"--socket", sock, "--audit-db", db, "--admin", "off")
 	run.Env = env
-	stderr, err := run.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// done is closed once the broker has exited, with its error in runErr.
-	done := make(chan struct{})
-	var runErr error
-	serving := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		var once bool
-		for sc.Scan() {
-			var line struct{ Msg string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "credbroker serving" && !once {
-				once = true
-				close(serving)
-			}
-		}
-		runErr = run.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		run.Process.Kill()
-		<-done
-	})
-	select {
-	case <-serving:
-	case <-done:
-		t.Fatalf("the broker exited before serving: %v", runErr)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the broker did not log \"credbroker serving\" within 60s")
-	}
+	broker := startBroker(t, run)
 
 	code, out := health()
 	if code != 0 {
@@ -646,16 +609,8 @@ func TestECSHealthCheck(t *testing.T) {
 		t.Errorf("the health check left no allow row for %s in the audit log:\n%s", hc[2], rows)
 	}
 
-	if err := run.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-done:
-		if runErr != nil {
-			t.Errorf("the broker's exit after SIGTERM: %v", runErr)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("the broker did not stop within 60s of SIGTERM")
+	if err := broker.stop(t); err != nil {
+		t.Errorf("the broker's exit after SIGTERM: %v", err)
 	}
 	if code, out := health(); code == 0 {
 		t.Errorf("healthCheck passed after the broker stopped: %s", out)
