@@ -28,8 +28,8 @@ const AnchorVersion = 2
 const (
 	// DefaultPruneBatch keeps each transaction's hold on the write lock to
 	// about 6 ms (rarely over 20 ms) on a 2-core machine with a 1.5 GB log,
-	// so that a live writer waits at most a few tens of ms (see README,
-	// "Audit log").
+	// so that a live writer waits at most a few tens of ms (see docs/audit.md,
+	// "Pruning").
 	DefaultPruneBatch   = 500
 	DefaultPruneTimeout = 5 * time.Second
 )

@@ -323,13 +323,18 @@ func (d doctorRun) isBroker(addr string) bool {
 	return resp.StatusCode == http.StatusOK && strings.Contains(string(body), "credbroker_")
 }
 
-// capSysPtrace is CAP_SYS_PTRACE's bit in the capability sets.
-const capSysPtrace = 19
+// Bits of the capabilities attestation needs, in the capability sets.
+const (
+	capDacReadSearch = 2
+	capSysPtrace     = 19
+)
 
 // privileges checks that the broker may read the executable and open files
 // of its callers: /proc/PID/exe for the exe claims, and /proc/PID/fd to
 // find a TCP loopback caller by its socket. The kernel allows both for a
-// process of the same uid, else only with CAP_SYS_PTRACE.
+// process of the same uid; for another uid's, reading exe needs
+// CAP_SYS_PTRACE and listing fd also needs CAP_DAC_READ_SEARCH (the
+// directory is its owner's, mode 0500).
 func (d doctorRun) privileges() []finding {
 	const check = "privileges"
 	caps, err := effectiveCaps()
@@ -337,22 +342,32 @@ func (d doctorRun) privileges() []finding {
 		return []finding{{statusWarn, check, "cannot read the capabilities in /proc/self/status: " + err.Error(), ""}}
 	}
 	ptrace := caps&(1<<capSysPtrace) != 0
-	pid, uid, probe := probeOtherProcess(d.uid)
+	search := caps&(1<<capDacReadSearch) != 0
+	held := fmt.Sprintf("uid %d with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH", d.uid)
+	switch {
+	case ptrace && !search:
+		held = fmt.Sprintf("uid %d with CAP_SYS_PTRACE, without CAP_DAC_READ_SEARCH", d.uid)
+	case !ptrace && search:
+		held = fmt.Sprintf("uid %d with CAP_DAC_READ_SEARCH, without CAP_SYS_PTRACE", d.uid)
+	case !ptrace:
+		held = fmt.Sprintf("uid %d without CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH", d.uid)
+	}
+	pid, uid, exeErr, fdErr := probeOtherProcess(d.uid)
 	tried := "no process of another user is visible to test it on"
 	if pid != 0 {
-		tried = fmt.Sprintf("reading /proc/%d/exe (uid %d): %s", pid, uid, errText(probe))
+		tried = fmt.Sprintf("/proc/%d (uid %d): exe %s, fd %s", pid, uid, errText(exeErr), errText(fdErr))
 	}
 	switch {
-	case ptrace && probe == nil:
-		return []finding{{statusOK, check, fmt.Sprintf("uid %d with CAP_SYS_PTRACE may read every caller's executable and open files (%s)", d.uid, tried), ""}}
-	case ptrace:
-		return []finding{{statusWarn, check, fmt.Sprintf("uid %d has CAP_SYS_PTRACE, yet %s: a security module (AppArmor, SELinux) or the /proc mount restricts it", d.uid, tried),
+	case pid != 0 && exeErr == nil && fdErr == nil:
+		return []finding{{statusOK, check, fmt.Sprintf("%s may read every caller's executable and open files (%s)", held, tried), ""}}
+	case pid == 0 && ptrace && search:
+		return []finding{{statusOK, check, fmt.Sprintf("%s may read every caller's executable and open files (%s)", held, tried), ""}}
+	case ptrace && search:
+		return []finding{{statusWarn, check, fmt.Sprintf("%s, yet %s: a security module (AppArmor, SELinux) or the /proc mount restricts it", held, tried),
 			"allow ptrace read access in the security profile (AppArmor: ptrace read,), or mount /proc without hidepid"}}
-	case probe == nil && pid != 0:
-		return []finding{{statusOK, check, fmt.Sprintf("uid %d without CAP_SYS_PTRACE, yet %s", d.uid, tried), ""}}
 	}
-	return []finding{{statusWarn, check, fmt.Sprintf("uid %d without CAP_SYS_PTRACE may read the executable and open files of uid %d's processes only (%s): callers of other users are refused, and TCP loopback callers of other users are not found", d.uid, d.uid, tried),
-		fmt.Sprintf("run as root, or grant CAP_SYS_PTRACE (systemd: AmbientCapabilities=CAP_SYS_PTRACE; Kubernetes: securityContext.capabilities.add: [SYS_PTRACE]; docker run --cap-add SYS_PTRACE); nothing to do when every caller runs as uid %d", d.uid)}}
+	return []finding{{statusWarn, check, fmt.Sprintf("%s may read the executable and open files of uid %d's processes only (%s): callers of other users are refused, and TCP loopback callers of other users are not found", held, d.uid, tried),
+		fmt.Sprintf("run as root, or grant CAP_SYS_PTRACE (to read /proc/PID/exe) and CAP_DAC_READ_SEARCH (to list /proc/PID/fd): systemd AmbientCapabilities=CAP_SYS_PTRACE CAP_DAC_READ_SEARCH; in a container run as uid 0 with its capabilities dropped to [SYS_PTRACE, DAC_READ_SEARCH], since a non-root container user gets no effective capability from capabilities.add; nothing to do when every caller runs as uid %d", d.uid)}}
 }
 
 func errText(err error) string {
@@ -384,7 +399,7 @@ func effectiveCaps() (uint64, error) {
 // probeOtherProcess reads the executable link of a process of another uid
 // than uid, as the unix attestor does, and returns its pid, its uid and
 // the outcome; pid 0 when no such process with an executable is visible.
-func probeOtherProcess(uid int) (pid, owner int, err error) {
+func probeOtherProcess(uid int) (pid, owner int, exeErr, fdErr error) {
 	entries, _ := os.ReadDir("/proc")
 	for i, e := range entries {
 		if i > 1<<14 {
@@ -398,13 +413,14 @@ func probeOtherProcess(uid int) (pid, owner int, err error) {
 		if unix.Stat("/proc/"+e.Name(), &st) != nil || int(st.Uid) == uid {
 			continue
 		}
-		_, err := os.Readlink("/proc/" + e.Name() + "/exe")
-		if errors.Is(err, fs.ErrNotExist) {
+		_, exeErr := os.Readlink("/proc/" + e.Name() + "/exe")
+		if errors.Is(exeErr, fs.ErrNotExist) {
 			continue // a kernel thread, or gone
 		}
-		return n, int(st.Uid), err
+		_, fdErr := os.ReadDir("/proc/" + e.Name() + "/fd")
+		return n, int(st.Uid), exeErr, fdErr
 	}
-	return 0, 0, nil
+	return 0, 0, nil, nil
 }
 
 // initPidNamespace is the inode of the initial PID namespace (the kernel's

@@ -130,8 +130,8 @@ func wantLine(t *testing.T, out, status, check string, contains ...string) {
 
 // TestDoctorGoodConfig runs doctor on a good configuration as root and as
 // nobody (each owning the directories): every check passes, and the
-// privilege check changes from OK (root, CAP_SYS_PTRACE) to WARN (nobody,
-// without it) with what to grant.
+// privilege check changes from OK (root, CAP_SYS_PTRACE and
+// CAP_DAC_READ_SEARCH) to WARN (nobody, without them) with what to grant.
 func TestDoctorGoodConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -155,9 +155,9 @@ func TestDoctorGoodConfig(t *testing.T) {
 				t.Errorf("no pid namespace line:\n%s", out)
 			}
 			if tc.cred == nil {
-				wantLine(t, out, "OK", "privileges", "uid 0 with CAP_SYS_PTRACE")
+				wantLine(t, out, "OK", "privileges", "uid 0 with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH", "exe allowed, fd allowed")
 			} else {
-				wantLine(t, out, "WARN", "privileges", "uid 65534 without CAP_SYS_PTRACE", "permission denied", "fix: run as root, or grant CAP_SYS_PTRACE", "SYS_PTRACE]")
+				wantLine(t, out, "WARN", "privileges", "uid 65534 without CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH", "permission denied", "fix: run as root, or grant CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH", "[SYS_PTRACE, DAC_READ_SEARCH]")
 			}
 			if strings.Contains(out, "doctor-static-secret-canary") {
 				t.Errorf("the static secret is in the output:\n%s", out)

@@ -55,7 +55,7 @@ func (k *keyHost) requests() []string {
 // server. The token reaches the issuer and never the other server, which is
 // asked for the keys without it: a public key host serves them and tokens
 // verify; one that demands authentication makes the keys unavailable (401,
-// audited), as the README says.
+// audited), as docs/attestors.md says.
 func TestBrokerTokenStaysWithIssuer(t *testing.T) {
 	const brokerToken = "broker-own-service-account-token-canary"
 	for _, tt := range []struct {

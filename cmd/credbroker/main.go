@@ -25,6 +25,11 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	// Policies may name time zones (now.getHours("Europe/Berlin")): the
+	// database is embedded, so that they work where the host has none, as
+	// in the scratch container image.
+	_ "time/tzdata"
 )
 
 // exitUsage is the exit code for command-line mistakes.
