@@ -77,6 +77,8 @@ need mariadb mariadb-client      # … and the client they drive
 need redis-server redis-server   # Redis injection listener tests
 need redis-cli redis-tools       # … and the client they drive
 need chromium chromium           # audit report tests render the HTML in headless Chromium
+need systemd-analyze systemd     # deploy: verify the unit; systemd-sysusers and -tmpfiles apply its entries
+need setpriv util-linux          # deploy: the broker run with the unit's user and capabilities
 if [ ${#missing[@]} -gt 0 ]; then
   stage "installing: ${missing[*]}" "from Debian's packages"
   export DEBIAN_FRONTEND=noninteractive
