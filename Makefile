@@ -21,11 +21,13 @@ DIST ?= dist
 release:
 	@VERSION=$(VERSION) GO=$(GO) scripts/release.sh $(DIST)
 
-# Start the broker on examples/quickstart, fetch the demo credential, show
-# its audit row, stop the broker. State is kept in a directory of the user's
-# own: $XDG_RUNTIME_DIR/credbroker-quickstart or /tmp/credbroker-quickstart-UID.
+# Start a demo upstream and the broker on examples/quickstart with an http
+# injection listener in front of it, fetch the demo credential, call the
+# upstream through the listener (which adds it), show both audit rows, stop
+# both. State is kept in a directory of the user's own:
+# $XDG_RUNTIME_DIR/credbroker-quickstart or /tmp/credbroker-quickstart-UID.
 quickstart: build
-	@scripts/quickstart.sh $(BIN)
+	@GO=$(GO) scripts/quickstart.sh $(BIN)
 
 # The whole suite: installs what it needs, then vet, gofmt, race tests, fuzzing.
 test:

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -141,7 +144,10 @@ func TestDrainOnShutdown(t *testing.T) {
 }
 
 // TestQuickstartFromREADME runs the README's first command exactly as
-// written and checks it fetched the demo credential and audited it.
+// written and checks what it shows: the demo credential fetched over the
+// socket API; a request through the http injection listener that reached
+// the demo upstream with the credential added, masked in the upstream's
+// echo; and the audit rows of both decisions, this run's the last two.
 func TestQuickstartFromREADME(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
@@ -154,10 +160,57 @@ func TestQuickstartFromREADME(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", cmdline, err, out)
 	}
-	for _, want := range []string{`"name":"demo"`, `"value":"quickstart-demo-secret`, "allow", "local-user-reads-demo"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("quickstart output lacks %q:\n%s", want, out)
+	const secret = "quickstart-demo-secret-not-for-production"
+	var fetched struct {
+		Name       string            `json:"name"`
+		Data       map[string]string `json:"data"`
+		DecisionID string            `json:"decision_id"`
+	}
+	var upstream, rows []string
+	var header []string
+	for _, line := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(line, `{"name":`):
+			if err := json.Unmarshal([]byte(line), &fetched); err != nil {
+				t.Errorf("the socket API's reply %q: %v", line, err)
+			}
+		case strings.HasPrefix(line, "demo upstream received:") || strings.HasPrefix(line, "  Authorization:"):
+			upstream = append(upstream, line)
+		case strings.HasPrefix(line, "TIME "):
+			header = strings.Fields(line)
+		case header != nil && strings.TrimSpace(line) != "":
+			rows = append(rows, line)
 		}
+	}
+	if fetched.Name != "demo" || fetched.Data["value"] != secret || fetched.DecisionID == "" {
+		t.Errorf("the socket API fetch: %+v\n%s", fetched, out)
+	}
+	// The listener added the header on the way out; the upstream shows its
+	// first characters only.
+	if want := []string{"demo upstream received: GET /hello", "  Authorization: Bearer quic******** (41 characters; all but the first 4 masked)"}; !slices.Equal(upstream, want) {
+		t.Errorf("the demo upstream answered %q, want %q\n%s", upstream, want, out)
+	}
+	if len(rows) < 2 {
+		t.Fatalf("the audit query shows %d rows, want this run's two:\n%s", len(rows), out)
+	}
+	self := fmt.Sprintf("unix:uid:%d", os.Getuid())
+	for i, want := range []map[string]string{
+		{"DECISION": "allow", "CHANNEL": "socket", "SUBJECT": self, "CREDENTIAL": "demo", "PATH": "/v1/credentials/demo", "POLICY": "local-user-reads-demo", "DECISION_ID": fetched.DecisionID},
+		{"DECISION": "allow", "CHANNEL": "http", "SUBJECT": self, "CREDENTIAL": "demo", "METHOD": "GET", "PATH": "/hello", "POLICY": "local-user-reads-demo"},
+	} {
+		f := strings.Fields(rows[len(rows)-2+i])
+		if len(f) != len(header) {
+			t.Errorf("audit row %q does not match the header %q", f, header)
+			continue
+		}
+		for col, v := range want {
+			if j := slices.Index(header, col); j < 0 || f[j] != v {
+				t.Errorf("audit row %d of this run: %s is %q, want %q\n%s", i+1, col, f[max(j, 0)], v, out)
+			}
+		}
+	}
+	if n := strings.Count(string(out), secret); n != 1 {
+		t.Errorf("the secret appears %d times in the output; once, in the socket API's reply, is expected\n%s", n, out)
 	}
 }
 
