@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -811,5 +812,160 @@ func TestMakeRelease(t *testing.T) {
 	}
 	if !slices.Contains(versions, info.Version) || info.Platform != "linux/"+runtime.GOARCH {
 		t.Errorf("%s version: %+v; want version %q (git describe) on linux/%s", host, info, versions, runtime.GOARCH)
+	}
+}
+
+// imageDir is a directory of the final image as the Dockerfile makes it.
+type imageDir struct {
+	uid, gid int
+	mode     os.FileMode
+}
+
+// imageVolumes returns, for each VOLUME of the final stage, the owner,
+// group and mode the image gives it: the owner and group of the COPY
+// --chown that brings it from the builder, the mode of the builder's
+// chmod of its source. It also returns the final stage's USER.
+func imageVolumes(t *testing.T) (dirs map[string]imageDir, uid, gid int) {
+	t.Helper()
+	ins, err := parseDockerfile(readRepoFile(t, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sts, err := stages(ins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	final := sts[len(sts)-1]
+	modes := map[string]os.FileMode{}
+	chmod := regexp.MustCompile(`chmod (0[0-7]{3}) (/\S+)`)
+	for _, st := range sts[:len(sts)-1] {
+		for _, in := range st.body {
+			if in.cmd == "RUN" {
+				for _, m := range chmod.FindAllStringSubmatch(in.args, -1) {
+					mode, _ := strconv.ParseUint(m[1], 8, 32)
+					modes[m[2]] = os.FileMode(mode)
+				}
+			}
+		}
+	}
+	var volumes []string
+	type copyIn struct {
+		src, dst string
+		uid, gid int
+	}
+	var copies []copyIn
+	for _, in := range final.body {
+		switch in.cmd {
+		case "USER":
+			u, g, _ := strings.Cut(in.args, ":")
+			uid, _ = strconv.Atoi(u)
+			gid, _ = strconv.Atoi(g)
+		case "VOLUME":
+			volumes = append(volumes, in.exec...)
+		case "COPY":
+			c := copyIn{uid: 0, gid: 0}
+			for _, f := range in.flags {
+				if own, ok := strings.CutPrefix(f, "--chown="); ok {
+					u, g, _ := strings.Cut(own, ":")
+					c.uid, _ = strconv.Atoi(u)
+					c.gid, _ = strconv.Atoi(g)
+				}
+			}
+			if f := strings.Fields(in.args); len(f) == 2 {
+				c.src, c.dst = filepath.Clean(f[0]), filepath.Clean(f[1])
+				copies = append(copies, c)
+			}
+		}
+	}
+	dirs = map[string]imageDir{}
+	for _, v := range volumes {
+		for _, c := range copies {
+			rel, err := filepath.Rel(c.dst, v)
+			if err != nil || strings.HasPrefix(rel, "..") || rel == "." {
+				continue
+			}
+			mode, ok := modes[filepath.Join(c.src, rel)]
+			if !ok {
+				t.Fatalf("VOLUME %s comes from %s in the builder, which no chmod gives a mode", v, filepath.Join(c.src, rel))
+			}
+			dirs[v] = imageDir{uid: c.uid, gid: c.gid, mode: mode}
+		}
+		if _, ok := dirs[v]; !ok {
+			t.Fatalf("VOLUME %s is not made by a COPY of the final stage: a runtime would make it root's, 0755", v)
+		}
+	}
+	return dirs, uid, gid
+}
+
+// TestImageVolumes makes the image's two volume directories as the
+// Dockerfile makes them (owner, group, mode) and runs the broker on them
+// both ways the image is run: as the image's USER with no capability, and
+// as root with only the two capabilities attestation needs (the way
+// docs/security.md, deploy/kubernetes and deploy/ecs run it), with no new
+// privileges either way. Each must pass the broker's checks of the
+// socket's directory, create its audit log and keys, serve a decision and
+// record it.
+func TestImageVolumes(t *testing.T) {
+	requireRootFor(t, "runs the broker as the image's user and as root confined to two capabilities")
+	dirs, uid, gid := imageVolumes(t)
+	if !isNonRootID(strconv.Itoa(uid)) {
+		t.Fatalf("USER %d", uid)
+	}
+	bin := credbrokerBinary(t)
+	for _, as := range []struct {
+		name     string
+		uid, gid int
+		caps     string
+	}{
+		{"image user", uid, gid, "-all"},
+		{"root with two capabilities", 0, gid, "-all,+sys_ptrace,+dac_read_search"},
+	} {
+		t.Run(as.name, func(t *testing.T) {
+			base, err := os.MkdirTemp("", "credbroker-image-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(base) })
+			os.Chmod(base, 0o755)
+			exe := filepath.Join(base, "credbroker")
+			if b, err := os.ReadFile(bin); err != nil || os.WriteFile(exe, b, 0o755) != nil {
+				t.Fatal("cannot copy the binary")
+			}
+			paths := map[string]string{}
+			for v, d := range dirs {
+				p := filepath.Join(base, "root", v)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Mkdir(p, d.mode); err != nil {
+					t.Fatal(err)
+				}
+				os.Chmod(p, d.mode)
+				os.Chown(p, d.uid, d.gid)
+				paths[v] = p
+			}
+			socketDir, auditDir := paths[filepath.Dir(configDefault(t, "defaultSocket"))], paths[filepath.Dir(configDefault(t, "defaultAuditPath"))]
+			if socketDir == "" || auditDir == "" {
+				t.Fatalf("the volumes %v are not the directories of the default socket and audit paths", dirs)
+			}
+			cfg := filepath.Join(base, "credbroker.yaml")
+			os.WriteFile(cfg, []byte("policies: policies.yaml\ncredentials:\n  - {name: probe, static: {env: HOME}}\n"), 0o644)
+			os.WriteFile(filepath.Join(base, "policies.yaml"), []byte("policies:\n  - {name: self, effect: allow, workloads: [{unix: {uid: self}}], credentials: [probe]}\n"), 0o644)
+			socket := filepath.Join(socketDir, "broker.sock")
+			setpriv := []string{"--reuid=" + strconv.Itoa(as.uid), "--regid=" + strconv.Itoa(as.gid), "--clear-groups",
+				"--bounding-set=" + as.caps, "--inh-caps=-all", "--no-new-privs"}
+			run := exec.Command(lookPath(t, "setpriv", "util-linux"), append(setpriv, exe, "run", "--config", cfg,
+				"--socket", socket, "--audit-db", filepath.Join(auditDir, "audit.db"), "--admin", "off")...)
+			run.Env = []string{"HOME=/nonexistent"}
+			s := launch(t, run)
+			get := exec.Command("setpriv", append(setpriv, exe, "get", "probe", "--socket", socket)...)
+			if out, err := get.CombinedOutput(); err != nil || !strings.Contains(string(out), `"value":"/nonexistent"`) {
+				t.Errorf("credbroker get as uid %d: %v\n%s\n%s", as.uid, err, out, s.log)
+			}
+			fi, err := os.Stat(filepath.Join(auditDir, "audit.db.key"))
+			if err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(as.uid) || fi.Mode().Perm() != 0o600 {
+				t.Errorf("the audit key: %v %v", fi, err)
+			}
+		})
 	}
 }

@@ -472,7 +472,7 @@ const (
 // serviceRun is the broker run as the unit runs it.
 type serviceRun struct {
 	cmd      *exec.Cmd
-	log      *bytes.Buffer
+	log      *lockedBuffer
 	socket   string
 	listener string // the http listener's address
 	done     chan error
@@ -554,24 +554,55 @@ func startService(t *testing.T, caps []string, upstream string) *serviceRun {
 		setpriv = setpriv[:len(setpriv)-1]
 	}
 	umask := u.get("Service", "UMask")
-	s := &serviceRun{log: &bytes.Buffer{}, socket: filepath.Join(run, "broker.sock"), done: make(chan error, 1)}
+	socket := filepath.Join(run, "broker.sock")
 	args := append(setpriv, "sh", "-c", "umask "+umask+" && exec \"$@\"", "sh", bin, "run", "--config", cfgPath,
-		"--socket", s.socket, "--audit-db", filepath.Join(state, "audit.db"),
+		"--socket", socket, "--audit-db", filepath.Join(state, "audit.db"),
 		"--checkpoint", filepath.Join(state, "checkpoint.json"), "--admin", "127.0.0.1:0")
-	s.cmd = inHost(root, args[0], args[1:]...)
-	stderr, err := s.cmd.StderrPipe()
+	s := launch(t, inHost(root, args[0], args[1:]...))
+	s.socket = socket
+	if s.listener == "" {
+		t.Fatalf("the broker logged no http listener's address:\n%s", s.log)
+	}
+	return s
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer and readers in other
+// goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// launch starts cmd, a `credbroker run` logging JSON lines to its
+// standard error, and returns once it logs "credbroker serving", which it
+// does once every listener is up, with the http listener's address if it
+// logged one. The broker is stopped with SIGTERM at the test's end.
+func launch(t *testing.T, cmd *exec.Cmd) *serviceRun {
+	t.Helper()
+	s := &serviceRun{cmd: cmd, log: &lockedBuffer{}, done: make(chan error, 1)}
+	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.cmd.Start(); err != nil {
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		s.cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Process.Signal(syscall.SIGTERM)
 		<-s.done
 	})
-	// The broker logs JSON lines: each listener's address, then
-	// "credbroker serving" once every listener is up.
 	lines := make(chan map[string]any)
 	go func() {
 		sc := bufio.NewScanner(io.TeeReader(stderr, s.log))
@@ -582,7 +613,7 @@ func startService(t *testing.T, caps []string, upstream string) *serviceRun {
 			}
 		}
 		close(lines)
-		s.done <- s.cmd.Wait()
+		s.done <- cmd.Wait()
 	}()
 	deadline := time.After(time.Minute)
 	for {
@@ -599,9 +630,6 @@ func startService(t *testing.T, caps []string, upstream string) *serviceRun {
 					for range lines {
 					}
 				}()
-				if s.listener == "" {
-					t.Fatalf("the broker logged no http listener's address:\n%s", s.log)
-				}
 				return s
 			}
 		case <-deadline:
