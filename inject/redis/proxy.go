@@ -306,13 +306,11 @@ func (p *Proxy) relay(ctx context.Context, client net.Conn, up *upstreamConn, lg
 			return
 		}
 	}
-	sc := &scanner{login: lg}
-	ok, err := listener.RelayFiltered(ctx, client, up.Conn, sc)
-	if !ok {
-		err = copyRelay(ctx, client, up.Conn, sc)
-	}
-	if pe := (*ProtocolError)(nil); errors.As(err, &pe) {
+	sc := &scanner{login: lg, refused: func(pe *ProtocolError) {
 		p.log.Info("client protocol error; connection closed", keyCredential, p.cred, keyDecisionID, decision, keyError, pe)
+	}}
+	if ok, _ := listener.RelayFiltered(ctx, client, up.Conn, sc); !ok {
+		_ = copyRelay(ctx, client, up.Conn, sc)
 	}
 }
 

@@ -41,6 +41,10 @@ type scanner struct {
 	spent int64    // bytes of the held command's arguments so far
 
 	commands int // commands read whole, those ignored included
+
+	// refused, when set, is told of a refusal as soon as it is found
+	// (before the client is told).
+	refused func(*ProtocolError)
 }
 
 // scanState is where in the stream the scanner is.
@@ -113,14 +117,12 @@ func (s *scanner) Feed(out, in []byte) ([]byte, error) {
 			}
 		}
 		if err != nil {
-			s.err = err
-			return out, err
+			return out, s.refuse(err)
 		}
 		// An argument of length 0 has no bytes to wait for.
 		if s.st == inName && s.l == 0 {
 			if out, err = s.name(out); err != nil {
-				s.err = err
-				return out, err
+				return out, s.refuse(err)
 			}
 		}
 		if s.st == inArg && s.left == 0 {
@@ -295,4 +297,13 @@ func (s *scanner) Refusal(err error) []byte {
 		return []byte("-ERR " + pe.Error() + "\r\n")
 	}
 	return nil
+}
+
+// refuse records err, the stream's refusal, and tells s.refused.
+func (s *scanner) refuse(err error) error {
+	s.err = err
+	if pe, ok := err.(*ProtocolError); ok && s.refused != nil {
+		s.refused(pe)
+	}
+	return err
 }
