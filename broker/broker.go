@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -632,41 +631,6 @@ func describePeer(rec *audit.Record, peer attest.Identity) {
 
 // unencodableInput stands in for a policy input EncodeInput refused.
 var unencodableInput = json.RawMessage(`{"error":"policy input not encodable"}`)
-
-// appendMembers appends the members of m to a JSON object, in key order,
-// each value appended by value.
-func appendMembers[V any](b []byte, m map[string]V, value func([]byte, V) ([]byte, error)) ([]byte, error) {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for i, k := range keys {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(appendString(b, k), ':')
-		var err error
-		if b, err = value(b, m[k]); err != nil {
-			return b, err
-		}
-	}
-	return b, nil
-}
-
-// appendString appends s as a JSON string: as it is when it needs no
-// escaping, else through encoding/json.
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
-			j, _ := json.Marshal(s) // a string always encodes
-			return append(b, j...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
 
 // canonicalSecret encodes a credential's fields unambiguously for the
 // fingerprint: sorted keys, each key and value length-prefixed.

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/credbroker/credbroker/internal/jsonappend"
 	"github.com/credbroker/credbroker/providers"
 )
 
@@ -161,19 +162,19 @@ func (b *Broker) serve(w http.ResponseWriter, r *http.Request, req *Request) {
 func appendReply(b []byte, g *Grant) []byte {
 	c := &g.Credential
 	b = append(b, `{"name":`...)
-	b = appendString(b, g.Name)
+	b = jsonappend.String(b, g.Name)
 	b = append(b, `,"kind":`...)
-	b = appendString(b, c.Kind)
+	b = jsonappend.String(b, c.Kind)
 	b = append(b, `,"data":{`...)
-	b, _ = appendMembers(b, c.Data, func(b []byte, v providers.Secret) ([]byte, error) {
-		return appendString(b, string(v.Reveal())), nil
+	b, _ = jsonappend.Members(b, c.Data, func(b []byte, _ string, v providers.Secret) ([]byte, error) {
+		return jsonappend.String(b, string(v.Reveal())), nil
 	})
 	b = append(b, `},"expires_at":"`...)
 	b = c.ExpiresAt.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","lease_id":`...)
-	b = appendString(b, c.ID)
+	b = jsonappend.String(b, c.ID)
 	b = append(b, `,"decision_id":`...)
-	b = appendString(b, g.DecisionID)
+	b = jsonappend.String(b, g.DecisionID)
 	return append(b, '}')
 }
 

@@ -8,9 +8,9 @@ import (
 	"slices"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/credbroker/credbroker/attest"
+	"github.com/credbroker/credbroker/internal/jsonappend"
 )
 
 // maxPeerDepth bounds how deep peers nest in a stored input: the broker
@@ -79,12 +79,12 @@ func EncodeInput(in Input) (json.RawMessage, error) {
 	b = in.Now.UTC().AppendFormat(b, time.RFC3339Nano)
 	r := &in.Request
 	b = append(b, `","request":{"channel":`...)
-	b = appendString(b, r.Channel)
+	b = jsonappend.String(b, r.Channel)
 	b = append(b, `,"credential":`...)
-	b = appendString(b, r.Credential)
+	b = jsonappend.String(b, r.Credential)
 	for _, f := range [...]struct{ key, v string }{{`,"database":`, r.Database}, {`,"host":`, r.Host}, {`,"method":`, r.Method}, {`,"path":`, r.Path}, {`,"user":`, r.User}} {
 		if f.v != "" {
-			b = appendString(append(b, f.key...), f.v)
+			b = jsonappend.String(append(b, f.key...), f.v)
 		}
 	}
 	return append(b, "}}"...), nil
@@ -96,25 +96,21 @@ func appendIdentity(b []byte, id *attest.Identity, depth int) ([]byte, error) {
 	b = append(b, '{')
 	if len(id.Claims) > 0 {
 		b = append(b, `"claims":{`...)
-		keys := make([]string, 0, len(id.Claims))
-		for k := range id.Claims {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
+		var err error
+		b, err = jsonappend.Members(b, id.Claims, func(b []byte, k string, v any) ([]byte, error) {
+			b, err := appendClaim(b, v)
+			if err != nil {
+				err = fmt.Errorf("claim %q: %w", k, err)
 			}
-			b = append(appendString(b, k), ':')
-			var err error
-			if b, err = appendClaim(b, id.Claims[k]); err != nil {
-				return b, fmt.Errorf("claim %q: %w", k, err)
-			}
+			return b, err
+		})
+		if err != nil {
+			return b, err
 		}
 		b = append(b, "},"...)
 	}
 	b = append(b, `"method":`...)
-	b = appendString(b, id.Method)
+	b = jsonappend.String(b, id.Method)
 	if id.Peer != nil {
 		if depth == maxPeerDepth {
 			return b, fmt.Errorf("peers nest more than %d deep", maxPeerDepth)
@@ -126,7 +122,7 @@ func appendIdentity(b []byte, id *attest.Identity, depth int) ([]byte, error) {
 		}
 	}
 	b = append(b, `,"subject":`...)
-	return append(appendString(b, id.Subject), '}'), nil
+	return append(jsonappend.String(b, id.Subject), '}'), nil
 }
 
 // appendClaim appends a claim's value: the common kinds directly, others
@@ -134,7 +130,7 @@ func appendIdentity(b []byte, id *attest.Identity, depth int) ([]byte, error) {
 func appendClaim(b []byte, v any) ([]byte, error) {
 	switch v := v.(type) {
 	case string:
-		return appendString(b, v), nil
+		return jsonappend.String(b, v), nil
 	case int64:
 		return strconv.AppendInt(b, v, 10), nil
 	case int:
@@ -201,20 +197,6 @@ func appendJSON(b []byte, v any) ([]byte, error) {
 	}
 	j, err := json.Marshal(v)
 	return append(b, j...), err
-}
-
-// appendString appends s as a JSON string: as it is when it needs no
-// escaping, else through encoding/json.
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
-			j, _ := json.Marshal(s) // a string always encodes
-			return append(b, j...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // DecodeInput reads a stored policy input (see the format above) back into

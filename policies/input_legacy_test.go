@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/credbroker/credbroker/attest"
+	"github.com/credbroker/credbroker/internal/jsonappend"
 )
 
 // legacyEncodeInput is the broker's encoder of the policy input before
@@ -25,12 +26,12 @@ func legacyEncodeInput(in Input) json.RawMessage {
 	b = in.Now.UTC().AppendFormat(b, time.RFC3339Nano)
 	r := &in.Request
 	b = append(b, `","request":{"channel":`...)
-	b = appendString(b, r.Channel)
+	b = jsonappend.String(b, r.Channel)
 	b = append(b, `,"credential":`...)
-	b = appendString(b, r.Credential)
+	b = jsonappend.String(b, r.Credential)
 	for _, f := range [...]struct{ key, v string }{{`,"database":`, r.Database}, {`,"host":`, r.Host}, {`,"method":`, r.Method}, {`,"path":`, r.Path}, {`,"user":`, r.User}} {
 		if f.v != "" {
-			b = appendString(append(b, f.key...), f.v)
+			b = jsonappend.String(append(b, f.key...), f.v)
 		}
 	}
 	return append(b, "}}"...)
@@ -49,7 +50,7 @@ func legacyAppendIdentity(b []byte, id *attest.Identity) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = append(appendString(b, k), ':')
+			b = append(jsonappend.String(b, k), ':')
 			var err error
 			if b, err = legacyAppendValue(b, id.Claims[k]); err != nil {
 				return b, err
@@ -58,7 +59,7 @@ func legacyAppendIdentity(b []byte, id *attest.Identity) ([]byte, error) {
 		b = append(b, "},"...)
 	}
 	b = append(b, `"method":`...)
-	b = appendString(b, id.Method)
+	b = jsonappend.String(b, id.Method)
 	if id.Peer != nil {
 		b = append(b, `,"peer":`...)
 		var err error
@@ -67,13 +68,13 @@ func legacyAppendIdentity(b []byte, id *attest.Identity) ([]byte, error) {
 		}
 	}
 	b = append(b, `,"subject":`...)
-	return append(appendString(b, id.Subject), '}'), nil
+	return append(jsonappend.String(b, id.Subject), '}'), nil
 }
 
 func legacyAppendValue(b []byte, v any) ([]byte, error) {
 	switch v := v.(type) {
 	case string:
-		return appendString(b, v), nil
+		return jsonappend.String(b, v), nil
 	case int64:
 		return strconv.AppendInt(b, v, 10), nil
 	case int:
