@@ -142,6 +142,13 @@ func TestDoctorGoodConfig(t *testing.T) {
 			w := newDoctorWorld(t)
 			run, state := w.mkdir("run", 0o755, tc.uid), w.mkdir("state", 0o750, tc.uid)
 			cfg := w.config(filepath.Join(run, "broker.sock"), filepath.Join(state, "audit.db"), "admin: 127.0.0.1:0\n")
+			if tc.cred == nil {
+				// The probe needs a process of another user to try: a
+				// machine running only root's processes (a CI container)
+				// has none, so one is started. The test process itself is
+				// that for nobody.
+				startOtherUser(t, nobody)
+			}
 			out, code := w.doctor(tc.cred, nil, cfg)
 			if code != 0 || regexp.MustCompile(`(?m)^FAIL`).MatchString(out) {
 				t.Fatalf("exit %d on a good configuration:\n%s", code, out)
@@ -164,6 +171,25 @@ func TestDoctorGoodConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startOtherUser runs cat as cred until the test ends. Start returns once
+// the exec has succeeded, so /proc shows the process as cred's from then.
+func startOtherUser(t *testing.T, cred *syscall.Credential) {
+	t.Helper()
+	cmd := exec.Command("cat")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Wait()
+	})
 }
 
 // TestDoctorDirectories: directories the broker's user cannot use FAIL
