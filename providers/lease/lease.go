@@ -286,6 +286,12 @@ type Credential struct {
 	mu     sync.Mutex
 	cache  map[key]*entry
 	leases map[string]*served // handed out and not settled, or current
+
+	// issuing is held for reading from the provider's issue until the
+	// lease is in the store, and for writing by the sweep of leftovers,
+	// which would otherwise take a lease created upstream and not yet
+	// stored for one.
+	issuing sync.RWMutex
 }
 
 // Credential returns an unexpired credential for req's subject and TTL cap:
@@ -408,30 +414,9 @@ func (c *Credential) fetch(ctx context.Context, req providers.Request, old *serv
 			return s, nil
 		}
 	}
-	cred, err := c.p.Credential(ctx, req)
+	cred, now, err := c.issue(ctx, req)
 	if err != nil {
-		return nil, &Error{Credential: c.name, Reason: reasonProvider, Err: err}
-	}
-	now := m.cfg.Now()
-	if cred.Credential == "" {
-		cred.Credential = c.name
-	}
-	if cred.Subject == "" {
-		cred.Subject = req.Identity.Subject
-	}
-	if req.TTL > 0 && cred.ExpiresAt.After(now.Add(req.TTL)) {
-		cred.ExpiresAt = now.Add(req.TTL)
-	}
-	if cred.ID == "" || !cred.ExpiresAt.After(now) {
-		c.release(cred.Lease, "the provider returned it without a lease id or already expired")
-		return nil, &Error{Credential: c.name, Reason: reasonUnusable, Err: fmt.Errorf("lease id %q, expiry %s", cred.ID, cred.ExpiresAt.UTC().Format(time.RFC3339))}
-	}
-	if c.revoker != nil {
-		if err := m.cfg.Store.add(ctx, cred.Lease); err != nil {
-			c.revokeDirect(cred.Lease, "it could not be recorded in the lease store")
-			return nil, &Error{Credential: c.name, Reason: reasonStore, Err: err}
-		}
-		m.poke() // Run learns the new expiry
+		return nil, err
 	}
 	ev := audit.LeaseEvent{Event: audit.LeaseIssue, LeaseID: cred.ID, Credential: c.name, Subject: cred.Subject, Provider: cred.Kind, ExpiresAt: cred.ExpiresAt}
 	if old != nil {
@@ -447,6 +432,42 @@ func (c *Credential) fetch(ctx context.Context, req providers.Request, old *serv
 		return nil, &Error{Credential: c.name, Reason: reasonAuditIssue, Err: err}
 	}
 	return &served{cred: cred, k: key{subject: req.Identity.Subject, ttl: req.TTL}, refreshAt: c.refreshPoint(now, cred.ExpiresAt)}, nil
+}
+
+// issue asks the provider for a new credential, fills in and caps its
+// lease, and stores the lease when the provider revokes — all while the
+// sweep of leftovers waits, so that it never takes a lease created
+// upstream and not yet stored for one. It returns the time of the issue.
+func (c *Credential) issue(ctx context.Context, req providers.Request) (providers.Credential, time.Time, error) {
+	m := c.m
+	c.issuing.RLock()
+	defer c.issuing.RUnlock()
+	cred, err := c.p.Credential(ctx, req)
+	if err != nil {
+		return providers.Credential{}, time.Time{}, &Error{Credential: c.name, Reason: reasonProvider, Err: err}
+	}
+	now := m.cfg.Now()
+	if cred.Credential == "" {
+		cred.Credential = c.name
+	}
+	if cred.Subject == "" {
+		cred.Subject = req.Identity.Subject
+	}
+	if req.TTL > 0 && cred.ExpiresAt.After(now.Add(req.TTL)) {
+		cred.ExpiresAt = now.Add(req.TTL)
+	}
+	if cred.ID == "" || !cred.ExpiresAt.After(now) {
+		c.release(cred.Lease, "the provider returned it without a lease id or already expired")
+		return providers.Credential{}, now, &Error{Credential: c.name, Reason: reasonUnusable, Err: fmt.Errorf("lease id %q, expiry %s", cred.ID, cred.ExpiresAt.UTC().Format(time.RFC3339))}
+	}
+	if c.revoker != nil {
+		if err := m.cfg.Store.add(ctx, cred.Lease); err != nil {
+			c.revokeDirect(cred.Lease, "it could not be recorded in the lease store")
+			return providers.Credential{}, now, &Error{Credential: c.name, Reason: reasonStore, Err: err}
+		}
+		m.poke() // Run learns the new expiry
+	}
+	return cred, now, nil
 }
 
 // renew extends old's lease; ok is false when the provider could not, or

@@ -694,3 +694,77 @@ func TestSessions(t *testing.T) {
 		t.Fatalf("revoked %s, which a caller keeps until it expires", kept.ID)
 	}
 }
+
+// issuingSweeper is a sweeping fake whose issue is seen upstream (Owned
+// lists it) before Credential returns: the window in which a real provider
+// has created a role that the manager has not stored yet. Credential
+// signals created, then waits for gate.
+type issuingSweeper struct {
+	sweeping
+	created chan struct{}
+	gate    chan struct{}
+	release sync.Once
+	ownedAt chan struct{} // closed on the first Owned call
+	owned1  sync.Once
+}
+
+func (s *issuingSweeper) Credential(ctx context.Context, req providers.Request) (providers.Credential, error) {
+	cr, err := s.fake.Credential(ctx, req)
+	if err != nil {
+		return cr, err
+	}
+	s.mu.Lock()
+	s.owned = append(s.owned, cr.Lease)
+	s.mu.Unlock()
+	s.created <- struct{}{}
+	<-s.gate
+	return cr, nil
+}
+
+func (s *issuingSweeper) Owned(ctx context.Context) ([]providers.Lease, error) {
+	s.owned1.Do(func() { close(s.ownedAt) })
+	s.open()
+	return s.sweeping.Owned(ctx)
+}
+
+func (s *issuingSweeper) open() { s.release.Do(func() { close(s.gate) }) }
+
+// TestSweepSparesIssueInFlight: the sweep at start, which revokes what the
+// provider owns and the store does not hold, must not take for a leftover
+// a lease being issued — created upstream, not yet stored. The sweep
+// waits for the issue under way (testHookSweepWaits fires as it starts
+// waiting, and lets the issue finish); a sweep that did not wait would
+// list the new lease while the issue is held (Owned lets it go) and
+// revoke it.
+func TestSweepSparesIssueInFlight(t *testing.T) {
+	e := newEnv(t)
+	f := &fake{clock: e.clock, ttl: time.Hour}
+	p := &issuingSweeper{sweeping: sweeping{f}, created: make(chan struct{}, 1), gate: make(chan struct{}), ownedAt: make(chan struct{})}
+	c := e.add("db", p)
+	ctx := context.Background()
+
+	got := make(chan error, 1)
+	go func() {
+		cr, err := c.Credential(ctx, req("unix:uid:1", 0))
+		if err == nil {
+			c.Settle(cr.Lease, true)
+		}
+		got <- err
+	}()
+	<-p.created // upstream has it; the store does not yet
+
+	testHookSweepWaits = p.open
+	t.Cleanup(func() { testHookSweepWaits = nil })
+	e.m.step(ctx)
+	if err := <-got; err != nil {
+		t.Fatalf("the issue during the sweep: %v", err)
+	}
+	<-p.ownedAt
+	e.m.step(ctx) // anything the sweep queued is due now
+	if got := f.revokedIDs(); len(got) != 0 {
+		t.Fatalf("the sweep revoked %q, the lease being issued as it ran", got)
+	}
+	if got := e.stored(); !slices.Equal(got, []string{"fake:1 active"}) {
+		t.Errorf("store holds %q, want fake:1 active", got)
+	}
+}

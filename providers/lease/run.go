@@ -58,7 +58,9 @@ func (m *Manager) step(ctx context.Context) time.Time {
 
 // sweep asks each Sweeper once (again after a failure) for the leases this
 // install owns upstream, and queues for revocation those the store does
-// not hold.
+// not hold. It waits for the credential's issues under way, and holds new
+// ones back, from reading the store until the leftovers are queued: an
+// issue's lease exists upstream before it is stored.
 func (m *Manager) sweep(ctx context.Context) {
 	m.mu.Lock()
 	var todo []*Credential
@@ -68,43 +70,52 @@ func (m *Manager) sweep(ctx context.Context) {
 		}
 	}
 	m.mu.Unlock()
-	if len(todo) == 0 {
-		return
-	}
-	known, err := m.cfg.Store.all(ctx)
-	if err != nil {
-		m.log.Warn("lease: sweep postponed: the lease store is unreadable", "error", err)
-		return
-	}
-	tracked := map[string]bool{}
-	for _, st := range known {
-		tracked[st.ID] = true
-	}
 	for _, c := range todo {
-		owned, err := c.sweeper.Owned(ctx)
-		if err != nil {
-			m.log.Warn("lease: sweep of leftovers postponed: the provider is unavailable", "credential", c.name, "error", err)
-			continue
+		if testHookSweepWaits != nil {
+			testHookSweepWaits()
 		}
-		ok := true
-		for _, l := range owned {
-			if tracked[l.ID] {
-				continue
-			}
-			if l.Credential == "" {
-				l.Credential = c.name
-			}
-			if err := m.cfg.Store.schedule(ctx, l, m.cfg.Now(), reasonLeftover); err != nil {
-				m.log.Warn("lease: leftover not queued", "credential", c.name, "lease_id", l.ID, "error", err)
-				ok = false
-			}
-		}
+		c.issuing.Lock()
+		ok := m.sweepLeftovers(ctx, c)
+		c.issuing.Unlock()
 		if ok {
 			m.mu.Lock()
 			m.swept[c.name] = true
 			m.mu.Unlock()
 		}
 	}
+}
+
+// sweepLeftovers queues for revocation the leases c's provider owns and
+// the store does not hold. It reports whether all were queued.
+func (m *Manager) sweepLeftovers(ctx context.Context, c *Credential) bool {
+	known, err := m.cfg.Store.all(ctx)
+	if err != nil {
+		m.log.Warn("lease: sweep postponed: the lease store is unreadable", "error", err)
+		return false
+	}
+	tracked := map[string]bool{}
+	for _, st := range known {
+		tracked[st.ID] = true
+	}
+	owned, err := c.sweeper.Owned(ctx)
+	if err != nil {
+		m.log.Warn("lease: sweep of leftovers postponed: the provider is unavailable", "credential", c.name, "error", err)
+		return false
+	}
+	ok := true
+	for _, l := range owned {
+		if tracked[l.ID] {
+			continue
+		}
+		if l.Credential == "" {
+			l.Credential = c.name
+		}
+		if err := m.cfg.Store.schedule(ctx, l, m.cfg.Now(), reasonLeftover); err != nil {
+			m.log.Warn("lease: leftover not queued", "credential", c.name, "lease_id", l.ID, "error", err)
+			ok = false
+		}
+	}
+	return ok
 }
 
 // revokeDue works through the store: revokes what is due, records
@@ -241,3 +252,7 @@ func (m *Manager) prune() {
 		c.mu.Unlock()
 	}
 }
+
+// testHookSweepWaits, when set, is called as the sweep starts waiting for
+// the issues under way.
+var testHookSweepWaits func()
