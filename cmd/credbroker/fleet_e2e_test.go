@@ -131,29 +131,46 @@ var installHostJSON = regexp.MustCompile(`,"install":"[0-9a-f]{64}","host":"[^"]
 
 // sameOutput runs audit query on the log and on the store for one install,
 // in each format, and compares the bytes (less install and host in JSON).
+// The broker may still be writing (a signed head, a lease's end): outputs
+// that differ while the log grew or the store was behind it are asked
+// again once the store has caught up; outputs that differ with both still
+// are a failure.
 func (fs *fleetStore) sameOutput(t *testing.T, e *env, install string, extra ...string) {
 	t.Helper()
 	for _, format := range []string{"json", "table", "csv"} {
 		args := append([]string{"audit", "query", "--format", format}, extra...)
-		local, errOut, code := credbroker(t, append(args, "--db", e.db)...)
-		if code != 0 {
-			t.Fatalf("audit query --db: exit %d: %s", code, errOut)
-		}
-		stored, errOut, code := credbroker(t, append(args, "--dsn-file", fs.reader, "--install", install)...)
-		if code != 0 {
-			t.Fatalf("audit query --fleet: exit %d: %s", code, errOut)
-		}
-		switch format {
-		case "json":
-			if n := len(installHostJSON.FindAllString(stored, -1)); n != strings.Count(stored, "\n") {
-				t.Errorf("%d of %d JSON lines name the install and host", n, strings.Count(stored, "\n"))
+		var local, stored string
+		for {
+			_, before := logState(t, e.db)
+			var errOut string
+			var code int
+			local, errOut, code = credbroker(t, append(args, "--db", e.db)...)
+			if code != 0 {
+				t.Fatalf("audit query --db: exit %d: %s", code, errOut)
 			}
-			stored = installHostJSON.ReplaceAllString(stored, "")
-		case "csv": // install and host are the last columns, empty for a log
-			stored = strings.ReplaceAll(stored, ","+install+","+hostOf(t, stored)+"\n", ",,\n")
+			stored, errOut, code = credbroker(t, append(args, "--dsn-file", fs.reader, "--install", install)...)
+			if code != 0 {
+				t.Fatalf("audit query --fleet: exit %d: %s", code, errOut)
+			}
+			switch format {
+			case "json":
+				if n := len(installHostJSON.FindAllString(stored, -1)); n != strings.Count(stored, "\n") {
+					t.Errorf("%d of %d JSON lines name the install and host", n, strings.Count(stored, "\n"))
+				}
+				stored = installHostJSON.ReplaceAllString(stored, "")
+			case "csv": // install and host are the last columns, empty for a log
+				stored = strings.ReplaceAll(stored, ","+install+","+hostOf(t, stored)+"\n", ",,\n")
+			}
+			_, after := logState(t, e.db)
+			n := fs.count(t, "SELECT count(*) FROM audit_rows WHERE install_id = $1", install)
+			if local == stored || before == after && n == after {
+				break
+			}
+			t.Logf("audit query %v --format %s: the log moved (seq %d to %d, %d rows in the store): asking again once the store has caught up", extra, format, before, after, n)
+			fs.waitCaughtUp(t, e)
 		}
 		if local != stored {
-			t.Errorf("audit query %v: the store's output differs from the log's:\n--db:\n%s\n--fleet:\n%s", extra, head(local), head(stored))
+			t.Errorf("audit query %v --format %s: the store's output differs from the log's: %s", extra, format, firstDifference(local, stored))
 		}
 		if strings.Count(local, "\n") < 2 {
 			t.Errorf("audit query %v --format %s: only %q", extra, format, local)
@@ -183,9 +200,16 @@ func okLines(out string) int {
 }
 
 // head returns the first lines of s, for messages.
-func head(s string) string {
-	lines := strings.SplitN(s, "\n", 6)
-	return strings.Join(lines[:min(len(lines), 5)], "\n")
+// firstDifference describes where two outputs part: the line number and
+// the two lines, or which one has more lines.
+func firstDifference(local, stored string) string {
+	a, b := strings.Split(local, "\n"), strings.Split(stored, "\n")
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return fmt.Sprintf("line %d of %d and %d:\n--db:    %s\n--fleet: %s", i+1, len(a), len(b), a[i], b[i])
+		}
+	}
+	return fmt.Sprintf("--db has %d lines, --fleet %d", len(a), len(b))
 }
 
 // load makes n requests for demo on each socket at once, expecting every
