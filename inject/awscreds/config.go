@@ -13,7 +13,7 @@ import (
 // Config configures one AWS container-credentials endpoint. In the
 // configuration file, under listeners:
 //
-//   - aws_credentials: {listen: 127.0.0.1:9911, credential: payments-aws, drain_timeout: 10s}
+//   - aws_credentials: {listen: 127.0.0.1:9911, credential: payments-aws, token: required, drain_timeout: 10s}
 type Config struct {
 	// Listen is the TCP address the endpoint serves on: host:port with a
 	// loopback host (127.0.0.1, [::1], localhost). The SDKs fetch from
@@ -26,10 +26,24 @@ type Config struct {
 	// must yield access_key_id, secret_access_key and session_token (as
 	// aws_sts does); see Fields. Required.
 	Credential string `yaml:"credential"`
+	// Token says whether a request must carry a bearer token in its
+	// Authorization header: "required" refuses a request without one
+	// (401); "optional" decides it on the calling process alone, found
+	// from its TCP connection in the kernel's socket table (unix claims:
+	// uid, gid, pid, exe), for platforms that give a workload no token to
+	// present, such as an ECS task. A header that is present is verified
+	// either way. Default required.
+	Token string `yaml:"token"`
 	// DrainTimeout is how long requests in flight may finish when the
 	// endpoint stops; default broker.DefaultDrainTimeout.
 	DrainTimeout broker.DrainTimeout `yaml:"drain_timeout"`
 }
+
+// The values of Config.Token.
+const (
+	TokenRequired = "required"
+	TokenOptional = "optional"
+)
 
 // Fields returns the credential data fields the endpoint serves, for the
 // loader to check against the credential's provider: the access key id,
@@ -55,6 +69,11 @@ func (c *Config) Validate() error {
 		bad("credential is required")
 	case !broker.ValidName(c.Credential):
 		bad("credential %q is not a credential name", c.Credential)
+	}
+	switch c.Token {
+	case "", TokenRequired, TokenOptional:
+	default:
+		bad("token %q: want %s (the default) or %s", c.Token, TokenRequired, TokenOptional)
 	}
 	if c.DrainTimeout < 0 {
 		bad("drain_timeout must not be negative")

@@ -21,6 +21,9 @@ func TestConfigValidate(t *testing.T) {
 		{"valid", awscreds.Config{Listen: "127.0.0.1:9911", Credential: "payments-aws"}, nil},
 		{"IPv6 loopback", awscreds.Config{Listen: "[::1]:9911", Credential: "payments-aws"}, nil},
 		{"localhost", awscreds.Config{Listen: "localhost:9911", Credential: "payments-aws", DrainTimeout: broker.DrainTimeout(time.Second)}, nil},
+		{"token optional", awscreds.Config{Listen: "127.0.0.1:9911", Credential: "c", Token: awscreds.TokenOptional}, nil},
+		{"token required", awscreds.Config{Listen: "127.0.0.1:9911", Credential: "c", Token: awscreds.TokenRequired}, nil},
+		{"token unknown", awscreds.Config{Listen: "127.0.0.1:9911", Credential: "c", Token: "none"}, []string{`token "none": want required (the default) or optional`}},
 		{"empty", awscreds.Config{}, []string{"listen: required", "credential is required"}},
 		{"all at once", awscreds.Config{Listen: "0.0.0.0:9911", Credential: "-bad", DrainTimeout: -1},
 			[]string{"not a loopback address", `credential "-bad" is not a credential name`, "drain_timeout must not be negative"}},
@@ -55,12 +58,12 @@ func TestConfigValidate(t *testing.T) {
 // TestConfigYAML decodes the keys users write, strictly.
 func TestConfigYAML(t *testing.T) {
 	var cfg awscreds.Config
-	dec := yaml.NewDecoder(strings.NewReader("{listen: 127.0.0.1:9911, credential: payments-aws, drain_timeout: 5s}"))
+	dec := yaml.NewDecoder(strings.NewReader("{listen: 127.0.0.1:9911, credential: payments-aws, token: optional, drain_timeout: 5s}"))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Listen != "127.0.0.1:9911" || cfg.Credential != "payments-aws" || time.Duration(cfg.DrainTimeout) != 5*time.Second {
+	if cfg.Listen != "127.0.0.1:9911" || cfg.Credential != "payments-aws" || cfg.Token != awscreds.TokenOptional || time.Duration(cfg.DrainTimeout) != 5*time.Second {
 		t.Errorf("decoded %+v", cfg)
 	}
 	if err := cfg.Validate(); err != nil {

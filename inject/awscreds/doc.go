@@ -14,6 +14,7 @@
 //	  - aws_credentials:
 //	      listen: 127.0.0.1:9911      # loopback host:port; required
 //	      credential: payments-aws    # required; its provider yields the three AWS fields
+//	      token: required             # the default; optional: decide a tokenless request on its process
 //	      drain_timeout: 10s          # the default
 //
 // The listen host must be loopback: the SDKs refuse a FULL_URI over plain
@@ -41,7 +42,11 @@
 //     workloads: [{all: [{kubernetes: {namespace: payments}}, {unix: {uid: 1000}}]}].
 //
 // A request without an Authorization header is refused (401): the SDK then
-// fails with the reason instead of falling back to other credentials. A
+// fails with the reason instead of falling back to other credentials.
+// With token: optional it is decided on the caller's process alone, for
+// platforms that give a workload no token to present (an ECS task, whose
+// containers share the task's loopback and, with pidMode task, its
+// processes); a policy then names unix claims (uid, exe, …). A
 // malformed one (several headers, white space inside the token, over
 // MaxTokenBytes) is refused with 400. Only GET is served; any other method
 // is refused with 400, HEAD included. Every request, refused or not, is a

@@ -49,11 +49,14 @@ type Option = listener.Option
 // Endpoint is an AWS container-credentials endpoint serving one
 // credential, decided per request.
 type Endpoint struct {
-	cred    string
-	drain   time.Duration
-	decider Decider
-	log     *slog.Logger
-	limit   *broker.LimitConfig
+	cred string
+	// tokenOptional: a request without an Authorization header is decided
+	// on its process alone.
+	tokenOptional bool
+	drain         time.Duration
+	decider       Decider
+	log           *slog.Logger
+	limit         *broker.LimitConfig
 }
 
 // New validates cfg and returns an Endpoint deciding with d.
@@ -65,7 +68,7 @@ func New(cfg Config, d Decider, opts ...Option) (*Endpoint, error) {
 		return nil, errors.New("awscreds: a decider is required")
 	}
 	o := listener.Apply(opts)
-	e := &Endpoint{cred: cfg.Credential, drain: cfg.DrainTimeout.Or(), decider: d, log: o.Logger, limit: o.Limit}
+	e := &Endpoint{cred: cfg.Credential, tokenOptional: cfg.Token == TokenOptional, drain: cfg.DrainTimeout.Or(), decider: d, log: o.Logger, limit: o.Limit}
 	return e, nil
 }
 
@@ -133,6 +136,8 @@ func (e *Endpoint) serve(w http.ResponseWriter, r *http.Request) {
 		req.Invalid = errMethod
 	case len(auth) > 1:
 		req.Invalid = errTwice
+	case len(auth) == 0 && e.tokenOptional:
+		// Decided on the caller's process, attested from its connection.
 	default:
 		var v string
 		if len(auth) == 1 {

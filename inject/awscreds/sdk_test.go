@@ -74,6 +74,13 @@ type harness struct {
 
 func newHarness(tb testing.TB, opts ...awscreds.Option) *harness {
 	tb.Helper()
+	return newHarnessWith(tb, awscreds.TokenRequired, testPolicies, opts...)
+}
+
+// newHarnessWith is newHarness with the endpoint's token setting and the
+// broker's policies.
+func newHarnessWith(tb testing.TB, tokenMode, policyYAML string, opts ...awscreds.Option) *harness {
+	tb.Helper()
 	h := &harness{minio: miniotest.Start(tb), dir: tb.TempDir(), logs: &logtest.Buffer{}}
 	h.db = filepath.Join(h.dir, "audit.db")
 
@@ -94,7 +101,7 @@ func newHarness(tb testing.TB, opts ...awscreds.Option) *harness {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	set, err := policies.Compile([]policies.File{{Name: "p.yaml", Data: []byte(testPolicies)}})
+	set, err := policies.Compile([]policies.File{{Name: "p.yaml", Data: []byte(policyYAML)}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -126,7 +133,7 @@ func newHarness(tb testing.TB, opts ...awscreds.Option) *harness {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e, err := awscreds.New(awscreds.Config{Listen: "127.0.0.1:0", Credential: credential}, b, append([]awscreds.Option{listener.WithLogger(h.logs.Logger())}, opts...)...)
+	e, err := awscreds.New(awscreds.Config{Listen: "127.0.0.1:0", Credential: credential, Token: tokenMode}, b, append([]awscreds.Option{listener.WithLogger(h.logs.Logger())}, opts...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}
