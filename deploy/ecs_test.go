@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path"
@@ -137,21 +138,22 @@ type ecsConfig struct {
 	Audit       struct {
 		Path string `yaml:"path"`
 	} `yaml:"audit"`
-	Policies  string `yaml:"policies"`
-	Attestors struct {
-		AWS *struct {
-			ServerID string `yaml:"server_id"`
-		} `yaml:"aws"`
-	} `yaml:"attestors"`
+	Policies    string `yaml:"policies"`
 	Credentials []struct {
 		Name   string `yaml:"name"`
 		Static *struct {
 			Env  string `yaml:"env"`
 			File string `yaml:"file"`
 		} `yaml:"static"`
+		AWSSTS *struct {
+			RoleARN  string `yaml:"role_arn"`
+			Endpoint string `yaml:"endpoint"`
+		} `yaml:"aws_sts"`
 	} `yaml:"credentials"`
 	Listeners []map[string]struct {
-		Listen string `yaml:"listen"`
+		Listen     string `yaml:"listen"`
+		Credential string `yaml:"credential"`
+		Token      string `yaml:"token"`
 	} `yaml:"listeners"`
 }
 
@@ -322,9 +324,9 @@ func effectiveCaps(c ecstypes.ContainerDefinition) []string {
 // aws-sdk-go-v2's RegisterTaskDefinitionInput and checks its wiring with
 // the broker's configuration: the socket volume in both containers, the
 // app waiting for the broker to be HEALTHY, a health check the image can
-// run, the task role named by the policies and its server id given to the
-// app, the secrets in the broker's container only, the privileges, and the
-// configuration, as the image holds it, passing credbroker check.
+// run, the app's AWS SDKs wired to the broker's container-credentials
+// endpoint, the secrets in the broker's container only, the privileges, and
+// the configuration, as the image holds it, passing credbroker check.
 func TestECSTaskDefinition(t *testing.T) {
 	x := readECSExample(t)
 	td := x.td
@@ -425,23 +427,43 @@ func TestECSTaskDefinition(t *testing.T) {
 		}
 	}
 
-	// The task role as evidence.
-	if x.config.Attestors.AWS == nil {
-		t.Fatal("the configuration has no attestors.aws: the task role cannot be evidence")
+	// The app's AWS SDKs, wired to the broker's container-credentials
+	// endpoint: FULL_URI names an aws_credentials listener, which decides
+	// on the process (ECS issues no token), and the entry point removes
+	// the RELATIVE_URI ECS puts in every container, which the SDKs would
+	// read first.
+	full, _ := ecsEnv(app, "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+	l := x.awsListener(t, full)
+	if l.Token != "optional" {
+		t.Errorf("the aws_credentials listener on %s has token %q: ECS gives the app no token to present, so it must be optional", l.Listen, l.Token)
 	}
-	if v, _ := ecsEnv(app, "CREDBROKER_AWS_SERVER_ID"); v != x.config.Attestors.AWS.ServerID {
-		t.Errorf("app: CREDBROKER_AWS_SERVER_ID=%q, want attestors.aws.server_id %q (credbroker get --aws signs for it)", v, x.config.Attestors.AWS.ServerID)
-	}
-	var roles []string
-	for _, p := range x.policies.Policies {
-		for _, w := range p.Workloads {
-			roles = append(roles, awsRoles(w)...)
+	for _, v := range []string{"AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_ACCESS_KEY_ID"} {
+		if _, ok := ecsEnv(app, v); ok {
+			t.Errorf("app: %s is set; the app's SDK must find the broker's endpoint alone", v)
 		}
 	}
-	if !slices.Contains(roles, deref(td.TaskRoleArn)) {
-		t.Errorf("taskRoleArn %s: no policy's aws selector names it (they name %v)", deref(td.TaskRoleArn), roles)
+	if ep := app.EntryPoint; len(ep) < 3 || ep[0] != "/usr/bin/env" || !slices.Contains(ep, "-u") || !slices.Contains(ep, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
+		t.Errorf("app entryPoint %q: want /usr/bin/env -u AWS_CONTAINER_CREDENTIALS_RELATIVE_URI --, since ECS sets it in every container and the SDKs prefer it to FULL_URI", ep)
+	}
+	if len(app.Command) == 0 {
+		t.Error("app: an entryPoint without a command runs nothing: the image's CMD does not follow a task definition's entryPoint")
+	}
+	var sts string
+	for _, c := range x.config.Credentials {
+		if c.Name == l.Credential && c.AWSSTS != nil {
+			sts = c.AWSSTS.RoleARN
+		}
+	}
+	if sts == "" {
+		t.Errorf("the aws_credentials listener serves %q, which is no aws_sts credential", l.Credential)
+	} else if sts == deref(td.TaskRoleArn) {
+		t.Errorf("the app's credential assumes the task role %s itself: give the app a role of its own, which the broker assumes with the task role", sts)
+	}
+	if deref(td.TaskRoleArn) == "" {
+		t.Error("no taskRoleArn: the broker assumes the app's role with the task role's credentials")
 	}
 
+	// Users and privileges.
 	// Users and privileges.
 	buid, bgid := ecsUser(t, b)
 	auid, agid := ecsUser(t, app)
@@ -518,29 +540,25 @@ func TestECSTaskDefinition(t *testing.T) {
 	}
 }
 
-// awsRoles returns the role_arn values of aws selectors in a workload
-// entry, inside all: lists too.
-func awsRoles(w map[string]any) []string {
-	var roles []string
-	for k, v := range w {
-		switch k {
-		case "aws":
-			if m, ok := v.(map[string]any); ok {
-				if r, ok := m["role_arn"].(string); ok {
-					roles = append(roles, r)
-				}
-			}
-		case "all":
-			if l, ok := v.([]any); ok {
-				for _, e := range l {
-					if m, ok := e.(map[string]any); ok {
-						roles = append(roles, awsRoles(m)...)
-					}
-				}
+// awsListener returns the aws_credentials listener the app's FULL_URI
+// names: http://HOST:PORT/PATH with HOST:PORT the listener's listen.
+func (x *ecsExample) awsListener(t *testing.T, fullURI string) (l struct{ Listen, Credential, Token string }) {
+	t.Helper()
+	u, err := url.Parse(fullURI)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		t.Fatalf("app: AWS_CONTAINER_CREDENTIALS_FULL_URI=%q, want http://LISTEN/PATH naming the broker's aws_credentials listener", fullURI)
+	}
+	var have []string
+	for _, m := range x.config.Listeners {
+		if a, ok := m["aws_credentials"]; ok {
+			have = append(have, a.Listen)
+			if a.Listen == u.Host {
+				return struct{ Listen, Credential, Token string }{a.Listen, a.Credential, a.Token}
 			}
 		}
 	}
-	return roles
+	t.Fatalf("app: AWS_CONTAINER_CREDENTIALS_FULL_URI=%q names no aws_credentials listener of the configuration (they listen on %v)", fullURI, have)
+	return l
 }
 
 // TestECSHealthCheck runs the broker's healthCheck command, as the task

@@ -28,6 +28,16 @@ type runningBroker struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed once the process has exited
 	err  error         // its exit, once done is closed
+
+	mu  sync.Mutex
+	log strings.Builder // its standard error so far
+}
+
+// logged returns what the broker wrote to its standard error so far.
+func (b *runningBroker) logged() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.log.String()
 }
 
 // startBroker starts cmd, a `credbroker run`, and returns once the broker
@@ -44,15 +54,13 @@ func startBroker(t *testing.T, cmd *exec.Cmd) *runningBroker {
 	}
 	b := &runningBroker{cmd: cmd, done: make(chan struct{})}
 	serving := make(chan struct{})
-	var log strings.Builder
-	var mu sync.Mutex
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		var once bool
 		for sc.Scan() {
-			mu.Lock()
-			log.WriteString(sc.Text() + "\n")
-			mu.Unlock()
+			b.mu.Lock()
+			b.log.WriteString(sc.Text() + "\n")
+			b.mu.Unlock()
 			var line struct{ Msg string }
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "credbroker serving" && !once {
 				once = true
@@ -70,9 +78,7 @@ func startBroker(t *testing.T, cmd *exec.Cmd) *runningBroker {
 	case <-serving:
 		return b
 	case <-b.done:
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("the broker exited before serving: %v\n%s", b.err, log.String())
+		t.Fatalf("the broker exited before serving: %v\n%s", b.err, b.logged())
 	case <-time.After(60 * time.Second):
 		t.Fatal("the broker did not log \"credbroker serving\" within 60s")
 	}

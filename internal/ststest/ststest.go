@@ -28,6 +28,7 @@ package ststest
 import (
 	"crypto/rand"
 	"crypto/subtle"
+	"encoding/pem"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -157,6 +158,12 @@ func New(t testing.TB, cfg Config) *STS {
 
 // Client returns an HTTP client that trusts the stand-in's certificate.
 func (s *STS) Client() *http.Client { return s.server.Client() }
+
+// CertPEM returns the server's certificate in PEM, for a process that
+// trusts it through AWS_CA_BUNDLE.
+func (s *STS) CertPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.server.Certificate().Raw})
+}
 
 // Close stops the server early, for tests of an STS that is down.
 func (s *STS) Close() { s.server.Close() }
