@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -202,7 +203,13 @@ func (l *pollLoop) run() {
 	events := make([]unix.EpollEvent, 128)
 	buf := make([]byte, loopBufSize)
 	for {
-		n, err := unix.EpollWait(l.epfd, events, -1)
+		// Under load another socket is usually ready already: a poll that
+		// cannot block, made without telling the scheduler, finds it
+		// cheaper than a wait that may block, which hands the P over.
+		n, err := pollReady(l.epfd, events)
+		if n == 0 && err == nil {
+			n, err = unix.EpollWait(l.epfd, events, -1)
+		}
 		if err != nil {
 			continue // EINTR; nothing else is possible with a valid epfd
 		}
@@ -230,7 +237,7 @@ func (l *pollLoop) handle(s *polled, i int, events uint32, buf []byte) {
 	o := 1 - i
 	if events&unix.EPOLLOUT != 0 && len(s.pending[o]) > 0 {
 		// Room on side i for what side o sent.
-		n, err := unix.Write(s.fd[i], s.pending[o])
+		n, err := write(s.fd[i], s.pending[o])
 		if err != nil && !retry(err) {
 			l.end(s)
 			return
@@ -243,7 +250,7 @@ func (l *pollLoop) handle(s *polled, i int, events uint32, buf []byte) {
 		}
 	}
 	if events&unix.EPOLLIN != 0 && len(s.pending[i]) == 0 && !(i == 0 && s.inDone) {
-		n, err := unix.Read(s.fd[i], buf)
+		n, err := read(s.fd[i], buf)
 		switch {
 		case n > 0:
 			data := buf[:n]
@@ -254,7 +261,7 @@ func (l *pollLoop) handle(s *polled, i int, events uint32, buf []byte) {
 					s.ferr, s.inDone = ferr, true
 				}
 			}
-			w, err := unix.Write(s.fd[o], data)
+			w, err := write(s.fd[o], data)
 			if err != nil {
 				if !retry(err) {
 					l.end(s)
@@ -293,6 +300,33 @@ func (l *pollLoop) handle(s *polled, i int, events uint32, buf []byte) {
 
 // retry reports whether a read or write that failed with err may succeed
 // later.
+// read, write and pollReady are the loop's system calls on its
+// non-blocking sockets and its epoll set: none can block, so they are made
+// as raw system calls, which spare the scheduler's bookkeeping around a
+// call that might (unix.Read and unix.Write are the same calls with it).
+func read(fd int, p []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	return rawResult(n, e)
+}
+
+func write(fd int, p []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	return rawResult(n, e)
+}
+
+// pollReady returns the events ready now, without waiting.
+func pollReady(epfd int, events []unix.EpollEvent) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
+	return rawResult(n, e)
+}
+
+func rawResult(n uintptr, e unix.Errno) (int, error) {
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
 func retry(err error) bool {
 	return err == unix.EAGAIN || err == unix.EINTR
 }
