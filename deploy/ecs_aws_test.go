@@ -57,12 +57,7 @@ func TestECSAppAWSCredentials(t *testing.T) {
 	app := x.app
 	full, _ := ecsEnv(app, "AWS_CONTAINER_CREDENTIALS_FULL_URI")
 	l := x.awsListener(t, full)
-	var roleARN string
-	for _, c := range x.config.Credentials {
-		if c.Name == l.Credential && c.AWSSTS != nil {
-			roleARN = c.AWSSTS.RoleARN
-		}
-	}
+	roleARN := x.stsRole(l.Credential)
 	if roleARN == "" {
 		t.Fatalf("the aws_credentials listener serves %q, no aws_sts credential", l.Credential)
 	}

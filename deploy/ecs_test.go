@@ -448,13 +448,7 @@ func TestECSTaskDefinition(t *testing.T) {
 	if len(app.Command) == 0 {
 		t.Error("app: an entryPoint without a command runs nothing: the image's CMD does not follow a task definition's entryPoint")
 	}
-	var sts string
-	for _, c := range x.config.Credentials {
-		if c.Name == l.Credential && c.AWSSTS != nil {
-			sts = c.AWSSTS.RoleARN
-		}
-	}
-	if sts == "" {
+	if sts := x.stsRole(l.Credential); sts == "" {
 		t.Errorf("the aws_credentials listener serves %q, which is no aws_sts credential", l.Credential)
 	} else if sts == deref(td.TaskRoleArn) {
 		t.Errorf("the app's credential assumes the task role %s itself: give the app a role of its own, which the broker assumes with the task role", sts)
@@ -538,6 +532,17 @@ func TestECSTaskDefinition(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("credbroker check %s: %v\n%s", x.configFile, err, out)
 	}
+}
+
+// stsRole returns the role_arn of the aws_sts credential named name; ""
+// when there is none.
+func (x *ecsExample) stsRole(name string) string {
+	for _, c := range x.config.Credentials {
+		if c.Name == name && c.AWSSTS != nil {
+			return c.AWSSTS.RoleARN
+		}
+	}
+	return ""
 }
 
 // awsListener returns the aws_credentials listener the app's FULL_URI

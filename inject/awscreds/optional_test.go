@@ -1,12 +1,10 @@
 package awscreds_test
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -68,26 +66,7 @@ func TestTokenOptional(t *testing.T) {
 		t.Errorf("decision row %+v, want an allow on this process's unix identity", r)
 	}
 
-	// curl as uid, with an Authorization header when auth is not "".
-	run := func(uid int, auth string) (status, body string) {
-		args := []string{"-sS", "-o", "-", "-w", "\n%{http_code}"}
-		if auth != "" {
-			args = append(args, "-H", "Authorization: "+auth)
-		}
-		cmd := exec.CommandContext(ctx, curl, append(args, h.url+"/creds")...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
-		var out, errOut bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errOut
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("curl as uid %d: %v: %s", uid, err, errOut.String())
-		}
-		s := out.String()
-		i := strings.LastIndexByte(s, '\n')
-		if i < 0 {
-			t.Fatalf("curl wrote no status: %q", s)
-		}
-		return s[i+1:], s[:i]
-	}
+	run := func(uid int, auth string) (status, body string) { return curlAs(t, curl, h.url+"/creds", uid, auth) }
 	last := func() audit.Record {
 		rows := h.decisions(t)
 		return rows[len(rows)-1]

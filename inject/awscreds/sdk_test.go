@@ -385,23 +385,7 @@ func TestOtherUIDDenied(t *testing.T) {
 	}
 	h := newHarness(t)
 	tok := token(t, h.key, "payments", "api")
-	run := func(uid uint32) (string, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, curl, "-sS", "-o", "-", "-w", "\n%{http_code}", "-H", "Authorization: "+tok, h.url+"/creds")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
-		var out, errOut bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errOut
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("curl as uid %d: %v: %s", uid, err, errOut.String())
-		}
-		s := out.String()
-		i := strings.LastIndexByte(s, '\n')
-		if i < 0 {
-			t.Fatalf("curl wrote no status: %q", s)
-		}
-		return s[i+1:], s[:i]
-	}
+	run := func(uid uint32) (string, string) { return curlAs(t, curl, h.url+"/creds", int(uid), tok) }
 	status, body := run(65534)
 	if status != "403" || !strings.Contains(body, `"code":"denied"`) {
 		t.Fatalf("curl as nobody: %s %s, want 403 denied", status, body)
@@ -414,6 +398,31 @@ func TestOtherUIDDenied(t *testing.T) {
 	if status, body := run(uint32(os.Getuid())); status != "200" || !strings.Contains(body, `"AccessKeyId"`) {
 		t.Fatalf("curl as uid %d: %s, want 200 with credentials", os.Getuid(), status)
 	}
+}
+
+// curlAs fetches url with curl as uid, with an Authorization header when
+// auth is not "", and returns the status and the body.
+func curlAs(t *testing.T, curl, url string, uid int, auth string) (status, body string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	args := []string{"-sS", "-o", "-", "-w", "\n%{http_code}"}
+	if auth != "" {
+		args = append(args, "-H", "Authorization: "+auth)
+	}
+	cmd := exec.CommandContext(ctx, curl, append(args, url)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("curl as uid %d: %v: %s", uid, err, errOut.String())
+	}
+	s := out.String()
+	i := strings.LastIndexByte(s, '\n')
+	if i < 0 {
+		t.Fatalf("curl wrote no status: %q", s)
+	}
+	return s[i+1:], s[:i]
 }
 
 // TestRequestShapes: what the endpoint refuses before a credential is
