@@ -298,8 +298,6 @@ func (l *pollLoop) handle(s *polled, i int, events uint32, buf []byte) {
 	l.rewatch(s)
 }
 
-// retry reports whether a read or write that failed with err may succeed
-// later.
 // read, write and pollReady are the loop's system calls on its
 // non-blocking sockets and its epoll set: none can block, so they are made
 // as raw system calls, which spare the scheduler's bookkeeping around a
@@ -327,6 +325,8 @@ func rawResult(n uintptr, e unix.Errno) (int, error) {
 	return int(n), nil
 }
 
+// retry reports whether a read or write that failed with err may succeed
+// later.
 func retry(err error) bool {
 	return err == unix.EAGAIN || err == unix.EINTR
 }
