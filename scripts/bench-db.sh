@@ -572,10 +572,13 @@ pg_run() {
   r1=${relay:+$(ticks "$relay")}
   [ -z "$relay" ] || alive "$relay" "${log[$t-postgres]}" "$t"
   local tps lat n failed
-  tps=$(echo "$out" | awk '/^tps = / {print $3; exit}')
-  lat=$(echo "$out" | awk '/^latency average = / {print $4; exit}')
-  n=$(echo "$out" | awk -F': ' '/^number of transactions actually processed:/ {split($2, a, "/"); print a[1]; exit}')
-  failed=$(echo "$out" | awk -F': ' '/^number of failed transactions:/ {split($2, a, " "); print a[1]; exit}')
+  # Here-strings, not pipes: awk stops at the first match, and a writer
+  # into a pipe it has left would die of SIGPIPE, ending the script
+  # (pipefail) silently before the failure below could be reported.
+  tps=$(awk '/^tps = / {print $3; exit}' <<<"$out")
+  lat=$(awk '/^latency average = / {print $4; exit}' <<<"$out")
+  n=$(awk -F': ' '/^number of transactions actually processed:/ {split($2, a, "/"); print a[1]; exit}' <<<"$out")
+  failed=$(awk -F': ' '/^number of failed transactions:/ {split($2, a, " "); print a[1]; exit}' <<<"$out")
   if [ "$rc" -ne 0 ] || [ -z "$tps" ] || [ -z "$n" ] || [ "${failed:-0}" -ne 0 ]; then
     echo "$out" | redact | tail -n 30 >&2
     die "pgbench ${pg_flags[$w]} through $t failed (exit status $rc, ${failed:-?} failed transactions)" "${log[$t-postgres]}" "${log[pg]}"
