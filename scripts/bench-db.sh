@@ -12,15 +12,19 @@
 #
 #   PostgreSQL 15 (a throwaway cluster, scram-sha-256 on 127.0.0.1, a
 #   `pgbench -i -s SCALE` database): pgbench -S (select only), the default
-#   TPC-B-like script, and -S -C (a new connection per transaction), each
-#   with -c CLIENTS -j JOBS -T DURATION;
+#   TPC-B-like script, -S -C (a new connection per transaction) and -S -R
+#   PG_RATE (a steady rate that does not saturate the relay: what it costs
+#   a quiet workload), each with -c CLIENTS -j JOBS -T DURATION;
 #   Redis (a throwaway redis-server, an ACL user, the default user off):
 #   redis-benchmark -t get,set -c REDIS_CLIENTS -n N, N chosen so that
 #   each test through HAProxy lasts about DURATION.
 #
 # Around each run the script reads the relay's (haproxy's, gorelay's or
 # the broker's) user + system CPU time from /proc/PID/stat: CPU per
-# transaction or request. Prints the medians over ROUNDS, the ratios, the
+# transaction or request. Prints the share of CPU time that was busy, idle
+# and stolen by the hypervisor during the rounds, the medians over ROUNDS,
+# the ratios (for the targets also per round: broker over HAProxy in the
+# same round, which a slow spell of the machine weighs on alike), the
 # issue's targets (PASS/FAIL), the broker's audit rows, and `floor:` lines
 # (no verdict) saying what gorelay reaches, so that the broker's gap to
 # HAProxy splits into what a relay in Go costs and what the broker's own
@@ -33,12 +37,12 @@
 # Environment: DURATION (10s per run; whole seconds, s or m), ROUNDS (3),
 # WARMUP (2s, once per target and workload before the rounds, not
 # recorded; 0 for none), CLIENTS (8) and JOBS (2): pgbench's -c and -j,
-# SCALE (10, pgbench -i -s), REDIS_CLIENTS (50), REDIS_REQUESTS (redis-
-# benchmark's -n per test; default from the warm-up), DBS ("postgres
-# redis"), TARGETS ("direct haproxy gorelay broker"), BENCH_DIR (${TMPDIR:-/tmp}:
-# where the temporary directory, and so the database files and the
-# broker's audit database, go), GO (go). Installs what is missing from
-# Debian's packages. See bench/README.md. A missed target is printed, not
+# SCALE (10, pgbench -i -s), PG_RATE (200, pgbench -R), REDIS_CLIENTS
+# (50), REDIS_REQUESTS (redis-benchmark's -n per test; default from the
+# warm-up), DBS ("postgres redis"), TARGETS ("direct haproxy gorelay
+# broker"), BENCH_DIR (${TMPDIR:-/tmp}: where the temporary directory, and
+# so the database files and the broker's audit database, go), GO (go).
+# Installs what is missing from Debian's packages. See bench/README.md. A missed target is printed, not
 # an error: the script fails only when something does not start, a check
 # query through a target fails, a run fails (pgbench's exit status or
 # failed transactions, an error reply counted by Redis), or the broker's
@@ -59,6 +63,7 @@ warmup=${WARMUP:-2s}
 clients=${CLIENTS:-8}
 jobs=${JOBS:-2}
 scale=${SCALE:-10}
+pg_rate=${PG_RATE:-200}
 redis_clients=${REDIS_CLIENTS:-50}
 redis_requests=${REDIS_REQUESTS:-}
 read -r -a dbs <<<"${DBS:-postgres redis}"
@@ -96,6 +101,7 @@ warm_s=$(seconds "$warmup" || true)
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "ROUNDS=$rounds: want a whole number ≥ 1"
 [[ $clients =~ ^[1-9][0-9]*$ ]] || die "CLIENTS=$clients: want a whole number ≥ 1"
 [[ $jobs =~ ^[1-9][0-9]*$ ]] && [ "$jobs" -le "$clients" ] || die "JOBS=$jobs: want a whole number from 1 to CLIENTS"
+[[ $pg_rate =~ ^[1-9][0-9]*$ ]] || die "PG_RATE=$pg_rate: want a whole number of transactions a second"
 [[ $scale =~ ^[1-9][0-9]*$ ]] || die "SCALE=$scale: want a whole number ≥ 1"
 [[ $redis_clients =~ ^[1-9][0-9]*$ ]] || die "REDIS_CLIENTS=$redis_clients: want a whole number ≥ 1"
 [ -z "$redis_requests" ] || [[ $redis_requests =~ ^[1-9][0-9]*$ ]] || die "REDIS_REQUESTS=$redis_requests: want a whole number ≥ 1"
@@ -541,6 +547,10 @@ done
 # ticks PID: the process's user + system CPU time, in clock ticks.
 ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 hz=$(getconf CLK_TCK)
+# cpu_times: the machine's busy, idle and steal time so far, in clock
+# ticks (/proc/stat; steal is time the hypervisor ran something else
+# while this VM wanted the CPU, which moves every target's figures).
+cpu_times() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8, $5 + $6, $9; exit}' /proc/stat; }
 # cpu_per T0 T1 N: µs of CPU per operation.
 cpu_per() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$hz" 'BEGIN {printf "%.1f", (b - a) / hz * 1e6 / (n > 0 ? n : 1)}'; }
 
@@ -554,8 +564,12 @@ cmds=$tmp/commands.txt
 : >"$cmds"
 
 # The pgbench workloads: name and flags.
-declare -A pg_flags=([pg-S]="-S" [pg-tpcb]="" [pg-SC]="-S -C")
-pg_workloads=(pg-S pg-tpcb pg-SC)
+# pg-R is pgbench -S held to PG_RATE transactions a second (-R): not a
+# throughput test (every target reaches the rate) but what a relay costs
+# a workload that is not saturating it, which is what a sidecar mostly
+# sees: read its relay CPU row.
+declare -A pg_flags=([pg-S]="-S" [pg-tpcb]="" [pg-SC]="-S -C" [pg-R]="-S -R $pg_rate")
+pg_workloads=(pg-S pg-tpcb pg-SC pg-R)
 
 # pg_run WORKLOAD TARGET ROUND: one pgbench run; ROUND 0 is a warm-up,
 # counted in sent_conns but not recorded.
@@ -653,7 +667,7 @@ rotated() {
 
 echo
 echo "== runs"
-echo "postgres: pgbench -c $clients -j $jobs -T $dur_s (-S, TPC-B-like, -S -C); redis: redis-benchmark -t get,set -c $redis_clients;" \
+echo "postgres: pgbench -c $clients -j $jobs -T $dur_s (-S, TPC-B-like, -S -C, -S -R $pg_rate); redis: redis-benchmark -t get,set -c $redis_clients;" \
   "$rounds round(s), targets alternating; warm-up ${warm_s}s per target and workload, not recorded" | tee -a "$lines"
 if db postgres && [ "$warm_s" -gt 0 ]; then
   for w in "${pg_workloads[@]}"; do for t in "${order[@]}"; do pg_run "$w" "$t" 0; done; done
@@ -675,6 +689,7 @@ if db redis; then
     echo "redis: -n $redis_requests per test (from $cal's warm-up, $(printf '%.0f' "${warm_rps[$cal]}") req/s)" | tee -a "$lines"
   fi
 fi
+read -r busy0 idle0 steal0 <<<"$(cpu_times)"
 for round in $(seq 1 "$rounds"); do
   [ "$rounds" -eq 1 ] || echo "-- round $round of $rounds" | tee -a "$lines"
   mapfile -t round_order < <(rotated "$round")
@@ -685,6 +700,9 @@ for round in $(seq 1 "$rounds"); do
     for t in "${round_order[@]}"; do redis_run "$t" "$round" "$redis_requests"; done
   fi
 done
+read -r busy1 idle1 steal1 <<<"$(cpu_times)"
+cpu_share=$(awk -v b=$((busy1 - busy0)) -v i=$((idle1 - idle0)) -v s=$((steal1 - steal0)) \
+  'BEGIN {t = b + i + s; if (t > 0) printf "busy %.0f%%, idle %.0f%%, stolen by the hypervisor %.0f%%", 100 * b / t, 100 * i / t, 100 * s / t; else print "-"}')
 echo
 
 # med WORKLOAD TARGET COLUMN: the median of COLUMN (4 rate, 5 latency, 6
@@ -695,6 +713,18 @@ med() {
       if (!NR) { print "-"; exit }
       m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
       print m
+    }'
+}
+# paired WORKLOAD TARGET BASE: TARGET's rate over BASE's in each round
+# (the two ran minutes apart at most, so a slow spell of the machine
+# weighs on both): "median, lowest–highest" over the rounds; - if none.
+paired() {
+  awk -F'\t' -v w="$1" -v t="$2" -v b="$3" '$1 == w && $2 == t {x[$3] = $4} $1 == w && $2 == b {y[$3] = $4}
+    END {for (r in x) if ((r in y) && y[r] > 0) print x[r] / y[r]}' "$runs" | sort -g |
+    awk '{v[NR] = $1} END {
+      if (!NR) { print "-"; exit }
+      m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+      printf "%.2f, %.2f–%.2f", m, v[1], v[NR]
     }'
 }
 # range WORKLOAD TARGET: lowest–highest rate over the rounds.
@@ -773,6 +803,7 @@ target_ge() {
   echo "broker: $broker_version"
   echo "$tools_line"
   echo "load average before: $load_before"
+  echo "CPU time during the rounds: $cpu_share"
   echo
   # label LABEL: LABEL padded to 28 columns (printf pads bytes; µ is 2).
   label() { if [[ $1 == *µ* ]]; then printf '%-29s' "$1"; else printf '%-28s' "$1"; fi; }
@@ -806,7 +837,7 @@ target_ge() {
   }
   if db postgres; then
     for w in "${pg_workloads[@]}"; do
-      case $w in pg-S) name="pg -S" ;; pg-tpcb) name="pg TPC-B" ;; pg-SC) name="pg -S -C" ;; esac
+      case $w in pg-S) name="pg -S" ;; pg-tpcb) name="pg TPC-B" ;; pg-SC) name="pg -S -C" ;; pg-R) name="pg -S -R $pg_rate" ;; esac
       row "$name TPS" "$w" 4 %.0f
       rangerow "$name TPS range" "$w"
       row "$name latency avg ms" "$w" 5 %.3f
@@ -827,9 +858,9 @@ target_ge() {
   echo "targets:"
   if db postgres; then
     b=$(med pg-S broker 4) h=$(med pg-S haproxy 4)
-    target_ge "pg -S TPS" "$b" "$h" "broker $(num %.0f "$b") ≥ haproxy $(num %.0f "$h") (ratio $(ratio "$b" "$h"))"
+    target_ge "pg -S TPS" "$b" "$h" "broker $(num %.0f "$b") ≥ haproxy $(num %.0f "$h") (ratio $(ratio "$b" "$h"); per round $(paired pg-S broker haproxy))"
     b=$(med pg-tpcb broker 4) h=$(med pg-tpcb haproxy 4)
-    target_ge "pg TPC-B TPS" "$b" "$h" "broker $(num %.0f "$b") ≥ haproxy $(num %.0f "$h") (ratio $(ratio "$b" "$h"))"
+    target_ge "pg TPC-B TPS" "$b" "$h" "broker $(num %.0f "$b") ≥ haproxy $(num %.0f "$h") (ratio $(ratio "$b" "$h"); per round $(paired pg-tpcb broker haproxy))"
     b=$(med pg-SC broker 4) d=$(med pg-SC direct 4)
     l=-
     [ "$d" = - ] || l=$(awk -v d="$d" -v m="$min_c_vs_direct" 'BEGIN {print m * d}')
@@ -838,7 +869,7 @@ target_ge() {
   if db redis; then
     for test in get set; do
       b=$(med "redis-$test" broker 4) h=$(med "redis-$test" haproxy 4)
-      target_ge "redis $test req/s" "$b" "$h" "broker $(num %.0f "$b") ≥ haproxy $(num %.0f "$h") (ratio $(ratio "$b" "$h"))"
+      target_ge "redis $test req/s" "$b" "$h" "broker $(num %.0f "$b") ≥ haproxy $(num %.0f "$h") (ratio $(ratio "$b" "$h"); per round $(paired "redis-$test" broker haproxy))"
     done
   fi
   if [ "$broker_hwm" != - ]; then
