@@ -705,27 +705,26 @@ cpu_share=$(awk -v b=$((busy1 - busy0)) -v i=$((idle1 - idle0)) -v s=$((steal1 -
   'BEGIN {t = b + i + s; if (t > 0) printf "busy %.0f%%, idle %.0f%%, stolen by the hypervisor %.0f%%", 100 * b / t, 100 * i / t, 100 * s / t; else print "-"}')
 echo
 
+# median [FORMAT]: the median of the numbers on stdin, one a line, with
+# the lowest and highest after it when FORMAT is "range"; - if none.
+median() {
+  sort -g | awk -v f="${1:-}" '{v[NR] = $1} END {
+    if (!NR) { print "-"; exit }
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    if (f == "range") printf "%.2f, %.2f–%.2f\n", m, v[1], v[NR]; else print m
+  }'
+}
 # med WORKLOAD TARGET COLUMN: the median of COLUMN (4 rate, 5 latency, 6
 # p99, 9 relay cpu) over the rounds; - if none.
 med() {
-  awk -F'\t' -v w="$1" -v t="$2" -v k="$3" '$1 == w && $2 == t && $k != "-" {print $k}' "$runs" | sort -g |
-    awk '{v[NR] = $1} END {
-      if (!NR) { print "-"; exit }
-      m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-      print m
-    }'
+  awk -F'\t' -v w="$1" -v t="$2" -v k="$3" '$1 == w && $2 == t && $k != "-" {print $k}' "$runs" | median
 }
 # paired WORKLOAD TARGET BASE: TARGET's rate over BASE's in each round
 # (the two ran minutes apart at most, so a slow spell of the machine
 # weighs on both): "median, lowest–highest" over the rounds; - if none.
 paired() {
   awk -F'\t' -v w="$1" -v t="$2" -v b="$3" '$1 == w && $2 == t {x[$3] = $4} $1 == w && $2 == b {y[$3] = $4}
-    END {for (r in x) if ((r in y) && y[r] > 0) print x[r] / y[r]}' "$runs" | sort -g |
-    awk '{v[NR] = $1} END {
-      if (!NR) { print "-"; exit }
-      m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-      printf "%.2f, %.2f–%.2f", m, v[1], v[NR]
-    }'
+    END {for (r in x) if ((r in y) && y[r] > 0) print x[r] / y[r]}' "$runs" | median range
 }
 # range WORKLOAD TARGET: lowest–highest rate over the rounds.
 range() {
