@@ -42,11 +42,12 @@
 # warm-up), DBS ("postgres redis"), TARGETS ("direct haproxy gorelay
 # broker"), BENCH_DIR (${TMPDIR:-/tmp}: where the temporary directory, and
 # so the database files and the broker's audit database, go), GO (go).
-# Installs what is missing from Debian's packages. See bench/README.md. A missed target is printed, not
-# an error: the script fails only when something does not start, a check
-# query through a target fails, a run fails (pgbench's exit status or
-# failed transactions, an error reply counted by Redis), or the broker's
-# audit database holds fewer allow rows than connections it was sent.
+# Installs what is missing from Debian's packages. See bench/README.md. A
+# missed target is printed, not an error: the script fails only when
+# something does not start, a check query through a target fails, a run
+# fails (pgbench's exit status or failed transactions, an error reply
+# counted by Redis), or the broker's audit database holds fewer allow rows
+# than connections it was sent.
 set -euo pipefail
 
 # abspath PATH: PATH made absolute against the caller's directory.
