@@ -7,9 +7,11 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -45,6 +47,10 @@ var pollLoops struct {
 	err   error
 	next  atomic.Uint32
 }
+
+// testHookWait, when set, is called before each wait that may block with
+// its timeout in milliseconds (-1 for none).
+var testHookWait atomic.Pointer[func(timeout int)]
 
 // testHookPending, when set, is called each time a session keeps bytes
 // its peer socket could not take at once.
@@ -202,17 +208,26 @@ func (l *pollLoop) add(s *polled) {
 func (l *pollLoop) run() {
 	events := make([]unix.EpollEvent, 128)
 	buf := make([]byte, loopBufSize)
+	var p pacer
 	for {
 		// Under load another socket is usually ready already: a poll that
 		// cannot block, made without telling the scheduler, finds it
-		// cheaper than a wait that may block, which hands the P over.
+		// cheaper than a wait that may block.
 		n, err := pollReady(l.epfd, events)
 		if n == 0 && err == nil {
-			n, err = unix.EpollWait(l.epfd, events, -1)
+			yield, timeout := p.next(time.Now())
+			if yield {
+				runtime.Gosched()
+			}
+			if hook := testHookWait.Load(); hook != nil {
+				(*hook)(timeout)
+			}
+			n, err = unix.EpollWait(l.epfd, events, timeout)
 		}
-		if err != nil {
-			continue // EINTR; nothing else is possible with a valid epfd
+		if n <= 0 || err != nil {
+			continue // nothing ready, or EINTR: nothing else is possible with a valid epfd
 		}
+		p.ready = true
 		l.mu.Lock()
 		for _, ev := range events[:n] {
 			if s := l.sessions[uint32(ev.Fd)]; s != nil {
@@ -221,6 +236,49 @@ func (l *pollLoop) run() {
 		}
 		l.mu.Unlock()
 	}
+}
+
+// The loop and Go's scheduler. The loop's goroutine spends its life in
+// epoll_wait and its read and write calls and never parks, so by itself it
+// never passes through the scheduler. The runtime's monitor (sysmon) takes
+// the P of a goroutine that has not been through the scheduler for 10 ms
+// (the runtime's forcePreemptNS) when it finds it in a system call, and
+// after every such take it goes back to checking every 20 µs for a
+// millisecond or more. A loop that let that happen lost its P every 10 ms,
+// busy or quiet, and kept the monitor waking over a thousand times a
+// second: at pgbench -S -R 200 that was more than half of the broker's CPU
+// (bench/README.md). So, while sessions have traffic, the loop yields to
+// the scheduler when it is about to wait and has not yielded for
+// yieldEvery, and no wait outlasts waitBound after its last yield. Once
+// nothing has been ready for quietAfter, it waits without limit: the one
+// take that follows gives its P back for as long as nothing comes.
+const (
+	yieldEvery = 4 * time.Millisecond
+	waitBound  = 8 * time.Millisecond // under the monitor's 10 ms
+	quietAfter = time.Second
+)
+
+// pacer decides, before each wait that may block, whether the loop yields
+// first and how long the wait may last.
+type pacer struct {
+	lastYield time.Time
+	lastReady time.Time // the first wait after sockets were last ready
+	ready     bool      // sockets were ready since the last wait
+}
+
+// next returns, for a wait starting at now, whether to yield first and the
+// wait's timeout in milliseconds (-1 for none).
+func (p *pacer) next(now time.Time) (yield bool, timeout int) {
+	if p.ready {
+		p.lastReady, p.ready = now, false
+	}
+	if now.Sub(p.lastReady) >= quietAfter {
+		return false, -1
+	}
+	if now.Sub(p.lastYield) >= yieldEvery {
+		p.lastYield, yield = now, true
+	}
+	return yield, max(1, int((waitBound-now.Sub(p.lastYield))/time.Millisecond))
 }
 
 // handle serves one event of side i of s. l.mu is held.

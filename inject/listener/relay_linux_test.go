@@ -9,10 +9,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 	"unicode"
 )
 
@@ -326,4 +329,109 @@ func TestRelayFilteredCutShort(t *testing.T) {
 	if n, err := s.server.Read(buf); err == nil {
 		t.Fatalf("the server read %d bytes after the session ended", n)
 	}
+}
+
+// The pacer: a loop that has never had traffic, or none for quietAfter,
+// waits without limit; otherwise it yields before a wait once
+// yieldEvery has passed since its last yield, and no wait outlasts
+// waitBound after that yield.
+func TestPacer(t *testing.T) {
+	var p pacer
+	t0 := time.Unix(1_000_000, 0)
+	type want struct {
+		yield   bool
+		timeout int
+	}
+	check := func(at time.Duration, w want) {
+		t.Helper()
+		if y, to := p.next(t0.Add(at)); y != w.yield || to != w.timeout {
+			t.Errorf("next at +%v = (%v, %d), want (%v, %d)", at, y, to, w.yield, w.timeout)
+		}
+	}
+	check(0, want{false, -1}) // never had traffic
+	p.ready = true
+	check(0, want{true, 8})
+	check(time.Millisecond, want{false, 7})
+	check(3500*time.Microsecond, want{false, 4})
+	check(yieldEvery, want{true, 8})
+	check(quietAfter-time.Nanosecond, want{true, 8}) // nothing since +0
+	check(quietAfter, want{false, -1})
+	check(quietAfter+time.Hour, want{false, -1})
+	p.ready = true
+	check(quietAfter+time.Hour+time.Millisecond, want{true, 8})
+	check(2*quietAfter+time.Hour+time.Millisecond, want{false, -1})
+
+	// Any run of waits: each ends by its last yield + waitBound, and only a
+	// loop quiet for quietAfter waits without limit.
+	p = pacer{}
+	rng := mathrand.New(mathrand.NewPCG(1, 2))
+	now := t0
+	var lastYield, lastReady time.Time
+	for i := range 100_000 {
+		now = now.Add(time.Duration(rng.Int64N(int64(3 * waitBound))))
+		yield, timeout := p.next(now)
+		if yield {
+			lastYield = now
+		}
+		if timeout < 0 {
+			if now.Sub(lastReady) < quietAfter {
+				t.Fatalf("wait %d: no limit %v after traffic", i, now.Sub(lastReady))
+			}
+		} else if end := now.Add(time.Duration(timeout) * time.Millisecond); end.Sub(lastYield) > waitBound {
+			t.Fatalf("wait %d: ends %v after the last yield, want at most %v", i, end.Sub(lastYield), waitBound)
+		}
+		if rng.IntN(1000) == 0 { // traffic, now and then
+			p.ready, lastReady = true, now
+		}
+	}
+}
+
+// A loop goes on waiting with a limit after traffic, without one once it
+// has been quiet for quietAfter, and with one again from the next bytes,
+// which still reach it there.
+func TestLoopQuietThenTraffic(t *testing.T) {
+	// changes: the kind of each wait (true: without limit) that differs
+	// from the one before, once armed. The hook runs on the loop only.
+	changes := make(chan bool, 64)
+	var armed atomic.Bool
+	known, last := false, false
+	hook := func(timeout int) {
+		if !armed.Load() {
+			return
+		}
+		unlimited := timeout < 0
+		if known && unlimited == last {
+			return
+		}
+		known, last = true, unlimited
+		changes <- unlimited
+	}
+	testHookWait.Store(&hook)
+	t.Cleanup(func() { testHookWait.Store(nil) })
+
+	s := relaySession(t, context.Background(), "tcp")
+	exchange := func(msg string) {
+		t.Helper()
+		if _, err := s.app.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(s.server, buf); err != nil || string(buf) != msg {
+			t.Fatalf("the server read %q, %v; want %q", buf, err, msg)
+		}
+	}
+	exchange("before")
+	// From here until quietAfter has passed every wait has a limit.
+	armed.Store(true)
+	for i, want := range []bool{false, true} {
+		if got := <-changes; got != want {
+			t.Fatalf("wait kind %d after traffic: without limit %v, want %v", i, got, want)
+		}
+	}
+	exchange("after")
+	if got := <-changes; got {
+		t.Fatal("the wait after new traffic has no limit")
+	}
+	s.app.Close()
+	<-s.done
 }
