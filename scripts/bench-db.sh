@@ -552,11 +552,17 @@ hz=$(getconf CLK_TCK)
 # ticks (/proc/stat; steal is time the hypervisor ran something else
 # while this VM wanted the CPU, which moves every target's figures).
 cpu_times() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8, $5 + $6, $9; exit}' /proc/stat; }
+# wakeups PID: how many times the process's main thread has been woken
+# from a sleep (its voluntary context switches). For redis-server, whose
+# main thread sleeps only in epoll_wait, a request per wake-up is how
+# many requests a relay hands it at once: fewer wake-ups for the same
+# requests is less CPU it takes from the client and the relay.
+wakeups() { awk '/^voluntary_ctxt_switches:/ {print $2}' "/proc/$1/status"; }
 # cpu_per T0 T1 N: µs of CPU per operation.
 cpu_per() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$hz" 'BEGIN {printf "%.1f", (b - a) / hz * 1e6 / (n > 0 ? n : 1)}'; }
 
 # Every run is a line of $runs: workload target round rate lat_ms p99_ms
-# ops errors relay_cpu_us_per_op.
+# ops errors relay_cpu_us_per_op server_wakeups_per_op (redis only).
 runs=$tmp/runs.tsv
 : >"$runs"
 lines=$tmp/lines.txt
@@ -610,7 +616,7 @@ pg_run() {
   if [ "$round" -eq 0 ]; then
     printf '%-8s %-8s warm-up %ss: %d transactions\n' "$w" "$t" "$secs" "$n" | tee -a "$lines"
   else
-    printf '%s\t%s\t%s\t%s\t%s\t-\t%s\t0\t%s\n' "$w" "$t" "$round" "$tps" "$lat" "$n" "$rcpu" >>"$runs"
+    printf '%s\t%s\t%s\t%s\t%s\t-\t%s\t0\t%s\t-\n' "$w" "$t" "$round" "$tps" "$lat" "$n" "$rcpu" >>"$runs"
     printf '%-8s %-8s %ss: %9.0f tps  latency avg %7.3f ms  %8d transactions  relay cpu %s µs/tx\n' \
       "$w" "$t" "$secs" "$tps" "$lat" "$n" "$rcpu" | tee -a "$lines"
   fi
@@ -626,9 +632,11 @@ redis_run() {
   local auth
   read -r -a auth <<<"$(redis_auth "$t")"
   [ "$round" -eq 0 ] || grep -qF -- "redis $t:" "$cmds" || echo "redis $t: redis-benchmark ${auth[*]:+${auth[*]} }${args[*]}" | redact >>"$cmds"
-  local r0 r1 out rc=0
+  local r0 r1 w0 w1 out rc=0
   r0=${relay:+$(ticks "$relay")}
+  w0=$(wakeups "${pid[redis]}")
   out=$(redis-benchmark "${auth[@]}" "${args[@]}" 2>"$tmp/redis-benchmark.err") || rc=$?
+  w1=$(wakeups "${pid[redis]}")
   r1=${relay:+$(ticks "$relay")}
   [ -z "$relay" ] || alive "$relay" "${log[$t-redis]}" "$t"
   local get set
@@ -643,6 +651,8 @@ redis_run() {
   [ "$t" != broker ] || sent_conns[redis]=$((${sent_conns[redis]:-0} + 2 * redis_clients))
   local rcpu=-
   [ -z "$relay" ] || rcpu=$(cpu_per "$r0" "$r1" $((2 * n)))
+  local wake
+  wake=$(awk -v a="$w0" -v b="$w1" -v n=$((2 * n)) 'BEGIN {printf "%.3f", (b - a) / n}')
   last_rps=$(awk -v a="${get%% *}" -v b="${set%% *}" 'BEGIN {print (a < b) ? a : b}')
   local test
   for test in get set; do
@@ -652,9 +662,9 @@ redis_run() {
     if [ "$round" -eq 0 ]; then
       printf 'redis-%s %-8s warm-up: %9.0f req/s, %d requests\n' "$test" "$t" "$rps" "$n" | tee -a "$lines"
     else
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t0\t%s\n' "redis-$test" "$t" "$round" "$rps" "$p50" "$p99" "$n" "$rcpu" >>"$runs"
-      printf 'redis-%s %-8s %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %8d requests  relay cpu %s µs/req (get and set)\n' \
-        "$test" "$t" "$rps" "$p50" "$p99" "$n" "$rcpu" | tee -a "$lines"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t0\t%s\t%s\n' "redis-$test" "$t" "$round" "$rps" "$p50" "$p99" "$n" "$rcpu" "$wake" >>"$runs"
+      printf 'redis-%s %-8s %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %8d requests  relay cpu %s µs/req, server wake-ups %s/req (get and set)\n' \
+        "$test" "$t" "$rps" "$p50" "$p99" "$n" "$rcpu" "$wake" | tee -a "$lines"
     fi
   done
 }
@@ -716,7 +726,7 @@ median() {
   }'
 }
 # med WORKLOAD TARGET COLUMN: the median of COLUMN (4 rate, 5 latency, 6
-# p99, 9 relay cpu) over the rounds; - if none.
+# p99, 9 relay cpu, 10 server wake-ups) over the rounds; - if none.
 med() {
   awk -F'\t' -v w="$1" -v t="$2" -v k="$3" '$1 == w && $2 == t && $k != "-" {print $k}' "$runs" | median
 }
@@ -852,8 +862,10 @@ target_ge() {
       row "redis $test p99 ms" "redis-$test" 6 %.3f
     done
     row "redis relay CPU µs/req" redis-get 9 %.1f noratio
+    row "redis server wake-ups/req" redis-get 10 %.3f
   fi
   echo "relay CPU: the user + system time of haproxy, gorelay (its process for that database) or the broker per transaction or request (redis: over get and set together)"
+  ! db redis || echo "redis server wake-ups: redis-server's main thread woken from epoll_wait (voluntary context switches) per request, get and set together"
   echo
   echo "targets:"
   if db postgres; then
