@@ -258,6 +258,11 @@ const (
 	quietAfter = time.Second
 )
 
+// A wait starts less than yieldEvery after the last yield, so its timeout
+// is at least waitBound - yieldEvery: this fails to compile if that is
+// under a millisecond, which would round to a wait of 0, a spin.
+const _ = uint64(waitBound - yieldEvery - time.Millisecond)
+
 // pacer decides, before each wait that may block, whether the loop yields
 // first and how long the wait may last.
 type pacer struct {
@@ -278,7 +283,7 @@ func (p *pacer) next(now time.Time) (yield bool, timeout int) {
 	if now.Sub(p.lastYield) >= yieldEvery {
 		p.lastYield, yield = now, true
 	}
-	return yield, max(1, int((waitBound-now.Sub(p.lastYield))/time.Millisecond))
+	return yield, int((waitBound - now.Sub(p.lastYield)) / time.Millisecond)
 }
 
 // handle serves one event of side i of s. l.mu is held.
