@@ -148,6 +148,11 @@ func (fs *fleetStore) sameOutput(t *testing.T, e *env, install string, extra ...
 			if code != 0 {
 				t.Fatalf("audit query --db: exit %d: %s", code, errOut)
 			}
+			// Counted before the store's query, so that a count that
+			// matches the log proves the query saw every row (rows are
+			// only added): counted after, it could include a row that
+			// arrived while the query ran.
+			n := fs.count(t, "SELECT count(*) FROM audit_rows WHERE install_id = $1", install)
 			stored, errOut, code = credbroker(t, append(args, "--dsn-file", fs.reader, "--install", install)...)
 			if code != 0 {
 				t.Fatalf("audit query --fleet: exit %d: %s", code, errOut)
@@ -162,7 +167,6 @@ func (fs *fleetStore) sameOutput(t *testing.T, e *env, install string, extra ...
 				stored = strings.ReplaceAll(stored, ","+install+","+hostOf(t, stored)+"\n", ",,\n")
 			}
 			_, after := logState(t, e.db)
-			n := fs.count(t, "SELECT count(*) FROM audit_rows WHERE install_id = $1", install)
 			if local == stored || before == after && n == after {
 				break
 			}
