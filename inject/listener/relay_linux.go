@@ -18,7 +18,7 @@ import (
 )
 
 // The relay of plain sockets runs the way HAProxy does, not the way
-// io.Copy does: a few event loops, one per CPU, each waits in epoll_wait
+// io.Copy does: a few event loops, one per CPU (loopCount), each waits in epoll_wait
 // on every socket of its sessions and, for each readable one, reads once
 // into the loop's buffer and writes that to the session's other socket.
 // A byte crosses the broker in three system calls, the wait shared by
@@ -34,8 +34,26 @@ import (
 // watches the slow socket for room), so a slow reader holds back its
 // peer as io.Copy does, through the kernel's buffers.
 
-// loops is how many event loops relay sessions.
-var loops = 1
+// One loop per P the runtime had, as HAProxy runs a thread per CPU, and
+// one P more. A single loop on two CPUs was the thread every peer's
+// wake-up landed on: a socket write wakes its reader onto the writer's CPU
+// (the kernel's sync wake-up), and a loop that is always busy has had more
+// than its share of that CPU, so the reader preempts it at once, takes one
+// message and sleeps again, and the next write does the same (`perf sched`
+// under redis-benchmark: the loop preempted 13,000 times a second, asleep
+// 1,500; redis-server woken twice as often as behind HAProxy). With a loop
+// per CPU each sleeps when its sessions are idle, as HAProxy's threads do,
+// and the peers' wake-ups spread over both. But a busy loop keeps its P
+// through its raw system calls, so the loops would leave nothing for the
+// broker's other goroutines (accepting, attesting, logging in, the audit
+// log) until the runtime's monitor took a P back: the runtime gets one P
+// beyond the loops. Setting GOMAXPROCS stops the runtime from following a
+// later change of the container's CPU limit; a broker restarted under the
+// new limit picks it up.
+func loopCount() (loops, procs int) {
+	n := max(1, runtime.GOMAXPROCS(0))
+	return n, n + 1
+}
 
 // loopBufSize is the most a loop reads from one socket at a time.
 const loopBufSize = 64 << 10
@@ -48,9 +66,12 @@ var pollLoops struct {
 	next  atomic.Uint32
 }
 
-// testHookWait, when set, is called before each wait that may block with
-// its timeout in milliseconds (-1 for none).
-var testHookWait atomic.Pointer[func(timeout int)]
+// testHookWait, when set, is called by each loop before each wait that
+// may block with its timeout in milliseconds (-1 for none).
+var testHookWait atomic.Pointer[func(l *pollLoop, timeout int)]
+
+// testHookAdd, when set, is called with the loop each session is given to.
+var testHookAdd atomic.Pointer[func(l *pollLoop)]
 
 // testHookPending, when set, is called each time a session keeps bytes
 // its peer socket could not take at once.
@@ -122,6 +143,9 @@ func pollRelayFiltered(ctx context.Context, client, upstream net.Conn, f Filter)
 	client.Close()
 	upstream.Close()
 	s := &polled{fd: [2]int{cfd, ufd}, filter: f, done: make(chan struct{})}
+	if hook := testHookAdd.Load(); hook != nil {
+		(*hook)(l)
+	}
 	l.add(s)
 	stop := context.AfterFunc(ctx, s.cut)
 	<-s.done
@@ -160,10 +184,12 @@ func dupSocket(c net.Conn) (int, error) {
 }
 
 // nextLoop returns the loop for the next session, starting the loops
-// (one per CPU the process may use) on first use.
+// (loopCount) on first use.
 func nextLoop() (*pollLoop, error) {
 	p := &pollLoops
 	p.once.Do(func() {
+		loops, procs := loopCount()
+		runtime.GOMAXPROCS(procs)
 		for range loops {
 			epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 			if err != nil {
@@ -220,7 +246,7 @@ func (l *pollLoop) run() {
 				runtime.Gosched()
 			}
 			if hook := testHookWait.Load(); hook != nil {
-				(*hook)(timeout)
+				(*hook)(l, timeout)
 			}
 			n, err = unix.EpollWait(l.epfd, events, timeout)
 		}

@@ -12,6 +12,7 @@ import (
 	mathrand "math/rand/v2"
 	"net"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -216,6 +217,40 @@ func TestPollRelaySessions(t *testing.T) {
 	}
 }
 
+// There is a loop per P the runtime had and the runtime has one P beyond
+// them, and sessions in a row go to different loops.
+func TestLoopsPerP(t *testing.T) {
+	got := make(chan *pollLoop, 8)
+	added := func(l *pollLoop) { got <- l }
+	testHookAdd.Store(&added)
+	t.Cleanup(func() { testHookAdd.Store(nil) })
+	var sessions []*session
+	for range 4 {
+		sessions = append(sessions, relaySession(t, context.Background(), "unix"))
+	}
+	seen := map[*pollLoop]int{}
+	var prev *pollLoop
+	for i := range sessions {
+		l := <-got
+		if i > 0 && l == prev && len(pollLoops.loops) > 1 {
+			t.Errorf("sessions %d and %d went to the same loop of %d", i-1, i, len(pollLoops.loops))
+		}
+		prev = l
+		seen[l]++
+	}
+	n := len(pollLoops.loops)
+	if procs := runtime.GOMAXPROCS(0); n+1 != procs {
+		t.Errorf("%d loops with GOMAXPROCS %d; want one P beyond the loops", n, procs)
+	}
+	if want := min(n, len(sessions)); len(seen) != want {
+		t.Errorf("%d sessions went to %d of %d loops; want %d", len(sessions), len(seen), n, want)
+	}
+	for _, s := range sessions {
+		s.app.Close()
+		<-s.done
+	}
+}
+
 // upperFilter sends the client's bytes upstream in upper case and refuses
 // the stream at a '!'; a stream ending after a '-' ends inside a message.
 type upperFilter struct{ open bool }
@@ -391,12 +426,18 @@ func TestPacer(t *testing.T) {
 // which still reach it there.
 func TestLoopQuietThenTraffic(t *testing.T) {
 	// changes: the kind of each wait (true: without limit) that differs
-	// from the one before, once armed. The hook runs on the loop only.
+	// from the one before, once armed, on the session's loop (the others
+	// may still be winding down from earlier tests). The hook runs on the
+	// loops only.
 	changes := make(chan bool, 64)
 	var armed atomic.Bool
+	var mine atomic.Pointer[pollLoop]
+	added := func(l *pollLoop) { mine.Store(l) }
+	testHookAdd.Store(&added)
+	t.Cleanup(func() { testHookAdd.Store(nil) })
 	known, last := false, false
-	hook := func(timeout int) {
-		if !armed.Load() {
+	hook := func(l *pollLoop, timeout int) {
+		if !armed.Load() || l != mine.Load() {
 			return
 		}
 		unlimited := timeout < 0
