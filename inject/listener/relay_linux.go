@@ -18,9 +18,10 @@ import (
 )
 
 // The relay of plain sockets runs the way HAProxy does, not the way
-// io.Copy does: a few event loops, one per CPU (loopCount), each waits in epoll_wait
-// on every socket of its sessions and, for each readable one, reads once
-// into the loop's buffer and writes that to the session's other socket.
+// io.Copy does: a few event loops, one per CPU (loopCount), each waits in
+// epoll_wait on every socket of its sessions and, for each readable one,
+// reads once into the loop's buffer and writes that to the session's
+// other socket.
 // A byte crosses the broker in three system calls, the wait shared by
 // every socket ready at once, with no goroutine woken per message. (Two
 // io.Copy goroutines cost a read that finds nothing, a park, a netpoll
@@ -34,22 +35,24 @@ import (
 // watches the slow socket for room), so a slow reader holds back its
 // peer as io.Copy does, through the kernel's buffers.
 
-// One loop per P the runtime had, as HAProxy runs a thread per CPU, and
-// one P more. A single loop on two CPUs was the thread every peer's
-// wake-up landed on: a socket write wakes its reader onto the writer's CPU
-// (the kernel's sync wake-up), and a loop that is always busy has had more
-// than its share of that CPU, so the reader preempts it at once, takes one
-// message and sleeps again, and the next write does the same (`perf sched`
-// under redis-benchmark: the loop preempted 13,000 times a second, asleep
-// 1,500; redis-server woken twice as often as behind HAProxy). With a loop
-// per CPU each sleeps when its sessions are idle, as HAProxy's threads do,
-// and the peers' wake-ups spread over both. But a busy loop keeps its P
-// through its raw system calls, so the loops would leave nothing for the
-// broker's other goroutines (accepting, attesting, logging in, the audit
-// log) until the runtime's monitor took a P back: the runtime gets one P
-// beyond the loops. Setting GOMAXPROCS stops the runtime from following a
-// later change of the container's CPU limit; a broker restarted under the
-// new limit picks it up.
+// loopCount returns how many event loops relay sessions and the
+// GOMAXPROCS to run with once they start: a loop per P the runtime had,
+// as HAProxy runs a thread per CPU, and one P more. A single loop on two
+// CPUs was the thread every peer's wake-up landed on: a socket write
+// wakes its reader onto the writer's CPU (the kernel's sync wake-up),
+// and a loop that is always busy has had more than its share of that
+// CPU, so the reader preempts it at once, takes one message and sleeps
+// again, and the next write does the same (`perf sched` under
+// redis-benchmark: the loop preempted 13,000 times a second, asleep
+// 1,500; redis-server woken twice as often as behind HAProxy). With a
+// loop per CPU each sleeps when its sessions are idle, as HAProxy's
+// threads do, and the peers' wake-ups spread over the CPUs. But a busy loop
+// keeps its P through its raw system calls, so the loops would leave
+// nothing for the broker's other goroutines (accepting, attesting,
+// logging in, the audit log) until the runtime's monitor took a P back:
+// the runtime gets one P beyond the loops. Setting GOMAXPROCS stops the
+// runtime from following a later change of the container's CPU limit; a
+// broker restarted under the new limit picks it up.
 func loopCount() (loops, procs int) {
 	n := max(1, runtime.GOMAXPROCS(0))
 	return n, n + 1
