@@ -35,9 +35,9 @@ import (
 // watches the slow socket for room), so a slow reader holds back its
 // peer as io.Copy does, through the kernel's buffers.
 
-// loopCount returns how many event loops relay sessions and the
-// GOMAXPROCS to run with once they start: a loop per P the runtime had,
-// as HAProxy runs a thread per CPU, and one P more. A single loop on two
+// loopCount returns how many event loops relay sessions: a loop per P
+// the runtime had, as HAProxy runs a thread per CPU; once they run, the
+// runtime gets one P more. A single loop on two
 // CPUs was the thread every peer's wake-up landed on: a socket write
 // wakes its reader onto the writer's CPU (the kernel's sync wake-up),
 // and a loop that is always busy has had more than its share of that
@@ -53,9 +53,8 @@ import (
 // the runtime gets one P beyond the loops. Setting GOMAXPROCS stops the
 // runtime from following a later change of the container's CPU limit; a
 // broker restarted under the new limit picks it up.
-func loopCount() (loops, procs int) {
-	n := max(1, runtime.GOMAXPROCS(0))
-	return n, n + 1
+func loopCount() int {
+	return max(1, runtime.GOMAXPROCS(0))
 }
 
 // loopBufSize is the most a loop reads from one socket at a time.
@@ -191,8 +190,12 @@ func dupSocket(c net.Conn) (int, error) {
 func nextLoop() (*pollLoop, error) {
 	p := &pollLoops
 	p.once.Do(func() {
-		loops, procs := loopCount()
-		runtime.GOMAXPROCS(procs)
+		loops := loopCount()
+		defer func() {
+			if len(p.loops) > 0 {
+				runtime.GOMAXPROCS(loops + 1)
+			}
+		}()
 		for range loops {
 			epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 			if err != nil {
