@@ -263,12 +263,15 @@ func TestFleetForwarding(t *testing.T) {
 			})
 		}
 	}
-	install1 := ""
+	install1, _ := logState(t, e1.db)
 	deadline := time.Now().Add(hangBound)
 	for {
-		var headSeq int64
-		install1, headSeq = logState(t, e1.db)
+		// The store counted before the log's head is read: rows only
+		// grow, so n < headSeq means the forwarder was behind the log.
+		// Read the other way round, a forwarder that keeps up under
+		// load shows more stored rows than the head read just before.
 		n := fs.count(t, "SELECT count(*) FROM audit_rows WHERE install_id = $1", install1)
+		_, headSeq := logState(t, e1.db)
 		if n >= 100 && n < headSeq {
 			t.Logf("SIGKILL with %d of %d rows in the store", n, headSeq)
 			break
