@@ -8,16 +8,22 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	mathrand "math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 	"unicode"
+
+	"golang.org/x/sys/unix"
 )
 
 // connPair returns the two ends of one connection over network ("tcp" on
@@ -249,6 +255,76 @@ func TestLoopsPerP(t *testing.T) {
 	for _, s := range sessions {
 		s.app.Close()
 		<-s.done
+	}
+}
+
+// When there are as many loops as CPUs the process may run on, each
+// loop's thread is bound to a CPU of its own, as the kernel reports the
+// thread's affinity; otherwise no loop is bound.
+func TestLoopsBoundToCPUs(t *testing.T) {
+	// A round trip on a session per loop: every loop has run.
+	var sessions []*session
+	for range 2 * max(1, len(pollLoops.loops), runtime.NumCPU()) {
+		s := relaySession(t, context.Background(), "unix")
+		sessions = append(sessions, s)
+		got := make([]byte, 1)
+		if _, err := s.app.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(s.server, got); err != nil || got[0] != 'x' {
+			t.Fatalf("server read %q, %v", got, err)
+		}
+	}
+	loops := pollLoops.loops
+	cpus := loopCPUs(len(loops))
+	t.Logf("%d loops; CPUs for them: %v", len(loops), cpus)
+	bound := map[int]bool{}
+	for i, l := range loops {
+		if cpus == nil {
+			if l.cpu != -1 || l.tid.Load() != 0 {
+				t.Errorf("loop %d bound to CPU %d with %d loops and other CPUs allowed", i, l.cpu, len(loops))
+			}
+			continue
+		}
+		if l.cpu != cpus[i] || bound[l.cpu] {
+			t.Errorf("loop %d: CPU %d; want %d, each loop its own", i, l.cpu, cpus[i])
+		}
+		bound[l.cpu] = true
+		status, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/status", l.tid.Load()))
+		if err != nil {
+			t.Fatalf("loop %d: its thread: %v", i, err)
+		}
+		m := regexp.MustCompile(`(?m)^Cpus_allowed_list:\s*(\S+)$`).FindSubmatch(status)
+		if m == nil {
+			t.Fatalf("loop %d: no Cpus_allowed_list in its thread's status", i)
+		}
+		if string(m[1]) != strconv.Itoa(l.cpu) {
+			t.Errorf("loop %d: thread %d may run on CPUs %s; want CPU %d only", i, l.tid.Load(), m[1], l.cpu)
+		}
+	}
+	for _, s := range sessions {
+		s.app.Close()
+		<-s.done
+	}
+}
+
+// loopCPUs gives CPUs only for as many loops as the process has CPUs.
+func TestLoopCPUsCount(t *testing.T) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	n := set.Count()
+	if got := loopCPUs(n); len(got) != n {
+		t.Errorf("loopCPUs(%d) = %v on %d CPUs; want all of them", n, got, n)
+	}
+	for _, c := range loopCPUs(n) {
+		if !set.IsSet(c) {
+			t.Errorf("loopCPUs gave CPU %d, which the process may not use", c)
+		}
+	}
+	if got := loopCPUs(n + 1); got != nil {
+		t.Errorf("loopCPUs(%d) on %d CPUs = %v; want none", n+1, n, got)
 	}
 }
 
