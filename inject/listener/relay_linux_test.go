@@ -259,8 +259,8 @@ func TestLoopsPerP(t *testing.T) {
 }
 
 // When there are as many loops as CPUs the process may run on, each
-// loop's thread is bound to a CPU of its own, as the kernel reports the
-// thread's affinity; otherwise no loop is bound.
+// loop's thread is bound to a CPU of its own and is SCHED_BATCH, as the
+// kernel reports the thread; otherwise no loop is bound.
 func TestLoopsBoundToCPUs(t *testing.T) {
 	// A round trip on a session per loop: every loop has run.
 	var sessions []*session
@@ -300,6 +300,13 @@ func TestLoopsBoundToCPUs(t *testing.T) {
 		}
 		if string(m[1]) != strconv.Itoa(l.cpu) {
 			t.Errorf("loop %d: thread %d may run on CPUs %s; want CPU %d only", i, l.tid.Load(), m[1], l.cpu)
+		}
+		attr, err := unix.SchedGetAttr(int(l.tid.Load()), 0)
+		if err != nil {
+			t.Fatalf("loop %d: sched_getattr: %v", i, err)
+		}
+		if attr.Policy != unix.SCHED_BATCH {
+			t.Errorf("loop %d: thread %d has scheduling policy %d; want SCHED_BATCH (%d)", i, l.tid.Load(), attr.Policy, unix.SCHED_BATCH)
 		}
 	}
 	for _, s := range sessions {
