@@ -67,8 +67,9 @@ func loopCount() int {
 // last on the same CPU in half of the samples (the bound loops never),
 // where they
 // wait behind each other and the peers they have just woken. Bound,
-// each CPU has its loop: pgbench -S went from HAProxy's rate to about a
-// fifth above it, Redis unchanged (bench/README.md).
+// each CPU has its loop: in alternating runs pgbench -S went from about
+// HAProxy's rate to a fifth above it (bench/README.md); for Redis see
+// bindThread.
 func loopCPUs(n int) []int {
 	var set unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &set); err != nil || set.Count() != n {
