@@ -65,8 +65,8 @@ func loopCount() int {
 // Unbound, the kernel tends to put a woken loop on the CPU of the peer
 // that woke it: under pgbench -S the broker's two busiest threads were
 // last on the same CPU in half of the samples (the bound loops never),
-// where they
-// wait behind each other and the peers they have just woken. Bound,
+// where they wait behind each other and the peers they have just woken.
+// Bound,
 // each CPU has its loop: in alternating runs pgbench -S went from about
 // HAProxy's rate to a fifth above it (bench/README.md); for Redis see
 // bindThread.
@@ -89,8 +89,10 @@ func loopCPUs(n int) []int {
 // runs on its CPU but waits for it to sleep or use up its slice. A bound
 // loop that preempted the peer which had just woken it (redis-server
 // writing replies to fifty sockets, the first write waking the loop on
-// the same CPU) took the replies one at a time; waiting, it takes them
-// together, and the peer keeps its CPU (A/B runs, bench/README.md: bound
+// the same CPU) broke its run of replies (redis-server woken 0.09–0.11
+// times per request against HAProxy's 0.07–0.10); waiting, the loop
+// takes them together and the peer keeps its CPU (A/B runs,
+// bench/README.md: bound
 // alone, Redis 0.93–0.96 × HAProxy; bound and SCHED_BATCH, 1.07–1.10).
 // Neither needs a privilege; a failure leaves the thread as it was,
 // which only costs speed.
