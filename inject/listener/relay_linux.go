@@ -66,10 +66,9 @@ func loopCount() int {
 // that woke it: under pgbench -S the broker's two busiest threads were
 // last on the same CPU in half of the samples (the bound loops never),
 // where they wait behind each other and the peers they have just woken.
-// Bound,
-// each CPU has its loop: in alternating runs pgbench -S went from about
-// HAProxy's rate to a fifth above it (bench/README.md); for Redis see
-// bindThread.
+// Bound, each CPU has its loop: in alternating runs pgbench -S went from
+// about HAProxy's rate to a fifth above it (bench/README.md); for Redis
+// see bindThread.
 func loopCPUs(n int) []int {
 	var set unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &set); err != nil || set.Count() != n {
@@ -92,8 +91,8 @@ func loopCPUs(n int) []int {
 // the same CPU) broke its run of replies (redis-server woken 0.09–0.11
 // times per request against HAProxy's 0.07–0.10); waiting, the loop
 // takes them together and the peer keeps its CPU (A/B runs,
-// bench/README.md: bound
-// alone, Redis 0.93–0.96 × HAProxy; bound and SCHED_BATCH, 1.07–1.10).
+// bench/README.md: bound alone, Redis 0.93–0.96 × HAProxy; bound and
+// SCHED_BATCH, 1.07–1.10).
 // Neither needs a privilege; a failure leaves the thread as it was,
 // which only costs speed.
 func bindThread(cpu int) {
