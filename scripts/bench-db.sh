@@ -41,7 +41,11 @@
 # (50), REDIS_REQUESTS (redis-benchmark's -n per test; default from the
 # warm-up), DBS ("postgres redis"), TARGETS ("direct haproxy gorelay
 # broker"), BENCH_DIR (${TMPDIR:-/tmp}: where the temporary directory, and
-# so the database files and the broker's audit database, go), GO (go).
+# so Redis's files and the broker's audit database, go), PG_DIR (/dev/shm
+# when it is writable with 1 GiB free, else BENCH_DIR: where the PostgreSQL
+# cluster goes; on a disk, every TPC-B-like commit waits for an fsync
+# whose time the host's other work sets, which drowns the relays' share),
+# GO (go).
 # Installs what is missing from Debian's packages. See bench/README.md. A
 # missed target is printed, not an error: the script fails only when
 # something does not start, a check query through a target fails, a run
@@ -55,6 +59,15 @@ abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 
 bin=${1:+$(abspath "$1")}
 bench_dir=$(abspath "${BENCH_DIR:-${TMPDIR:-/tmp}}")
+pg_base=${PG_DIR:-}
+if [ -z "$pg_base" ]; then
+  pg_base=$bench_dir
+  # /dev/shm when it can take the database (a container's may hold 64 MiB).
+  if [ -d /dev/shm ] && [ -w /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR == 2 { print $4 }')" -ge $((1 << 20)) ]; then
+    pg_base=/dev/shm
+  fi
+fi
+pg_base=$(abspath "$pg_base")
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 
@@ -107,6 +120,7 @@ warm_s=$(seconds "$warmup" || true)
 [[ $redis_clients =~ ^[1-9][0-9]*$ ]] || die "REDIS_CLIENTS=$redis_clients: want a whole number ≥ 1"
 [ -z "$redis_requests" ] || [[ $redis_requests =~ ^[1-9][0-9]*$ ]] || die "REDIS_REQUESTS=$redis_requests: want a whole number ≥ 1"
 [ -d "$bench_dir" ] || die "BENCH_DIR=$bench_dir: no such directory"
+[ -d "$pg_base" ] || die "PG_DIR=$pg_base: no such directory"
 declare -A want_db want_target
 for d in "${dbs[@]}"; do
   case $d in postgres | redis) want_db[$d]=1 ;; *) die "DBS: unknown database $d (want postgres and/or redis)" ;; esac
@@ -161,6 +175,7 @@ fi
 
 pids=()
 tmp=$(mktemp -d "$bench_dir/credbroker-bench-db.XXXXXX")
+pgdir=
 pg_pid=
 cleanup() {
   # PostgreSQL stops at once on SIGINT (fast shutdown); SIGTERM would wait
@@ -169,7 +184,7 @@ cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   [ -z "$pg_pid" ] || wait "$pg_pid" 2>/dev/null || true
-  rm -rf "$tmp"
+  rm -rf "$tmp" ${pgdir:+"$pgdir"}
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -285,8 +300,7 @@ fi
 
 if db postgres; then
   echo "== postgres"
-  pgdir=$tmp/pg
-  mkdir -p "$pgdir"
+  pgdir=$(mktemp -d "$pg_base/credbroker-bench-pg.XXXXXX")
   [ "$(id -u)" -ne 0 ] || chown "$pg_owner:" "$pgdir"
   log[pg]=$pgdir/postgres.log
   "${as_owner[@]}" initdb -D "$pgdir/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
@@ -320,7 +334,7 @@ CREATE ROLE $pg_user LOGIN PASSWORD '$pg_pass';
 CREATE DATABASE $pg_user OWNER $pg_user;
 EOF
     die "cannot create the role $pg_user" "$tmp/psql.log" "${log[pg]}"
-  echo "postgres $(postgres --version | awk '{print $NF}') on 127.0.0.1:${port[pg]} as $pg_owner, scram-sha-256; pgbench -i -s $scale"
+  echo "postgres $(postgres --version | awk '{print $3}') on 127.0.0.1:${port[pg]} as $pg_owner, scram-sha-256, data in $pg_base ($(stat -f -c %T "$pgdir")); pgbench -i -s $scale"
   PGPASSWORD=$pg_pass PGPASSFILE=$nopass PGSSLMODE=disable pgbench -i -q -s "$scale" -h 127.0.0.1 -p "${port[pg]}" -U "$pg_user" "$pg_user" \
     >"$tmp/pgbench-init.log" 2>&1 || die "pgbench -i failed" "$tmp/pgbench-init.log" "${log[pg]}"
   tail -n 1 "$tmp/pgbench-init.log"

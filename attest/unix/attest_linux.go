@@ -53,8 +53,12 @@ type Attestor struct {
 	hashSlots chan struct{}
 	// hashed counts executables read and hashed (cache misses).
 	hashed atomic.Uint64
-	// scanned counts scans of /proc/*/fd for the holders of a TCP socket.
-	scanned atomic.Uint64
+	// scans shares scans of /proc/*/fd for the holders of TCP sockets;
+	// scanned counts them; testHookScan, when set, is called before each
+	// with the number of sockets it looks for.
+	scans        holderScans
+	scanned      atomic.Uint64
+	testHookScan func(sockets int)
 	// noPidfdInfo is set once the kernel refuses PIDFD_GET_INFO; the ids
 	// of a held TCP peer are then read from /proc/PID/status.
 	noPidfdInfo atomic.Bool

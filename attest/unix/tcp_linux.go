@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
-	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/credbroker/credbroker/attest"
@@ -74,9 +76,10 @@ var errHolderGone = errors.New("unix: the process let go of the socket")
 // so a socket passed to another process is attributed to whoever holds it
 // at that call, a process that forked since is seen as a second holder,
 // and a process that exits is refused at the next call. The cost is a scan
-// of /proc/*/fd, a readlink per open file of every process: about 1.2 ms
-// with 80 processes holding 430 files, 5.6 ms with 380 holding 2,200, on
-// two cores of a virtual machine (BenchmarkAttestTCP). Config.Hooks'
+// of /proc/*/fd, a readlink per open file of every process, shared by the
+// calls waiting at once and spread over the CPUs (socketHolders): about
+// 0.9 ms with 80 processes holding 500 files, 5 ms with 380 holding 2,300,
+// on two cores of a virtual machine (BenchmarkAttestTCP). Config.Hooks'
 // AfterPeerCred is called with each holder's pid once its pidfd is taken.
 //
 // It returns an *attest.Error wrapping ErrNoPeer when the peer is not a
@@ -437,90 +440,191 @@ func chooseHolder(hs []*tcpHolder) (*tcpHolder, error) {
 // processes whose open files include the socket of inode ino. A process
 // whose open files cannot be read for lack of permission is an error, not
 // a process skipped: it might hold the socket.
+//
+// The scan of /proc/*/fd is most of what attesting a TCP peer costs (a
+// readlink per open file of every process), and connections that arrive
+// together wait for it together: so one scan looks for the sockets of
+// every attestation waiting when it starts (holderScans). Each waiter's
+// answer still comes from a scan that started after it asked.
 func (a *Attestor) socketHolders(ctx context.Context, ino uint32) ([]int32, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s := &a.scans
+	s.mu.Lock()
+	sc := s.next
+	if sc == nil {
+		sc = &holderScan{want: map[uint32][]int32{}, done: make(chan struct{})}
+		s.next = sc
+	}
+	sc.want[ino] = nil
+	if !s.running {
+		s.running = true
+		go a.runScans()
+	}
+	s.mu.Unlock()
+	select {
+	case <-sc.done:
+		return sc.want[ino], sc.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// holderScans queues the sockets whose holders are looked for: the
+// requests made while a scan runs wait for the next one, which looks for
+// all of them.
+type holderScans struct {
+	mu      sync.Mutex
+	next    *holderScan // the scan that requests join, not started; nil when none has
+	running bool        // runScans is running
+}
+
+// holderScan is one scan of /proc/*/fd for the holders of the sockets in
+// want. Once done is closed, want and err are the answer and no longer
+// change.
+type holderScan struct {
+	want map[uint32][]int32 // socket inode -> the pids holding it
+	err  error
+	done chan struct{}
+}
+
+// runScans runs the scans requested until none is waiting.
+func (a *Attestor) runScans() {
+	s := &a.scans
+	for {
+		s.mu.Lock()
+		sc := s.next
+		s.next = nil
+		if sc == nil {
+			s.running = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		if hook := a.testHookScan; hook != nil {
+			hook(len(sc.want))
+		}
+		sc.err = a.scanHolders(sc.want)
+		close(sc.done)
+	}
+}
+
+// scanHolders fills want, for each socket inode in it, with the pids of the
+// processes that hold it, in the order /proc lists them. The processes are
+// shared among scanWorkers goroutines, each taking the next process not
+// yet taken: a connection waits for the scan, and a CPU left idle by the
+// others cuts the wait.
+func (a *Attestor) scanHolders(want map[uint32][]int32) error {
 	a.scanned.Add(1)
 	procfd, err := sys.Open(a.procRoot, sys.O_RDONLY|sys.O_DIRECTORY|sys.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("unix: open %s: %w", a.procRoot, err)
+		return fmt.Errorf("unix: open %s: %w", a.procRoot, err)
 	}
 	defer sys.Close(procfd)
-	var wantBuf [32]byte
-	want := append(strconv.AppendUint(append(wantBuf[:0], "socket:["...), uint64(ino), 10), ']')
-	s := fdScan{
-		procfd: procfd,
-		want:   want,
-		dents:  make([]byte, 16<<10),
-		fdDent: make([]byte, 8<<10),
-	}
-	var pids []int32
+	var procs []procEntry
+	dents := make([]byte, 16<<10)
 	for {
-		n, err := getdents(procfd, s.dents)
+		n, err := getdents(procfd, dents)
 		if err != nil {
-			return nil, fmt.Errorf("unix: read %s: %w", a.procRoot, err)
+			return fmt.Errorf("unix: read %s: %w", a.procRoot, err)
 		}
 		if n == 0 {
-			return pids, nil
+			break
+		}
+		for buf := dents[:n]; len(buf) > 0; {
+			name, rest, ok := nextDirent(buf)
+			if !ok {
+				return fmt.Errorf("unix: read %s: malformed directory entry", a.procRoot)
+			}
+			buf = rest
+			if pid, ok := parsePid(name); ok {
+				procs = append(procs, procEntry{pid: pid, fdPath: string(name) + "/fd"})
+			}
+		}
+	}
+
+	var (
+		next   atomic.Int64 // the index of the next process to read
+		failed atomic.Bool  // a worker met an error: the others stop
+		wg     sync.WaitGroup
+	)
+	for range min(scanWorkers(), len(procs)) {
+		wg.Go(func() {
+			s := fdScan{procfd: procfd, want: want, dents: make([]byte, 8<<10)}
+			for !failed.Load() {
+				i := int(next.Add(1) - 1)
+				if i >= len(procs) {
+					return
+				}
+				p := &procs[i]
+				if p.held, p.err = s.collect(p.fdPath); p.err != nil {
+					failed.Store(true)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i := range procs {
+		p := &procs[i]
+		if p.err != nil {
+			return fmt.Errorf("unix: pid %d: %w", p.pid, p.err)
+		}
+		for _, ino := range p.held {
+			want[ino] = append(want[ino], p.pid)
+		}
+	}
+	return nil
+}
+
+// scanWorkers is the number of goroutines that share a scan of /proc.
+func scanWorkers() int {
+	return min(runtime.GOMAXPROCS(0), 4)
+}
+
+// procEntry is one process of a scan of /proc/*/fd and what was found in
+// its open files.
+type procEntry struct {
+	pid    int32
+	fdPath string   // "PID/fd", under /proc
+	held   []uint32 // the wanted sockets it holds
+	err    error
+}
+
+// fdScan holds one scanning goroutine's buffers; want is only read.
+type fdScan struct {
+	procfd int
+	want   map[uint32][]int32
+	dents  []byte // of /proc/PID/fd
+	link   [64]byte
+}
+
+// collect returns the wanted sockets that the process of /proc/PID/fd
+// (fdPath, under procfd) has among its open files; a process that is gone
+// holds nothing.
+func (s *fdScan) collect(fdPath string) (held []uint32, err error) {
+	fdDir, err := sys.Openat(s.procfd, fdPath, sys.O_RDONLY|sys.O_DIRECTORY|sys.O_CLOEXEC, 0)
+	switch {
+	case errors.Is(err, sys.ENOENT), errors.Is(err, sys.ESRCH):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("open fd directory: %w", err)
+	}
+	defer sys.Close(fdDir)
+	for {
+		n, err := getdents(fdDir, s.dents)
+		switch {
+		case errors.Is(err, sys.ENOENT), errors.Is(err, sys.ESRCH):
+			return nil, nil // exited while listed
+		case err != nil:
+			return nil, fmt.Errorf("read fd directory: %w", err)
+		case n == 0:
+			return held, nil
 		}
 		for buf := s.dents[:n]; len(buf) > 0; {
 			name, rest, ok := nextDirent(buf)
 			if !ok {
-				return nil, fmt.Errorf("unix: read %s: malformed directory entry", a.procRoot)
-			}
-			buf = rest
-			pid, ok := parsePid(name)
-			if !ok {
-				continue
-			}
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			held, err := s.holds(name)
-			if err != nil {
-				return nil, fmt.Errorf("unix: pid %d: %w", pid, err)
-			}
-			if held {
-				pids = append(pids, pid)
-			}
-		}
-	}
-}
-
-// fdScan holds the buffers of one scan of /proc/*/fd.
-type fdScan struct {
-	procfd int
-	want   []byte // "socket:[INODE]"
-	dents  []byte // of /proc
-	fdDent []byte // of /proc/PID/fd
-	path   []byte // "PID/fd"
-	link   [64]byte
-}
-
-// holds reports whether process pid (the /proc entry name) has the wanted
-// socket among its open files; a process that is gone holds nothing.
-func (s *fdScan) holds(pid []byte) (bool, error) {
-	s.path = append(append(s.path[:0], pid...), "/fd"...)
-	fdDir, err := sys.Openat(s.procfd, string(s.path), sys.O_RDONLY|sys.O_DIRECTORY|sys.O_CLOEXEC, 0)
-	switch {
-	case errors.Is(err, sys.ENOENT), errors.Is(err, sys.ESRCH):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("open fd directory: %w", err)
-	}
-	defer sys.Close(fdDir)
-	for {
-		n, err := getdents(fdDir, s.fdDent)
-		switch {
-		case errors.Is(err, sys.ENOENT), errors.Is(err, sys.ESRCH):
-			return false, nil // exited while listed
-		case err != nil:
-			return false, fmt.Errorf("read fd directory: %w", err)
-		case n == 0:
-			return false, nil
-		}
-		for buf := s.fdDent[:n]; len(buf) > 0; {
-			name, rest, ok := nextDirent(buf)
-			if !ok {
-				return false, errors.New("read fd directory: malformed directory entry")
+				return nil, errors.New("read fd directory: malformed directory entry")
 			}
 			buf = rest
 			if len(name) == 0 || name[0] == '.' {
@@ -530,11 +634,28 @@ func (s *fdScan) holds(pid []byte) (bool, error) {
 			if err != nil {
 				continue // closed meanwhile
 			}
-			if bytes.Equal(s.link[:m], s.want) {
-				return true, nil
+			ino, ok := socketLinkInode(s.link[:m])
+			if _, wanted := s.want[ino]; !ok || !wanted || slices.Contains(held, ino) {
+				continue // not looked for, or already found under another fd
+			}
+			if held = append(held, ino); len(held) == len(s.want) {
+				return held, nil // it holds every socket looked for
 			}
 		}
 	}
+}
+
+// socketLinkInode returns the inode of a descriptor's link "socket:[INODE]".
+func socketLinkInode(link []byte) (uint32, bool) {
+	rest, ok := bytes.CutPrefix(link, []byte("socket:["))
+	if !ok || len(rest) < 2 || rest[len(rest)-1] != ']' {
+		return 0, false
+	}
+	v, err := parseUint(rest[:len(rest)-1])
+	if err != nil || v > uint64(^uint32(0)) {
+		return 0, false
+	}
+	return uint32(v), true
 }
 
 // getdents reads directory entries, retrying on EINTR.
