@@ -14,7 +14,9 @@
 #   `pgbench -i -s SCALE` database): pgbench -S (select only), the default
 #   TPC-B-like script, -S -C (a new connection per transaction) and -S -R
 #   PG_RATE (a steady rate that does not saturate the relay: what it costs
-#   a quiet workload), each with -c CLIENTS -j JOBS -T DURATION;
+#   a quiet workload), each with -c CLIENTS -j JOBS -T DURATION; and
+#   -S -C through the broker's listener on a Unix socket too, where the
+#   kernel names the caller (on TCP the broker scans /proc/*/fd for it);
 #   Redis (a throwaway redis-server, an ACL user, the default user off):
 #   redis-benchmark -t get,set -c REDIS_CLIENTS -n N, N chosen so that
 #   each test through HAProxy lasts about DURATION.
@@ -449,7 +451,7 @@ fi
 if has broker; then
   echo "== broker"
   dir=$tmp/broker
-  mkdir -p "$dir/secrets"
+  mkdir -p "$dir/secrets" "$dir/pg"
   creds=()
   {
     echo "policies:"
@@ -484,6 +486,8 @@ EOF
     fi
     echo "listeners:"
     ! db postgres || echo "  - postgres: {listen: \"127.0.0.1:0\", upstream: \"127.0.0.1:${port[pg]}\", credential: $pg_cred, tls: {mode: disable}}"
+    # The same on a Unix socket, for pg -S -C only (broker-unix).
+    ! db postgres || echo "  - postgres: {listen: \"unix://$dir/pg/.s.PGSQL.5432\", upstream: \"127.0.0.1:${port[pg]}\", credential: $pg_cred, tls: {mode: disable}}"
     ! db redis || echo "  - redis: {listen: \"127.0.0.1:0\", upstream: \"127.0.0.1:${port[redis]}\", credential: $redis_cred}"
   } >"$dir/credbroker.yaml"
   log[broker]=$dir/broker.log
@@ -508,6 +512,15 @@ EOF
     port[broker-$d]=${addr##*:}
     echo "broker $d listener on $addr"
   done
+  if db postgres; then
+    for _ in $(seq 1 200); do
+      [ ! -S "$dir/pg/.s.PGSQL.5432" ] || break
+      alive "${pid[broker]}" "${log[broker]}" "the broker"
+      sleep 0.1
+    done
+    [ -S "$dir/pg/.s.PGSQL.5432" ] || die "the broker did not create its postgres listener's socket $dir/pg/.s.PGSQL.5432 within 20s" "${log[broker]}"
+    echo "broker postgres listener on unix://$dir/pg/.s.PGSQL.5432 (pg -S -C only)"
+  fi
   echo "broker audit database in $dir ($(stat -f -c %T "$dir"))"
 fi
 port[direct-postgres]=${port[pg]:-}
@@ -519,6 +532,7 @@ pid[broker]=${pid[broker]:-}
 # broker serve both databases, gorelay runs once per database.
 for d in postgres redis; do
   for t in direct haproxy broker; do pid[$t-$d]=${pid[$t]} log[$t-$d]=${log[$t]:-}; done
+  pid[broker-unix-$d]=${pid[broker]} log[broker-unix-$d]=${log[broker]:-}
   pid[gorelay-$d]=${pid[gorelay-$d]:-} log[gorelay-$d]=${log[gorelay-$d]:-}
 done
 
@@ -527,7 +541,7 @@ done
 # broker.
 pg_env() {
   local e=(PGPASSFILE="$nopass" PGSSLMODE=disable PGCONNECT_TIMEOUT=10)
-  [ "$1" = broker ] || e+=(PGPASSWORD="$pg_pass")
+  case $1 in broker | broker-unix) ;; *) e+=(PGPASSWORD="$pg_pass") ;; esac
   echo "${e[@]}"
 }
 # redis_auth TARGET: redis-cli/redis-benchmark's credential flags for
@@ -598,7 +612,9 @@ pg_run() {
   local w=$1 t=$2 round=$3 relay=${pid[$2-postgres]} secs=$dur_s
   [ "$round" -gt 0 ] || secs=$warm_s
   # shellcheck disable=SC2206
-  local args=(${pg_flags[$w]} -c "$clients" -j "$jobs" -T "$secs" -h 127.0.0.1 -p "${port[$t-postgres]}" -U "$pg_user" "$pg_user")
+  local where=(-h 127.0.0.1 -p "${port[$t-postgres]:-}")
+  [ "$t" != broker-unix ] || where=(-h "$tmp/broker/pg")
+  local args=(${pg_flags[$w]} -c "$clients" -j "$jobs" -T "$secs" "${where[@]}" -U "$pg_user" "$pg_user")
   [ "$round" -eq 0 ] || grep -qF -- "$w $t:" "$cmds" || echo "$w $t: $(pg_env "$t" | tr ' ' '\n' | grep -v '^PGPASSFILE\|^PGCONNECT' | tr '\n' ' ')pgbench ${args[*]}" | redact >>"$cmds"
   local r0 r1 out rc=0
   r0=${relay:+$(ticks "$relay")}
@@ -618,7 +634,7 @@ pg_run() {
     echo "$out" | redact | tail -n 30 >&2
     die "pgbench ${pg_flags[$w]} through $t failed (exit status $rc, ${failed:-?} failed transactions)" "${log[$t-postgres]}" "${log[pg]}"
   fi
-  if [ "$t" = broker ]; then
+  if [ "$t" = broker ] || [ "$t" = broker-unix ]; then
     # Connections the broker was sent: each client's, or one per
     # transaction with -C, plus pgbench's own first one.
     local c=$clients
@@ -696,6 +712,7 @@ echo "postgres: pgbench -c $clients -j $jobs -T $dur_s (-S, TPC-B-like, -S -C, -
   "$rounds round(s), targets alternating; warm-up ${warm_s}s per target and workload, not recorded" | tee -a "$lines"
 if db postgres && [ "$warm_s" -gt 0 ]; then
   for w in "${pg_workloads[@]}"; do for t in "${order[@]}"; do pg_run "$w" "$t" 0; done; done
+  ! has broker || pg_run pg-SC broker-unix 0
 fi
 if db redis; then
   # The warm-up is the calibration too: N such that each test (get, set)
@@ -720,6 +737,9 @@ for round in $(seq 1 "$rounds"); do
   mapfile -t round_order < <(rotated "$round")
   if db postgres; then
     for w in "${pg_workloads[@]}"; do for t in "${round_order[@]}"; do pg_run "$w" "$t" "$round"; done; done
+    # The broker's listener on a Unix socket, where the kernel names the
+    # peer: what -C costs without the scan of /proc a TCP caller needs.
+    ! has broker || pg_run pg-SC broker-unix "$round"
   fi
   if db redis; then
     for t in "${round_order[@]}"; do redis_run "$t" "$round" "$redis_requests"; done
@@ -891,6 +911,11 @@ target_ge() {
     l=-
     [ "$d" = - ] || l=$(awk -v d="$d" -v m="$min_c_vs_direct" 'BEGIN {print m * d}')
     target_ge "pg -S -C TPS" "$b" "$l" "broker $(num %.0f "$b") ≥ $min_c_vs_direct × direct $(num %.0f "$d") = $(num %.0f "$l") (ratio $(ratio "$b" "$d"); haproxy $(num %.0f "$(med pg-SC haproxy 4)"))"
+    if has broker; then
+      u=$(med pg-SC broker-unix 4)
+      printf '  info: pg -S -C through the broker'"'"'s listener on a Unix socket (the kernel names the peer: no scan of /proc/*/fd): %s TPS = %s × direct (per round %s), %s µs broker CPU/tx (on TCP %s)\n' \
+        "$(num %.0f "$u")" "$(ratio "$u" "$d")" "$(paired pg-SC broker-unix direct)" "$(num %.1f "$(med pg-SC broker-unix 9)")" "$(num %.1f "$(med pg-SC broker 9)")"
+    fi
   fi
   if db redis; then
     for test in get set; do
