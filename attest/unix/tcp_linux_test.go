@@ -327,53 +327,89 @@ func TestAttestTCPTwoUIDs(t *testing.T) {
 	}
 }
 
-// A client connects from port P and resets; a second process binds P and
+// A client connects from port P and resets; then this process binds P and
 // connects to the same listener, so the two connections have one 4-tuple.
-// The second is attested as itself, and the first, attested again after
-// its process died, is refused rather than named after the second.
+// The second is attested as this process, and the first, attested again
+// after its process died, is refused rather than named after the second.
+// P is bound again as soon as the kernel lets go of the reset socket; if
+// another socket took P meanwhile, the scenario starts over.
 func TestAttestTCPPortReuse(t *testing.T) {
 	needRoot(t)
 	exe, sum := tcpExe(t)
+	self := selfExe(t)
+	selfSum := fileSHA256(t, self)
 	a := newAttestor(t, Config{})
 	ln := listenTCP(t, "127.0.0.1:0")
 
-	first := startTCPPeer(t, ln, "", exe, "reset", &syscall.Credential{Uid: 65534, Gid: 65534})
-	id, err := a.AttestTCP(context.Background(), first.conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkTCPIdentity(t, id, 65534, 65534, first.cmd.Process.Pid, exe, sum)
-	port := first.conn.RemoteAddr().(*net.TCPAddr).Port
+	for attempt := 1; ; attempt++ {
+		first := startTCPPeer(t, ln, "", exe, "reset", &syscall.Credential{Uid: 65534, Gid: 65534})
+		id, err := a.AttestTCP(context.Background(), first.conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkTCPIdentity(t, id, 65534, 65534, first.cmd.Process.Pid, exe, sum)
+		from := first.conn.RemoteAddr().(*net.TCPAddr)
 
-	// Tell it to reset, and wait for the reset and its exit.
-	if _, err := first.conn.Write([]byte{1}); err != nil {
-		t.Fatal(err)
-	}
-	first.conn.SetReadDeadline(time.Now().Add(helperTimeout))
-	if _, err := io.Copy(io.Discard, first.conn); !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("reading the first connection: %v, want ECONNRESET", err)
-	}
-	if err := first.cmd.Wait(); err != nil {
-		t.Fatalf("first helper: %v", err)
-	}
+		// Tell it to reset, and wait for the reset and its exit.
+		if _, err := first.conn.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		first.conn.SetReadDeadline(time.Now().Add(helperTimeout))
+		if _, err := io.Copy(io.Discard, first.conn); !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("reading the first connection: %v, want ECONNRESET", err)
+		}
+		if err := first.cmd.Wait(); err != nil {
+			t.Fatalf("first helper: %v", err)
+		}
 
-	second := startTCPPeer(t, ln, "", exe, "hold", &syscall.Credential{Uid: 0, Gid: 0}, envTCPLocalPort+"="+strconv.Itoa(port))
-	if got := second.conn.RemoteAddr().String(); got != first.conn.RemoteAddr().String() {
-		t.Fatalf("second connection from %s, want the first's %s", got, first.conn.RemoteAddr())
-	}
-	id, err = a.AttestTCP(context.Background(), second.conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkTCPIdentity(t, id, 0, 0, second.cmd.Process.Pid, exe, sum)
+		d := net.Dialer{Timeout: helperTimeout, LocalAddr: from, Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) { serr = sys.SetsockoptInt(int(fd), sys.SOL_SOCKET, sys.SO_REUSEADDR, 1) }); err != nil {
+				return err
+			}
+			return serr
+		}}
+		// The port is free once the kernel has let go of the reset socket,
+		// which may be a moment after the helper's exit.
+		var client net.Conn
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			client, err = d.Dial("tcp", ln.Addr().String())
+			if !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+				break
+			}
+		}
+		if errors.Is(err, syscall.EADDRINUSE) && attempt < 3 {
+			t.Logf("attempt %d: port %d is still taken after the reset (%v); starting over", attempt, from.Port, err)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("connecting from the first connection's address %v: %v", from, err)
+		}
+		defer client.Close()
+		ln.SetDeadline(time.Now().Add(helperTimeout))
+		second, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer second.Close()
+		if got := second.RemoteAddr().String(); got != first.conn.RemoteAddr().String() {
+			t.Fatalf("second connection from %s, want the first's %s", got, first.conn.RemoteAddr())
+		}
+		id, err = a.AttestTCP(context.Background(), second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkTCPIdentity(t, id, os.Getuid(), os.Getgid(), os.Getpid(), self, selfSum)
 
-	id, err = a.AttestTCP(context.Background(), first.conn)
-	wantReason(t, id, err, reasonGone)
-	if errors.Is(err, ErrNoPeer) {
-		t.Errorf("a peer that exited is reported as ErrNoPeer: %v", err)
-	}
-	if pid, ok := id.Claims[ClaimPID]; ok {
-		t.Errorf("the stale attestation carries pid %v", pid)
+		id, err = a.AttestTCP(context.Background(), first.conn)
+		wantReason(t, id, err, reasonGone)
+		if errors.Is(err, ErrNoPeer) {
+			t.Errorf("a peer that exited is reported as ErrNoPeer: %v", err)
+		}
+		if pid, ok := id.Claims[ClaimPID]; ok {
+			t.Errorf("the stale attestation carries pid %v", pid)
+		}
+		return
 	}
 }
 
