@@ -250,6 +250,23 @@ func listenTCP(t testing.TB, addr string) *net.TCPListener {
 	return ln.(*net.TCPListener)
 }
 
+// selfTCP connects this process to ln and returns the accepted end;
+// cleanup closes both ends.
+func selfTCP(t testing.TB, ln net.Listener) net.Conn {
+	t.Helper()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return server
+}
+
 // checkTCPIdentity checks an identity from AttestTCP: a unix identity of
 // the wanted process with the transport claim.
 func checkTCPIdentity(t *testing.T, id attest.Identity, uid, gid, pid int, exe, sum string) {
@@ -542,17 +559,7 @@ func TestAttestTCPRefusals(t *testing.T) {
 		a := newAttestor(t, Config{})
 		addr := nonLoopbackAddr(t)
 		ln := listenTCP(t, net.JoinHostPort(addr.String(), "0"))
-		client, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer client.Close()
-		server, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer server.Close()
-		id, err := a.AttestTCP(context.Background(), server)
+		id, err := a.AttestTCP(context.Background(), selfTCP(t, ln))
 		wantReason(t, id, err, reasonNoPeer)
 		if !errors.Is(err, ErrNoPeer) {
 			t.Errorf("error %v does not wrap ErrNoPeer", err)

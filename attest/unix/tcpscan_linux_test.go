@@ -22,20 +22,7 @@ func TestAttestTCPSharedScan(t *testing.T) {
 	sum := fileSHA256(t, exe)
 	a := newAttestor(t, Config{})
 	ln := listenTCP(t, "127.0.0.1:0")
-	var own []net.Conn
-	for range 3 {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		s, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		own = append(own, s)
-	}
+	own := []net.Conn{selfTCP(t, ln), selfTCP(t, ln), selfTCP(t, ln)}
 	helper := startTCPPeer(t, ln, "", exe, "hold", nil)
 
 	started := make(chan int, 10) // the number of sockets each scan looks for
