@@ -11,6 +11,7 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/s3 v1.114.10 // test-only: the S3 client of the SigV4 and container-credentials tests
 	github.com/aws/aws-sdk-go-v2/service/sts v1.52.0 // the aws_sts provider: AssumeRole, AssumeRoleWithWebIdentity
 	github.com/aws/smithy-go v1.28.9 // the STS client's API errors (code and message)
+	github.com/cilium/ebpf v0.22.0 // the unix attestor's BPF task_file iterator: the holders of a TCP client socket without reading /proc/*/fd
 	github.com/coreos/go-oidc/v3 v3.21.0
 	github.com/go-jose/go-jose/v4 v4.1.8 // go-oidc's own JOSE library: header checks before go-oidc, key sets, test tokens
 	github.com/go-sql-driver/mysql v1.10.1 // test-only: the MySQL client of the mysql listener's tests and of internal/mariadbtest

@@ -56,9 +56,11 @@ type Attestor struct {
 	// scans shares scans of /proc/*/fd for the holders of TCP sockets;
 	// scanned counts them; testHookScan, when set, is called before each
 	// with the number of sockets it looks for.
+	// bpf, when not nil, finds them instead of the scan (scanHolders).
 	scans        holderScans
 	scanned      atomic.Uint64
 	testHookScan func(sockets int)
+	bpf          *bpfHolders
 	// noPidfdInfo is set once the kernel refuses PIDFD_GET_INFO; the ids
 	// of a held TCP peer are then read from /proc/PID/status.
 	noPidfdInfo atomic.Bool
@@ -108,9 +110,25 @@ func New(cfg Config) (*Attestor, error) {
 		}
 	}
 	a.noPidfd.Store(!usePidfd)
-	a.log.Info("unix attestor ready", logKeyMode, mode)
+	lookup := TCPLookupProc
+	if cfg.TCPLookup != TCPLookupProc {
+		b, err := sharedBPFHolders()
+		switch {
+		case err == nil:
+			a.bpf, lookup = b, TCPLookupBPF
+		case cfg.TCPLookup == TCPLookupBPF:
+			return nil, fmt.Errorf("unix: tcp_lookup %s: %w", TCPLookupBPF, err)
+		default:
+			a.log.Info("unix attestor: TCP callers are found by reading /proc/*/fd: the BPF iterator is not available", logKeyError, err)
+		}
+	}
+	a.log.Info("unix attestor ready", logKeyMode, mode, logKeyTCPLookup, lookup)
 	return a, nil
 }
+
+// sharedBPFHolders loads the BPF iterator once per process: every Attestor
+// may use it, one lookup at a time.
+var sharedBPFHolders = sync.OnceValues(func() (*bpfHolders, error) { return loadBPFHolders() })
 
 // fail returns an attestation failure with a caller-safe reason and internal
 // detail.

@@ -30,13 +30,21 @@ const (
 	DefaultHashConcurrency = 2
 )
 
+// Values of Config.TCPLookup.
+const (
+	TCPLookupAuto = "auto"
+	TCPLookupBPF  = "bpf"
+	TCPLookupProc = "proc"
+)
+
 // Log attribute keys.
 const (
-	logKeyMode   = "mode"
-	logKeyPID    = "pid"
-	logKeyUID    = "uid"
-	logKeyReason = "reason"
-	logKeyError  = "error"
+	logKeyMode      = "mode"
+	logKeyPID       = "pid"
+	logKeyUID       = "uid"
+	logKeyReason    = "reason"
+	logKeyError     = "error"
+	logKeyTCPLookup = "tcp_lookup"
 )
 
 // Config configures an Attestor.
@@ -58,6 +66,12 @@ type Config struct {
 	// misses); others wait, as long as their request lets them. Default
 	// DefaultHashConcurrency; negative is an error.
 	HashConcurrency int
+	// TCPLookup is how AttestTCP finds the processes holding the client
+	// socket of a TCP loopback connection: TCPLookupBPF with a BPF iterator
+	// over every open file (needs CAP_BPF and CAP_PERFMON, and kernel BTF),
+	// TCPLookupProc by reading /proc/*/fd, or TCPLookupAuto (the default,
+	// "") for the iterator when it loads and /proc otherwise.
+	TCPLookup string
 	// Hooks are test seams; all are optional.
 	Hooks Hooks
 	// Logger receives the attestor's own logs. Default: discard.
@@ -89,6 +103,11 @@ func (c Config) Validate() error {
 	if c.HashConcurrency < 0 {
 		errs = append(errs, fmt.Errorf("unix: hash_concurrency %d must not be negative", c.HashConcurrency))
 	}
+	switch c.TCPLookup {
+	case "", TCPLookupAuto, TCPLookupBPF, TCPLookupProc:
+	default:
+		errs = append(errs, fmt.Errorf("unix: tcp_lookup %q must be %s, %s or %s", c.TCPLookup, TCPLookupAuto, TCPLookupBPF, TCPLookupProc))
+	}
 	return errors.Join(errs...)
 }
 
@@ -106,6 +125,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HashConcurrency == 0 {
 		c.HashConcurrency = DefaultHashConcurrency
+	}
+	if c.TCPLookup == "" {
+		c.TCPLookup = TCPLookupAuto
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

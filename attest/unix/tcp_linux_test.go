@@ -32,6 +32,7 @@ const (
 	envTCPLocalPort = "CREDBROKER_UNIX_TEST_TCP_LPORT"     // source port to bind, with SO_REUSEADDR
 	envTCPChildUID  = "CREDBROKER_UNIX_TEST_TCP_CHILD_UID" // fork: uid (and gid) of the child
 	envTCPScenario  = "CREDBROKER_UNIX_TEST_TCP_SCENARIO"  // pidns: see TestAttestTCPPidNamespace
+	envTCPLookup    = "CREDBROKER_UNIX_TEST_TCP_LOOKUP"    // pidns: Config.TCPLookup
 )
 
 // TestTCPHelperProcess is not a test: it is the body of the TCP helper
@@ -315,10 +316,12 @@ func needRoot(t testing.TB) {
 // Processes of two uids connect to one listener and are told apart, over
 // IPv4, IPv6 and a dual-stack listener reached at an IPv4 address (an
 // IPv6 socket with IPv4-mapped addresses).
-func TestAttestTCPTwoUIDs(t *testing.T) {
+func TestAttestTCPTwoUIDs(t *testing.T) { forEachLookup(t, testAttestTCPTwoUIDs) }
+
+func testAttestTCPTwoUIDs(t *testing.T, lookup string) {
 	needRoot(t)
 	exe, sum := tcpExe(t)
-	a := newAttestor(t, Config{})
+	a := newAttestor(t, Config{TCPLookup: lookup})
 	for _, tc := range []struct {
 		name, listen, dial string
 	}{
@@ -350,12 +353,14 @@ func TestAttestTCPTwoUIDs(t *testing.T) {
 // after its process died, is refused rather than named after the second.
 // P is bound again as soon as the kernel lets go of the reset socket; if
 // another socket took P meanwhile, the scenario starts over.
-func TestAttestTCPPortReuse(t *testing.T) {
+func TestAttestTCPPortReuse(t *testing.T) { forEachLookup(t, testAttestTCPPortReuse) }
+
+func testAttestTCPPortReuse(t *testing.T, lookup string) {
 	needRoot(t)
 	exe, sum := tcpExe(t)
 	self := selfExe(t)
 	selfSum := fileSHA256(t, self)
-	a := newAttestor(t, Config{})
+	a := newAttestor(t, Config{TCPLookup: lookup})
 	ln := listenTCP(t, "127.0.0.1:0")
 
 	for attempt := 1; ; attempt++ {
@@ -432,10 +437,12 @@ func TestAttestTCPPortReuse(t *testing.T) {
 
 // TestAttestTCPHolders covers sockets held by two processes: alike (the
 // lowest pid is named) and of different uids (refused).
-func TestAttestTCPHolders(t *testing.T) {
+func TestAttestTCPHolders(t *testing.T) { forEachLookup(t, testAttestTCPHolders) }
+
+func testAttestTCPHolders(t *testing.T, lookup string) {
 	needRoot(t)
 	exe, sum := tcpExe(t)
-	a := newAttestor(t, Config{})
+	a := newAttestor(t, Config{TCPLookup: lookup})
 	ln := listenTCP(t, "127.0.0.1:0")
 	for _, tc := range []struct {
 		name     string
@@ -469,13 +476,15 @@ func TestAttestTCPHolders(t *testing.T) {
 }
 
 // TestAttestTCPRefusals covers connections whose peer cannot be named.
-func TestAttestTCPRefusals(t *testing.T) {
+func TestAttestTCPRefusals(t *testing.T) { forEachLookup(t, testAttestTCPRefusals) }
+
+func testAttestTCPRefusals(t *testing.T, lookup string) {
 	needRoot(t)
 	exe, _ := tcpExe(t)
 	ln := listenTCP(t, "127.0.0.1:0")
 
 	t.Run("not tcp", func(t *testing.T) {
-		a := newAttestor(t, Config{})
+		a := newAttestor(t, Config{TCPLookup: lookup})
 		c1, c2 := net.Pipe()
 		defer c1.Close()
 		defer c2.Close()
@@ -483,7 +492,7 @@ func TestAttestTCPRefusals(t *testing.T) {
 		wantReason(t, id, err, reasonTCPConn)
 	})
 	t.Run("cancelled", func(t *testing.T) {
-		a := newAttestor(t, Config{})
+		a := newAttestor(t, Config{TCPLookup: lookup})
 		p := startTCPPeer(t, ln, "", exe, "hold", nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
@@ -494,7 +503,7 @@ func TestAttestTCPRefusals(t *testing.T) {
 		}
 	})
 	t.Run("peer exited", func(t *testing.T) {
-		a := newAttestor(t, Config{})
+		a := newAttestor(t, Config{TCPLookup: lookup})
 		p := startTCPPeer(t, ln, "", exe, "exit", nil)
 		// EOF: the helper closed its end, so no file refers to it.
 		p.conn.SetReadDeadline(time.Now().Add(helperTimeout))
@@ -509,7 +518,7 @@ func TestAttestTCPRefusals(t *testing.T) {
 	})
 	t.Run("peer killed during attestation", func(t *testing.T) {
 		var p *tcpPeer
-		a := newAttestor(t, Config{Hooks: Hooks{AfterPeerCred: func(pid int32) {
+		a := newAttestor(t, Config{TCPLookup: lookup, Hooks: Hooks{AfterPeerCred: func(pid int32) {
 			if int(pid) == p.cmd.Process.Pid {
 				p.cmd.Process.Kill()
 				p.cmd.Wait()
@@ -523,7 +532,7 @@ func TestAttestTCPRefusals(t *testing.T) {
 	// (SCM_RIGHTS) is held by no process, like one held in another pid
 	// namespace.
 	t.Run("socket in flight", func(t *testing.T) {
-		a := newAttestor(t, Config{})
+		a := newAttestor(t, Config{TCPLookup: lookup})
 		client, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
@@ -556,7 +565,7 @@ func TestAttestTCPRefusals(t *testing.T) {
 		}
 	})
 	t.Run("not loopback", func(t *testing.T) {
-		a := newAttestor(t, Config{})
+		a := newAttestor(t, Config{TCPLookup: lookup})
 		addr := nonLoopbackAddr(t)
 		ln := listenTCP(t, net.JoinHostPort(addr.String(), "0"))
 		id, err := a.AttestTCP(context.Background(), selfTCP(t, ln))
@@ -580,7 +589,9 @@ type tcpPidnsResult struct {
 // TestAttestTCPPidNamespace runs the attestor as pid 1 of a new pid
 // namespace (with its own /proc) sharing the network namespace, as a
 // sidecar container does without a shared process namespace.
-func TestAttestTCPPidNamespace(t *testing.T) {
+func TestAttestTCPPidNamespace(t *testing.T) { forEachLookup(t, testAttestTCPPidNamespace) }
+
+func testAttestTCPPidNamespace(t *testing.T, lookup string) {
 	needRoot(t)
 	for _, tc := range []struct {
 		scenario string
@@ -610,10 +621,10 @@ func TestAttestTCPPidNamespace(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.scenario, func(t *testing.T) {
-			r, setup := runTCPPidns(t, tc.scenario)
+			r, setup := runTCPPidns(t, tc.scenario, lookup)
 			if setup != "" {
 				t.Logf("the helper could not set the race up, running it again: %s", setup)
-				if r, setup = runTCPPidns(t, tc.scenario); setup != "" {
+				if r, setup = runTCPPidns(t, tc.scenario, lookup); setup != "" {
 					t.Fatalf("the helper could not set the race up twice: %s", setup)
 				}
 			}
@@ -625,9 +636,9 @@ func TestAttestTCPPidNamespace(t *testing.T) {
 
 // runTCPPidns runs tcpHelperPidns for scenario; for "invisible" it dials
 // the address the helper prints.
-func runTCPPidns(t *testing.T, scenario string) (res tcpPidnsResult, setup string) {
+func runTCPPidns(t *testing.T, scenario, lookup string) (res tcpPidnsResult, setup string) {
 	t.Helper()
-	cmd := tcpHelperCommand("pidns", envTCPScenario+"="+scenario)
+	cmd := tcpHelperCommand("pidns", envTCPScenario+"="+scenario, envTCPLookup+"="+lookup)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -704,7 +715,7 @@ func tcpHelperPidns() error {
 		}
 	}()
 	var hookErr error
-	cfg := Config{}
+	cfg := Config{TCPLookup: os.Getenv(envTCPLookup)}
 	if scenario == "window" {
 		cfg.Hooks.AfterPeerCred = func(pid int32) {
 			if int(pid) != child.Process.Pid {
@@ -794,10 +805,12 @@ func nonLoopbackAddr(t *testing.T) net.IP {
 
 // TestAttestTCPSelf attests a connection from the test process itself, and
 // checks that attestations, successful or not, leave no descriptor open.
-func TestAttestTCPSelf(t *testing.T) {
+func TestAttestTCPSelf(t *testing.T) { forEachLookup(t, testAttestTCPSelf) }
+
+func testAttestTCPSelf(t *testing.T, lookup string) {
 	exe := selfExe(t)
 	sum := fileSHA256(t, exe)
-	a := newAttestor(t, Config{})
+	a := newAttestor(t, Config{TCPLookup: lookup})
 	ln := listenTCP(t, "[::1]:0")
 	client, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -832,7 +845,7 @@ func TestAttestTCPSelf(t *testing.T) {
 	}
 	checkTCPIdentity(t, id, os.Getuid(), os.Getgid(), os.Getpid(), exe, sum)
 	// Refused after the holder is taken: its executable is over the limit.
-	small := newAttestor(t, Config{MaxExeBytes: 1})
+	small := newAttestor(t, Config{TCPLookup: lookup, MaxExeBytes: 1})
 	if _, err := small.AttestTCP(context.Background(), server); err == nil {
 		t.Fatal("an executable over the limit was accepted")
 	}
@@ -852,10 +865,17 @@ func TestAttestTCPSelf(t *testing.T) {
 }
 
 // BenchmarkAttestTCP measures an attestation of a helper's connection with
-// the processes the machine runs, and with a few hundred more.
+// the processes the machine runs, and with a few hundred more, finding the
+// holder with the BPF iterator and by reading /proc/*/fd.
 func BenchmarkAttestTCP(b *testing.B) {
+	for _, lookup := range []string{TCPLookupBPF, TCPLookupProc} {
+		b.Run(lookup, func(b *testing.B) { benchmarkAttestTCP(b, lookup) })
+	}
+}
+
+func benchmarkAttestTCP(b *testing.B, lookup string) {
 	ln := listenTCP(b, "127.0.0.1:0")
-	a := newAttestor(b, Config{})
+	a := newAttestor(b, Config{TCPLookup: lookup})
 	ctx := context.Background()
 	run := func(b *testing.B) {
 		// A helper per run: it holds its connection for helperTimeout.

@@ -17,13 +17,15 @@ import (
 // confirm the held process through its handles, and name the same
 // process as a fresh AttestTCP does; with the ids read from the pidfd or,
 // as on kernels before 6.13, from /proc/PID/status.
-func TestTCPConnHoldsProcess(t *testing.T) {
+func TestTCPConnHoldsProcess(t *testing.T) { forEachLookup(t, testTCPConnHoldsProcess) }
+
+func testTCPConnHoldsProcess(t *testing.T, lookup string) {
 	needRoot(t)
 	exe, sum := tcpExe(t)
 	ln := listenTCP(t, "127.0.0.1:0")
 	for _, statusIDs := range []bool{false, true} {
 		t.Run(fmt.Sprintf("status=%v", statusIDs), func(t *testing.T) {
-			a := newAttestor(t, Config{})
+			a := newAttestor(t, Config{TCPLookup: lookup})
 			a.noPidfdInfo.Store(statusIDs)
 			p := startTCPPeer(t, ln, "", exe, "hold", &syscall.Credential{Uid: 65534, Gid: 65534})
 			c := &TCPConn{TCPConn: p.conn, a: a}
@@ -56,13 +58,15 @@ func TestTCPConnHoldsProcess(t *testing.T) {
 
 // A held process that changes its uid is attested afresh, and so refused:
 // its socket was opened as root, and it now runs only as nobody.
-func TestTCPConnSetuid(t *testing.T) {
+func TestTCPConnSetuid(t *testing.T) { forEachLookup(t, testTCPConnSetuid) }
+
+func testTCPConnSetuid(t *testing.T, lookup string) {
 	needRoot(t)
 	exe, sum := tcpExe(t)
 	ln := listenTCP(t, "127.0.0.1:0")
 	for _, statusIDs := range []bool{false, true} {
 		t.Run(fmt.Sprintf("status=%v", statusIDs), func(t *testing.T) {
-			a := newAttestor(t, Config{})
+			a := newAttestor(t, Config{TCPLookup: lookup})
 			a.noPidfdInfo.Store(statusIDs)
 			p := startTCPPeer(t, ln, "", exe, "setuid", &syscall.Credential{Uid: 0, Gid: 0})
 			c := &TCPConn{TCPConn: p.conn, a: a}
@@ -93,10 +97,12 @@ func TestTCPConnSetuid(t *testing.T) {
 // process, the next attestation looks afresh: a process of the same uid
 // is named, one of another uid than the socket's creator is refused. The
 // identity held for the connection is never carried over to either.
-func TestTCPConnHandOver(t *testing.T) {
+func TestTCPConnHandOver(t *testing.T) { forEachLookup(t, testTCPConnHandOver) }
+
+func testTCPConnHandOver(t *testing.T, lookup string) {
 	needRoot(t)
 	exe, sum := tcpExe(t)
-	a := newAttestor(t, Config{})
+	a := newAttestor(t, Config{TCPLookup: lookup})
 	ln := listenTCP(t, "127.0.0.1:0")
 	for _, tc := range []struct {
 		name     string
@@ -152,9 +158,11 @@ func TestTCPConnHandOver(t *testing.T) {
 }
 
 // ListenTCP wraps TCP connections, which Attest then holds.
-func TestListenTCP(t *testing.T) {
+func TestListenTCP(t *testing.T) { forEachLookup(t, testListenTCP) }
+
+func testListenTCP(t *testing.T, lookup string) {
 	needRoot(t)
-	a := newAttestor(t, Config{})
+	a := newAttestor(t, Config{TCPLookup: lookup})
 	ln := a.ListenTCP(listenTCP(t, "127.0.0.1:0"))
 	dialed := make(chan net.Conn, 1)
 	go func() {

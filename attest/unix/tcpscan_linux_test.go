@@ -17,10 +17,12 @@ import (
 // process holding its own socket (this process for three of them, a
 // helper for one, one socket asked about twice), and one that stops
 // waiting returns at once.
-func TestAttestTCPSharedScan(t *testing.T) {
+func TestAttestTCPSharedScan(t *testing.T) { forEachLookup(t, testAttestTCPSharedScan) }
+
+func testAttestTCPSharedScan(t *testing.T, lookup string) {
 	exe := selfExe(t)
 	sum := fileSHA256(t, exe)
-	a := newAttestor(t, Config{})
+	a := newAttestor(t, Config{TCPLookup: lookup})
 	ln := listenTCP(t, "127.0.0.1:0")
 	own := []net.Conn{selfTCP(t, ln), selfTCP(t, ln), selfTCP(t, ln)}
 	helper := startTCPPeer(t, ln, "", exe, "hold", nil)
