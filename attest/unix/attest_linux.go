@@ -126,6 +126,14 @@ func New(cfg Config) (*Attestor, error) {
 	return a, nil
 }
 
+// ProbeBPF reports why TCP callers' processes cannot be found with the BPF
+// iterator here (Config.TCPLookup), or nil when they can. It loads the
+// iterator, once per process, as New does.
+func ProbeBPF() error {
+	_, err := sharedBPFHolders()
+	return err
+}
+
 // sharedBPFHolders loads the BPF iterator once per process: every Attestor
 // may use it, one lookup at a time.
 var sharedBPFHolders = sync.OnceValues(func() (*bpfHolders, error) { return loadBPFHolders() })

@@ -26,6 +26,9 @@ func New(cfg Config) (*Attestor, error) {
 	return nil, errUnsupported
 }
 
+// ProbeBPF always fails on this platform.
+func ProbeBPF() error { return errUnsupported }
+
 // Attest always fails on this platform.
 func (a *Attestor) Attest(ctx context.Context, conn net.Conn) (attest.Identity, error) {
 	return attest.Identity{}, &attest.Error{Method: attest.MethodUnix, Reason: "unix attestation is not supported on this platform", Err: errUnsupported}

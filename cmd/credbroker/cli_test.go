@@ -237,6 +237,7 @@ func TestCheckRefusesBadAttestorSettings(t *testing.T) {
 attestors:
   kubernetes: {audiences: [credbroker], jwks_file: jwks.json, allowed_algs: [HS256]}
   github: {audiences: []}
+  unix: {tcp_lookup: ebpf}
 `,
 		"policies.yaml": "policies:\n  - {name: p, effect: allow, workloads: [{unix: {uid: 0}}], credentials: [x]}\n",
 	})
@@ -245,6 +246,7 @@ attestors:
 	for _, want := range []string{
 		cfg + `:3: attestors.kubernetes: algorithm "HS256" is not allowed`,
 		cfg + `:4: attestors.github: audiences are required`,
+		cfg + `:5: attestors.unix: unix: tcp_lookup "ebpf" must be auto, bpf or proc`,
 	} {
 		if code != 1 || !strings.Contains(out, want) {
 			t.Errorf("exit %d, output lacks %q:\n%s", code, want, out)

@@ -163,6 +163,13 @@ type UnixConfig struct {
 	// HashConcurrency is how many executables are hashed at once (first
 	// sight of a file; later requests use the cache). Default 2.
 	HashConcurrency int `yaml:"hash_concurrency"`
+	// TCPLookup is how a TCP listener's caller is found among the
+	// processes: bpf with a BPF iterator over every open file (needs
+	// CAP_BPF and CAP_PERFMON, and a kernel with BTF; the broker refuses to
+	// start without them), proc by reading /proc/*/fd (a readlink per open
+	// file of every process, each connection), or auto, the iterator when
+	// it loads and /proc otherwise. Default auto.
+	TCPLookup string `yaml:"tcp_lookup"`
 }
 
 // KubernetesConfig verifies projected service-account tokens.
@@ -764,7 +771,7 @@ func (u *UnixConfig) config(log *slog.Logger) unixattest.Config {
 	if u == nil {
 		return unixattest.Config{Logger: log}
 	}
-	return unixattest.Config{MaxExeBytes: u.MaxExeBytes, HashConcurrency: u.HashConcurrency, Logger: log}
+	return unixattest.Config{MaxExeBytes: u.MaxExeBytes, HashConcurrency: u.HashConcurrency, TCPLookup: u.TCPLookup, Logger: log}
 }
 
 func (sp *SPIFFEConfig) config() spiffeattest.Config {

@@ -28,6 +28,7 @@ import (
 	githubattest "github.com/credbroker/credbroker/attest/github"
 	"github.com/credbroker/credbroker/attest/oidc"
 	spiffeattest "github.com/credbroker/credbroker/attest/spiffe"
+	unixattest "github.com/credbroker/credbroker/attest/unix"
 	"github.com/credbroker/credbroker/providers"
 )
 
@@ -72,7 +73,7 @@ func (c *cli) doctor(args []string) int {
 	d := doctorRun{cfg: lc.cfg, timeout: *timeout, uid: os.Geteuid()}
 	found := []finding{{statusOK, "configuration", fmt.Sprintf("%s: %d credentials, %d policies (policy set version %s)",
 		strings.Join(lc.cfg.Files, ", "), len(lc.cfg.Credentials), lc.policies.Len(), lc.policies.Version()), ""}}
-	for _, check := range []func() []finding{d.socketDirs, d.stateDirs, d.ports, d.privileges, d.pidNamespace, d.attestors, d.upstreams} {
+	for _, check := range []func() []finding{d.socketDirs, d.stateDirs, d.ports, d.privileges, d.tcpLookup, d.pidNamespace, d.attestors, d.upstreams} {
 		found = append(found, check()...)
 	}
 	if c.report(found) {
@@ -368,6 +369,38 @@ func (d doctorRun) privileges() []finding {
 	}
 	return []finding{{statusWarn, check, fmt.Sprintf("%s may read the executable and open files of uid %d's processes only (%s): callers of other users are refused, and TCP loopback callers of other users are not found", held, d.uid, tried),
 		fmt.Sprintf("run as root, or grant CAP_SYS_PTRACE (to read /proc/PID/exe) and CAP_DAC_READ_SEARCH (to list /proc/PID/fd): systemd AmbientCapabilities=CAP_SYS_PTRACE CAP_DAC_READ_SEARCH; in a container run as uid 0 with its capabilities dropped to [SYS_PTRACE, DAC_READ_SEARCH], since a non-root container user gets no effective capability from capabilities.add; nothing to do when every caller runs as uid %d", d.uid)}}
+}
+
+// tcpLookup checks how the callers of TCP listeners will be found: with
+// the BPF iterator, which the broker loads as this does, or by reading
+// /proc/*/fd on every connection.
+func (d doctorRun) tcpLookup() []finding {
+	const check = "tcp lookup"
+	lookup := unixattest.TCPLookupAuto
+	if u := d.cfg.Attestors.Unix; u != nil && u.TCPLookup != "" {
+		lookup = u.TCPLookup
+	}
+	if lookup == unixattest.TCPLookupProc {
+		return []finding{{statusOK, check, "tcp_lookup proc: a TCP listener's callers are found by reading /proc/*/fd", ""}}
+	}
+	err := unixattest.ProbeBPF()
+	if err == nil {
+		return []finding{{statusOK, check, "the BPF iterator loads: a TCP listener's callers are found without reading /proc/*/fd", ""}}
+	}
+	const fix = "grant CAP_BPF and CAP_PERFMON (systemd AmbientCapabilities=CAP_BPF CAP_PERFMON; Kubernetes capabilities.add: [BPF, PERFMON]) on a kernel with BTF (/sys/kernel/btf/vmlinux)"
+	if lookup == unixattest.TCPLookupBPF {
+		return []finding{{statusFail, check, "tcp_lookup bpf, but the BPF iterator does not load (" + err.Error() + "): the broker will not start", fix + ", or set attestors.unix.tcp_lookup: proc"}}
+	}
+	tcp := 0
+	for _, l := range d.cfg.Listeners {
+		if network, _ := l.Listener.Network(); network != "unix" {
+			tcp++
+		}
+	}
+	if tcp == 0 {
+		return []finding{{statusOK, check, "no TCP listener; the BPF iterator does not load here (" + err.Error() + ")", ""}}
+	}
+	return []finding{{statusWarn, check, fmt.Sprintf("the BPF iterator does not load (%s): the callers of %d TCP listeners are found by reading /proc/*/fd, about 1 ms per 500 open files on the machine for each connection", err, tcp), fix}}
 }
 
 func errText(err error) string {

@@ -163,7 +163,9 @@ func TestDoctorGoodConfig(t *testing.T) {
 			}
 			if tc.cred == nil {
 				wantLine(t, out, "OK", "privileges", "uid 0 with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH", "exe allowed, fd allowed")
+				wantLine(t, out, "OK", "tcp lookup", "the BPF iterator loads")
 			} else {
+				wantLine(t, out, "OK", "tcp lookup", "no TCP listener; the BPF iterator does not load here", "operation not permitted")
 				wantLine(t, out, "WARN", "privileges", "uid 65534 without CAP_SYS_PTRACE or CAP_DAC_READ_SEARCH", "permission denied", "fix: run as root, or grant CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH", "[SYS_PTRACE, DAC_READ_SEARCH]")
 			}
 			if strings.Contains(out, "doctor-static-secret-canary") {
@@ -400,5 +402,32 @@ func TestDoctorBadConfig(t *testing.T) {
 	}
 	if _, errOut, code := runCLI("doctor"); code != exitUsage || !strings.Contains(errOut, "--config is required") {
 		t.Errorf("no --config: exit %d, %q", code, errOut)
+	}
+}
+
+// TestDoctorTCPLookup: a broker that cannot load the BPF iterator (here
+// run as nobody, without CAP_BPF) WARNs about its TCP listeners' cost, and
+// FAILs when tcp_lookup bpf asks for the iterator; tcp_lookup proc is OK.
+func TestDoctorTCPLookup(t *testing.T) {
+	w := newDoctorWorld(t)
+	run, state := w.mkdir("run", 0o755, 65534), w.mkdir("state", 0o750, 65534)
+	listener := "listeners:\n  - http: {listen: \"127.0.0.1:0\", upstream: https://127.0.0.1:1, credential: demo, header: {value: \"{{.value}}\"}}\n"
+	for _, tc := range []struct {
+		lookup, status string
+		want           []string
+	}{
+		{"auto", "WARN", []string{"the BPF iterator does not load", "the callers of 1 TCP listeners are found by reading /proc/*/fd", "fix: grant CAP_BPF and CAP_PERFMON"}},
+		{"bpf", "FAIL", []string{"tcp_lookup bpf, but the BPF iterator does not load", "the broker will not start", "tcp_lookup: proc"}},
+		{"proc", "OK", []string{"tcp_lookup proc"}},
+	} {
+		t.Run(tc.lookup, func(t *testing.T) {
+			cfg := w.config(filepath.Join(run, "broker.sock"), filepath.Join(state, "audit.db"),
+				"attestors: {unix: {tcp_lookup: "+tc.lookup+"}}\n"+listener)
+			out, code := w.doctor(nobody, nil, cfg)
+			wantLine(t, out, tc.status, "tcp lookup", tc.want...)
+			if (code == 1) != (tc.status == "FAIL") {
+				t.Errorf("exit %d with a %s line:\n%s", code, tc.status, out)
+			}
+		})
 	}
 }
