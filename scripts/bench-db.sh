@@ -47,7 +47,10 @@
 # when it is writable with 1 GiB free, else BENCH_DIR: where the PostgreSQL
 # cluster goes; on a disk, every TPC-B-like commit waits for an fsync
 # whose time the host's other work sets, which drowns the relays' share),
-# GO (go).
+# TCP_LOOKUP (auto: attestors.unix.tcp_lookup of the broker, which finds
+# the process behind each TCP connection with a BPF iterator when it can
+# load one, here as root, and by reading /proc/*/fd otherwise; proc to
+# measure the latter), GO (go).
 # Installs what is missing from Debian's packages. See bench/README.md. A
 # missed target is printed, not an error: the script fails only when
 # something does not start, a check query through a target fails, a run
@@ -472,6 +475,7 @@ admin: ""
 audit: {path: $dir/audit.db, checkpoint: {file: $dir/checkpoint.json, interval: 5s}}
 policies: policies.yaml
 log: {format: text}
+attestors: {unix: {tcp_lookup: ${TCP_LOOKUP:-auto}}}
 credentials:
 EOF
     if db postgres; then
@@ -969,7 +973,7 @@ target_ge() {
     [ -z "${gorelay_counts[$d]:-}" ] || echo "gorelay $d: ${gorelay_counts[$d]}"
   done
   if has broker; then
-    echo "broker log: $(grep -c 'level=ERROR' "${log[broker]}" || true) error and $(grep -c 'level=WARN' "${log[broker]}" || true) warning lines"
+    echo "broker log: $(grep -c 'level=ERROR' "${log[broker]}" || true) error and $(grep -c 'level=WARN' "${log[broker]}" || true) warning lines; TCP callers found by $(grep -o 'tcp_lookup=[a-z]*' "${log[broker]}" | head -n 1 | cut -d= -f2) (attestors.unix.tcp_lookup ${TCP_LOOKUP:-auto})"
   fi
   echo
   echo "commands (passwords redacted; PGSSLMODE=disable, no password file):"

@@ -16,7 +16,8 @@ import (
 )
 
 // bpfHolders finds the holders of sockets with a BPF iterator over every
-// open file of every task (bpf_iter task_file, Linux 5.8), instead of a
+// open file of every task (bpf_iter task_file; Linux 5.11 for
+// bpf_get_current_task_btf), instead of a
 // readlink per file under /proc/*/fd: the kernel walks the fd tables
 // itself, a few hundredths of the cost. It needs CAP_BPF and CAP_PERFMON
 // (or CAP_SYS_ADMIN) and a kernel that describes itself in BTF, which gives
@@ -29,7 +30,7 @@ import (
 // them. The iterator walks the tasks of the pid namespace of the process
 // that reads it, in pid order, visiting a thread other than the group
 // leader only when its file table is its own (clone without CLONE_FILES).
-// One lookup runs at a time (runScans).
+// One lookup runs at a time (mu): the map and the buffer are shared.
 type bpfHolders struct {
 	mu   sync.Mutex
 	want *ebpf.Map
@@ -48,15 +49,6 @@ const bpfMaxWanted = 1024
 // sockfsMagic is the s_magic of the superblock of sockets (SOCKFS_MAGIC).
 const sockfsMagic = 0x534F434B
 
-// The offsets in struct bpf_iter__task_file, the program's context: a
-// pointer to struct bpf_iter_meta, the task, the fd (u32, 8-aligned) and
-// the file. They are the kernel's ABI for this iterator.
-const (
-	ctxMeta = 0
-	ctxTask = 8
-	ctxFile = 24
-)
-
 // loadBPFHolders loads the iterator. The pids it gives are numbered as the
 // pid namespace of the process reading it numbers them.
 func loadBPFHolders() (*bpfHolders, error) {
@@ -64,13 +56,19 @@ func loadBPFHolders() (*bpfHolders, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel BTF: %w", err)
 	}
+	// The program's context is struct bpf_iter__task_file: meta (which
+	// holds the seq_file written to), task, fd and file.
 	var offs struct {
-		fInode, iIno, iSb, sMagic, groupLeader, threadPid, pidLevel, pidNumbers, upidSize int
+		ctxMeta, ctxTask, ctxFile, metaSeq, fInode, iIno, iSb, sMagic, groupLeader, threadPid, pidLevel, pidNumbers, upidSize int
 	}
 	for _, f := range []struct {
 		dst         *int
 		typ, member string
 	}{
+		{&offs.ctxMeta, "bpf_iter__task_file", "meta"},
+		{&offs.ctxTask, "bpf_iter__task_file", "task"},
+		{&offs.ctxFile, "bpf_iter__task_file", "file"},
+		{&offs.metaSeq, "bpf_iter_meta", "seq"},
 		{&offs.fInode, "file", "f_inode"},
 		{&offs.iIno, "inode", "i_ino"},
 		{&offs.iSb, "inode", "i_sb"},
@@ -109,11 +107,12 @@ func loadBPFHolders() (*bpfHolders, error) {
 		recIno = -8
 		ptrTmp = -24
 	)
-	// readNr copies to the record at dst the pid number, at the level in
-	// r7, of the struct pid pointed to by the field at off of the task in
-	// r9: task->FIELD->numbers[level].nr. It reads with
-	// bpf_probe_read_kernel, since numbers is a flexible array indexed by a
-	// value the verifier cannot bound; an unreadable one leaves dst zero.
+	// readNr copies to the record at dst the number of the task in r9 in
+	// the broker's pid namespace, task->thread_pid->numbers[level].nr,
+	// where r7 is the offset of numbers[level] in a struct pid. It reads
+	// with bpf_probe_read_kernel, since numbers is a flexible array indexed
+	// by a value the verifier cannot bound, and jumps to label, leaving dst
+	// zero, when a read fails.
 	readNr := func(dst int16, label string) asm.Instructions {
 		return asm.Instructions{
 			asm.Mov.Reg(asm.R1, asm.RFP),
@@ -134,7 +133,7 @@ func loadBPFHolders() (*bpfHolders, error) {
 	}
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadMem(asm.R7, asm.R6, ctxFile, asm.DWord),
+		asm.LoadMem(asm.R7, asm.R6, int16(offs.ctxFile), asm.DWord),
 		asm.JEq.Imm(asm.R7, 0, "out"),
 		asm.LoadMem(asm.R8, asm.R7, int16(offs.fInode), asm.DWord),
 		asm.JEq.Imm(asm.R8, 0, "out"),
@@ -160,7 +159,7 @@ func loadBPFHolders() (*bpfHolders, error) {
 		asm.Add.Imm(asm.R7, int32(offs.pidNumbers)),
 		asm.Mov.Imm(asm.R1, 0),
 		asm.StoreMem(asm.RFP, recPid, asm.R1, asm.DWord),
-		asm.LoadMem(asm.R9, asm.R6, ctxTask, asm.DWord),
+		asm.LoadMem(asm.R9, asm.R6, int16(offs.ctxTask), asm.DWord),
 		asm.JEq.Imm(asm.R9, 0, "out"),
 	}
 	insns = append(insns, readNr(recTid, "leader")...)
@@ -170,8 +169,8 @@ func loadBPFHolders() (*bpfHolders, error) {
 	)
 	insns = append(insns, readNr(recPid, "write")...)
 	insns = append(insns,
-		asm.LoadMem(asm.R1, asm.R6, ctxMeta, asm.DWord).WithSymbol("write"),
-		asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord), // meta->seq
+		asm.LoadMem(asm.R1, asm.R6, int16(offs.ctxMeta), asm.DWord).WithSymbol("write"),
+		asm.LoadMem(asm.R1, asm.R1, int16(offs.metaSeq), asm.DWord),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, recPid),
 		asm.Mov.Imm(asm.R3, bpfRecord),
@@ -322,11 +321,4 @@ func (b *bpfHolders) clear(inos []uint32) error {
 		}
 	}
 	return first
-}
-
-// close releases the iterator, the program and the map.
-func (b *bpfHolders) close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return errors.Join(b.iter.Close(), b.prog.Close(), b.want.Close())
 }

@@ -5,12 +5,15 @@ package unix
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"runtime"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -181,4 +184,65 @@ func (p *tcpPeer) clientInode(t *testing.T) uint32 {
 		t.Fatal(err)
 	}
 	return s.inode
+}
+
+// tcpHelperLookup creates an Attestor with the TCPLookup of envTCPLookup
+// and prints the lookup it uses ("bpf" or "proc") followed by its logs, or
+// "error" and New's error.
+func tcpHelperLookup() error {
+	var logs strings.Builder
+	a, err := New(Config{TCPLookup: os.Getenv(envTCPLookup), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		fmt.Printf("error %v\n", err)
+		return nil
+	}
+	used := TCPLookupProc
+	if a.bpf != nil {
+		used = TCPLookupBPF
+	}
+	fmt.Printf("%s\n%s", used, logs.String())
+	return nil
+}
+
+// Without CAP_BPF (a helper running as nobody), tcp_lookup auto falls back
+// to /proc and says why, and bpf refuses to start; as root, auto loads the
+// iterator and proc does not.
+func TestTCPLookupFallback(t *testing.T) {
+	needRoot(t)
+	exe, _ := tcpExe(t)
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	for _, tc := range []struct {
+		lookup string
+		cred   *syscall.Credential
+		want   []string
+	}{
+		{TCPLookupAuto, nil, []string{"bpf\n", "tcp_lookup=bpf"}},
+		{TCPLookupProc, nil, []string{"proc\n", "tcp_lookup=proc"}},
+		{TCPLookupAuto, nobody, []string{"proc\n", "the BPF iterator is not available", "operation not permitted", "tcp_lookup=proc"}},
+		{TCPLookupBPF, nobody, []string{"error unix: tcp_lookup bpf: ", "operation not permitted"}},
+	} {
+		who := "root"
+		if tc.cred != nil {
+			who = "nobody"
+		}
+		t.Run(tc.lookup+"/"+who, func(t *testing.T) {
+			cmd := tcpHelperCommand("lookup", envTCPLookup+"="+tc.lookup)
+			cmd.Path, cmd.Args[0] = exe, exe
+			if tc.cred != nil {
+				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: tc.cred}
+			}
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("helper: %v\n%s", err, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if !strings.HasPrefix(string(out), tc.want[0]) {
+				t.Errorf("output does not start with %q:\n%s", tc.want[0], out)
+			}
+		})
+	}
 }

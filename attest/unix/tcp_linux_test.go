@@ -62,10 +62,14 @@ func TestTCPHelperProcess(t *testing.T) {
 //	handoff: waits for one byte, then starts a holdfd child as fork does,
 //	        prints its pid and exits, leaving the connection to the child;
 //	holdfd: (no connect) holds the connection passed as fd 3;
-//	pidns:  (no connect) see tcpHelperPidns.
+//	pidns:  (no connect) see tcpHelperPidns;
+//	lookup: (no connect) see tcpHelperLookup.
 func tcpHelper(mode string) error {
-	if mode == "pidns" {
+	switch mode {
+	case "pidns":
 		return tcpHelperPidns()
+	case "lookup":
+		return tcpHelperLookup()
 	}
 	if mode == "holdfd" {
 		conn, err := net.FileConn(os.NewFile(3, "conn"))
