@@ -917,7 +917,7 @@ target_ge() {
     target_ge "pg -S -C TPS" "$b" "$l" "broker $(num %.0f "$b") ≥ $min_c_vs_direct × direct $(num %.0f "$d") = $(num %.0f "$l") (ratio $(ratio "$b" "$d"); haproxy $(num %.0f "$(med pg-SC haproxy 4)"))"
     if has broker; then
       u=$(med pg-SC broker-unix 4)
-      printf '  info: pg -S -C through the broker'"'"'s listener on a Unix socket (the kernel names the peer: no scan of /proc/*/fd): %s TPS = %s × direct (per round %s), %s µs broker CPU/tx (on TCP %s)\n' \
+      printf '  info: pg -S -C through the broker'"'"'s listener on a Unix socket (the kernel names the peer: no search for the process holding the client socket): %s TPS = %s × direct (per round %s), %s µs broker CPU/tx (on TCP %s)\n' \
         "$(num %.0f "$u")" "$(ratio "$u" "$d")" "$(paired pg-SC broker-unix direct)" "$(num %.1f "$(med pg-SC broker-unix 9)")" "$(num %.1f "$(med pg-SC broker 9)")"
     fi
   fi
