@@ -53,10 +53,10 @@ type Attestor struct {
 	hashSlots chan struct{}
 	// hashed counts executables read and hashed (cache misses).
 	hashed atomic.Uint64
-	// scans shares scans of /proc/*/fd for the holders of TCP sockets;
-	// scanned counts them; testHookScan, when set, is called before each
-	// with the number of sockets it looks for.
-	// bpf, when not nil, finds them instead of the scan (scanHolders).
+	// scans shares searches for the holders of TCP sockets, made with
+	// the BPF iterator bpf when it is not nil and in /proc/*/fd otherwise
+	// (scanHolders); scanned counts them; testHookScan, when set, is
+	// called before each with the number of sockets it looks for.
 	scans        holderScans
 	scanned      atomic.Uint64
 	testHookScan func(sockets int)

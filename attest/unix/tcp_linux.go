@@ -57,10 +57,10 @@ var errHolderGone = errors.New("unix: the process let go of the socket")
 //     by reading /proc/*/fd. A thread whose fd table is its own (clone
 //     without CLONE_FILES) is seen by the iterator only, and refuses the
 //     connection when it holds the socket. For each holder, a pidfd is
-//     taken, then /proc/PID is opened and its
-//     real uid and gid, executable and cgroup are read as Attest reads
-//     them, and it is confirmed, through the held /proc/PID directory, that
-//     the process still holds the socket.
+//     taken, then /proc/PID is opened and its real uid and gid, executable
+//     and cgroup are read as Attest reads them, and it is confirmed,
+//     through the held /proc/PID directory, that the process still holds
+//     the socket.
 //  4. Several holders (a fork, a passed descriptor) are accepted only when
 //     they would be described alike apart from the pid — same uid, gid,
 //     executable and hash, pod and container — and the lowest pid is
