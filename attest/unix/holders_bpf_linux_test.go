@@ -65,16 +65,7 @@ func TestBPFHoldersMatchScan(t *testing.T) {
 		server := selfTCP(t, ln).(*net.TCPConn)
 		want[socketInode(t, server)] = []int32{self}
 	}
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	accepted, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer accepted.Close()
+	client, _ := selfTCPPair(t, ln)
 	f, err := client.(*net.TCPConn).File()
 	if err != nil {
 		t.Fatal(err)

@@ -259,17 +259,25 @@ func listenTCP(t testing.TB, addr string) *net.TCPListener {
 // cleanup closes both ends.
 func selfTCP(t testing.TB, ln net.Listener) net.Conn {
 	t.Helper()
+	_, server := selfTCPPair(t, ln)
+	return server
+}
+
+// selfTCPPair connects this process to ln and returns both ends; cleanup
+// closes them.
+func selfTCPPair(t testing.TB, ln net.Listener) (client, server net.Conn) {
+	t.Helper()
 	client, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
-	server, err := ln.Accept()
+	server, err = ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { server.Close() })
-	return server
+	return client, server
 }
 
 // checkTCPIdentity checks an identity from AttestTCP: a unix identity of
