@@ -51,8 +51,8 @@ type authServer struct {
 	// requests it gets: a redirect must not deliver the secret there.
 	other *httptest.Server
 
-	// hung receives a value when /canned/hang has a request, which it
-	// holds until the client gives up.
+	// hung receives a value when /canned/hang or /canned/hang-body has a
+	// request, which it holds until the client gives up.
 	hung chan struct{}
 
 	mu        sync.Mutex
@@ -326,6 +326,16 @@ func (s *authServer) canned(w http.ResponseWriter, r *http.Request) {
 	case "redirect-loop":
 		http.Redirect(w, r, r.URL.Path, http.StatusTemporaryRedirect)
 	case "hang":
+		select {
+		case s.hung <- struct{}{}:
+		default:
+		}
+		<-r.Context().Done()
+	case "hang-body": // the status and headers, then no body until the client gives up
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprint(w, `{"access_token":`)
+		w.(http.Flusher).Flush()
 		select {
 		case s.hung <- struct{}{}:
 		default:

@@ -196,6 +196,12 @@ func (p *Provider) Credential(ctx context.Context, req providers.Request) (provi
 	}
 	tok, err := cc.Token(context.WithValue(ctx, xoauth2.HTTPClient, p.client))
 	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			// The caller gave up: whatever the library made of an answer
+			// cut short (a body that does not parse), the request was
+			// cancelled.
+			return providers.Credential{}, p.errorf("token endpoint %s: %w", p.tokenURL, cerr)
+		}
 		return providers.Credential{}, p.tokenError(err, secret)
 	}
 	// The library turned expires_in into an expiry on the real clock as it
